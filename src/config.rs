@@ -1,0 +1,777 @@
+//! Configuration: TOML parsed with serde (`deny_unknown_fields`) into raw structs, then validated
+//! into typed values. Every error names the key and the line of the file it came from.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::proxy::auth::ScramVerifier;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+/// Role of a client listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Everything goes to the primary.
+    Primary,
+    /// Read-only, balanced over healthy replicas.
+    Replica,
+    /// Read/write split by parsing SQL.
+    Auto,
+}
+
+impl fmt::Display for ListenerRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerRole::Primary => "primary",
+            ListenerRole::Replica => "replica",
+            ListenerRole::Auto => "auto",
+        })
+    }
+}
+
+/// How a client proves who it is to pgcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum ClientAuthMethod {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// After a write, how long a session's reads stay on the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadYourWrites {
+    /// Until the end of the transaction that wrote (autocommit writes: not at all).
+    Transaction,
+    /// For the rest of the session.
+    Session,
+    /// For a time window after the last write.
+    Window(Duration),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (serde) layer
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    node: Option<Spanned<RawNode>>,
+    admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    metrics: Option<Spanned<RawMetrics>>,
+    #[serde(default)]
+    limits: Option<Spanned<RawLimits>>,
+    #[serde(default)]
+    health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    routing: Option<Spanned<RawRouting>>,
+    #[serde(default)]
+    listeners: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    backends: Vec<Spanned<RawBackend>>,
+    #[serde(default)]
+    users: Vec<Spanned<RawUser>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    /// 0..=255: identifies this balancer inside the cancel keys it issues.
+    id: Option<i64>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_client_connections: Option<i64>,
+    startup_timeout_ms: Option<i64>,
+    max_message_bytes: Option<i64>,
+    connect_timeout_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval_ms: Option<i64>,
+    timeout_ms: Option<i64>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    max_replica_lag_bytes: Option<i64>,
+    max_replica_lag_ms: Option<i64>,
+    user: Option<String>,
+    password: Option<String>,
+    database: Option<String>,
+    function_refresh_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    read_your_writes: Option<String>,
+    read_your_writes_window_ms: Option<i64>,
+    read_functions: Option<Vec<String>>,
+    write_functions: Option<Vec<String>>,
+    fallback_reads_to_primary: Option<bool>,
+    statement_cache_size: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: String,
+    address: String,
+    role: ListenerRole,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: String,
+    host: String,
+    port: Option<i64>,
+    weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password: Option<String>,
+    auth: Option<ClientAuthMethod>,
+    backend_password: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated layer
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub node_id: u8,
+    pub node_name: String,
+    pub admin_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub limits: LimitsConfig,
+    pub health: HealthConfig,
+    pub routing: RoutingConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub backends: Vec<BackendConfig>,
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub max_client_connections: usize,
+    pub startup_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub max_replica_lag_bytes: Option<u64>,
+    pub max_replica_lag: Option<Duration>,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub function_refresh: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    pub read_your_writes: ReadYourWrites,
+    pub read_functions: Vec<String>,
+    pub write_functions: Vec<String>,
+    pub fallback_reads_to_primary: bool,
+    pub statement_cache_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub role: ListenerRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub auth: ClientAuthMethod,
+    /// Plaintext password: needed for MD5 client auth and to log in to the backends.
+    pub password: Option<String>,
+    /// Password used towards the backends (defaults to `password`).
+    pub backend_password: Option<String>,
+    /// Precomputed at load so a SCRAM login does not pay for PBKDF2.
+    pub scram: Option<ScramVerifier>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print secrets.
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Built-in VOLATILE functions that never write: they may run on a replica. Users extend or
+/// shrink this with `routing.read_functions` (which replaces it when given).
+pub const DEFAULT_READ_FUNCTIONS: &[&str] = &[
+    "random",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "pg_sleep",
+    "pg_is_in_recovery",
+    "pg_last_wal_replay_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_xact_replay_timestamp",
+];
+
+/// Functions that must run on the primary connection although they do not write:
+/// `pg_backend_pid()` must return the PID the client got in BackendKeyData.
+pub const DEFAULT_WRITE_FUNCTIONS: &[&str] = &["pg_backend_pid"];
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        Validator { text, path: shown }.validate(raw, path)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    path: String,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line: self.line_of(span.start),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn ms(
+        &self,
+        span: &std::ops::Range<usize>,
+        key: &str,
+        value: Option<i64>,
+        default_ms: u64,
+        min_ms: u64,
+    ) -> Result<Duration, ConfigError> {
+        let v = value.unwrap_or(default_ms as i64);
+        if v < min_ms as i64 {
+            return Err(self.err(
+                span.clone(),
+                key,
+                format!("must be at least {min_ms} ms, got {v}"),
+            ));
+        }
+        Ok(Duration::from_millis(v as u64))
+    }
+
+    fn count(
+        &self,
+        span: &std::ops::Range<usize>,
+        key: &str,
+        value: Option<i64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let v = value.unwrap_or(default as i64);
+        if v < min as i64 || v > max as i64 {
+            return Err(self.err(
+                span.clone(),
+                key,
+                format!("must be between {min} and {max}, got {v}"),
+            ));
+        }
+        Ok(v as u64)
+    }
+
+    fn validate(&self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let (node_span, node) = split(raw.node);
+        let node_id = self.count(&node_span, "node.id", node.id, 0, 0, 255)? as u8;
+        let node_name = node.name.unwrap_or_else(|| format!("pgcast-{node_id}"));
+
+        let admin = raw.admin.ok_or_else(|| {
+            self.err(
+                0..0,
+                "admin.socket",
+                "missing: the [admin] section with `socket` is required",
+            )
+        })?;
+        let admin_socket = PathBuf::from(&admin.get_ref().socket);
+        if admin.get_ref().socket.is_empty() {
+            return Err(self.err(admin.span(), "admin.socket", "must not be empty"));
+        }
+
+        let metrics_listen = match raw.metrics {
+            Some(m) => match &m.get_ref().listen {
+                Some(addr) => Some(addr.parse::<SocketAddr>().map_err(|e| {
+                    self.err(
+                        m.span(),
+                        "metrics.listen",
+                        format!("not an address:port ({e})"),
+                    )
+                })?),
+                None => None,
+            },
+            None => None,
+        };
+
+        let (ls, l) = split(raw.limits);
+        let limits = LimitsConfig {
+            max_client_connections: self.count(
+                &ls,
+                "limits.max_client_connections",
+                l.max_client_connections,
+                1000,
+                1,
+                1_000_000,
+            )? as usize,
+            startup_timeout: self.ms(
+                &ls,
+                "limits.startup_timeout_ms",
+                l.startup_timeout_ms,
+                10_000,
+                10,
+            )?,
+            // PostgreSQL itself caps a message at 1 GiB; a proxy should be stricter by default.
+            max_message_bytes: self.count(
+                &ls,
+                "limits.max_message_bytes",
+                l.max_message_bytes,
+                64 << 20,
+                1024,
+                1 << 30,
+            )? as usize,
+            connect_timeout: self.ms(
+                &ls,
+                "limits.connect_timeout_ms",
+                l.connect_timeout_ms,
+                5_000,
+                10,
+            )?,
+        };
+
+        let (hs, h) = split(raw.health);
+        let health = HealthConfig {
+            interval: self.ms(&hs, "health.interval_ms", h.interval_ms, 500, 10)?,
+            timeout: self.ms(&hs, "health.timeout_ms", h.timeout_ms, 2_000, 10)?,
+            rise: self.count(&hs, "health.rise", h.rise, 2, 1, 100)? as u32,
+            fall: self.count(&hs, "health.fall", h.fall, 3, 1, 100)? as u32,
+            max_replica_lag_bytes: match h.max_replica_lag_bytes {
+                Some(v) if v < 0 => {
+                    return Err(self.err(
+                        hs.clone(),
+                        "health.max_replica_lag_bytes",
+                        "must not be negative",
+                    ))
+                }
+                Some(v) => Some(v as u64),
+                None => Some(16 << 20),
+            },
+            max_replica_lag: match h.max_replica_lag_ms {
+                Some(v) if v < 0 => {
+                    return Err(self.err(
+                        hs.clone(),
+                        "health.max_replica_lag_ms",
+                        "must not be negative",
+                    ))
+                }
+                Some(v) => Some(Duration::from_millis(v as u64)),
+                None => Some(Duration::from_secs(10)),
+            },
+            user: h.user.unwrap_or_else(|| "postgres".to_string()),
+            password: h.password,
+            database: h.database.unwrap_or_else(|| "postgres".to_string()),
+            function_refresh: self.ms(
+                &hs,
+                "health.function_refresh_ms",
+                h.function_refresh_ms,
+                60_000,
+                100,
+            )?,
+        };
+        let (rs, r) = split(raw.routing);
+        let read_your_writes = match r.read_your_writes.as_deref().unwrap_or("session") {
+            "session" => ReadYourWrites::Session,
+            "transaction" => ReadYourWrites::Transaction,
+            "window" => ReadYourWrites::Window(self.ms(
+                &rs,
+                "routing.read_your_writes_window_ms",
+                r.read_your_writes_window_ms,
+                2_000,
+                1,
+            )?),
+            other => {
+                return Err(self.err(
+                    rs,
+                    "routing.read_your_writes",
+                    format!("expected \"session\", \"transaction\" or \"window\", got {other:?}"),
+                ))
+            }
+        };
+        let routing = RoutingConfig {
+            read_your_writes,
+            read_functions: r.read_functions.unwrap_or_else(|| {
+                DEFAULT_READ_FUNCTIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+            write_functions: r.write_functions.unwrap_or_else(|| {
+                DEFAULT_WRITE_FUNCTIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+            fallback_reads_to_primary: r.fallback_reads_to_primary.unwrap_or(true),
+            statement_cache_size: self.count(
+                &rs,
+                "routing.statement_cache_size",
+                r.statement_cache_size,
+                10_000,
+                0,
+                10_000_000,
+            )? as usize,
+        };
+
+        let listeners = self.listeners(raw.listeners)?;
+        let backends = self.backends(raw.backends)?;
+        let users = self.users(raw.users)?;
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            node_id,
+            node_name,
+            admin_socket,
+            metrics_listen,
+            limits,
+            health,
+            routing,
+            listeners,
+            backends,
+            users,
+        })
+    }
+
+    fn listeners(
+        &self,
+        raw: Vec<Spanned<RawListener>>,
+    ) -> Result<Vec<ListenerConfig>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                0..0,
+                "listeners",
+                "at least one [[listeners]] entry is required",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut out = Vec::new();
+        for (i, item) in raw.into_iter().enumerate() {
+            let span = item.span();
+            let l = item.into_inner();
+            let key = |k: &str| format!("listeners[{i}].{k}");
+            if !names.insert(l.name.clone()) {
+                return Err(self.err(
+                    span,
+                    &key("name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            let address: SocketAddr = l.address.parse().map_err(|e| {
+                self.err(
+                    span.clone(),
+                    &key("address"),
+                    format!("not an address:port ({e})"),
+                )
+            })?;
+            if !addrs.insert(address) {
+                return Err(self.err(
+                    span,
+                    &key("address"),
+                    format!("{address} is used by another listener"),
+                ));
+            }
+            out.push(ListenerConfig {
+                name: l.name,
+                address,
+                role: l.role,
+            });
+        }
+        Ok(out)
+    }
+
+    fn backends(&self, raw: Vec<Spanned<RawBackend>>) -> Result<Vec<BackendConfig>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                0..0,
+                "backends",
+                "at least one [[backends]] entry is required",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for (i, item) in raw.into_iter().enumerate() {
+            let span = item.span();
+            let b = item.into_inner();
+            let key = |k: &str| format!("backends[{i}].{k}");
+            if b.name.is_empty() || !names.insert(b.name.clone()) {
+                return Err(self.err(
+                    span,
+                    &key("name"),
+                    format!("empty or duplicate backend name {:?}", b.name),
+                ));
+            }
+            if b.host.is_empty() {
+                return Err(self.err(span, &key("host"), "must not be empty"));
+            }
+            let port = self.count(&span, &key("port"), b.port, 5432, 1, 65535)? as u16;
+            let weight = self.count(&span, &key("weight"), b.weight, 1, 0, 1000)? as u32;
+            out.push(BackendConfig {
+                name: b.name,
+                host: b.host,
+                port,
+                weight,
+            });
+        }
+        Ok(out)
+    }
+
+    fn users(&self, raw: Vec<Spanned<RawUser>>) -> Result<Vec<UserConfig>, ConfigError> {
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for (i, item) in raw.into_iter().enumerate() {
+            let span = item.span();
+            let u = item.into_inner();
+            let key = |k: &str| format!("users[{i}].{k}");
+            if u.name.is_empty() || !names.insert(u.name.clone()) {
+                return Err(self.err(
+                    span,
+                    &key("name"),
+                    format!("empty or duplicate user name {:?}", u.name),
+                ));
+            }
+            let auth = u.auth.unwrap_or(ClientAuthMethod::ScramSha256);
+            if auth != ClientAuthMethod::Trust && u.password.is_none() {
+                return Err(self.err(span, &key("password"), "required unless auth = \"trust\""));
+            }
+            let scram = match (&u.password, auth) {
+                (Some(p), ClientAuthMethod::ScramSha256) => Some(ScramVerifier::generate(p)),
+                _ => None,
+            };
+            out.push(UserConfig {
+                name: u.name,
+                auth,
+                password: u.password,
+                backend_password: u.backend_password,
+                scram,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn split<T: Default>(v: Option<Spanned<T>>) -> (std::ops::Range<usize>, T) {
+    match v {
+        Some(s) => (s.span(), s.into_inner()),
+        None => (0..0, T::default()),
+    }
+}
+
+impl UserConfig {
+    /// The password pgcast uses when it logs in to a backend as this user.
+    pub fn backend_password(&self) -> Option<&str> {
+        self.backend_password
+            .as_deref()
+            .or(self.password.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[admin]
+socket = "/tmp/pgcast.sock"
+
+[[listeners]]
+name = "rw"
+address = "127.0.0.1:6432"
+role = "auto"
+
+[[backends]]
+name = "pg1"
+host = "127.0.0.1"
+port = 5432
+
+[[users]]
+name = "app"
+password = "secret"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.health.interval, Duration::from_millis(500));
+        assert_eq!(c.health.rise, 2);
+        assert_eq!(c.routing.read_your_writes, ReadYourWrites::Session);
+        assert_eq!(c.listeners[0].role, ListenerRole::Auto);
+        assert_eq!(c.backends[0].weight, 1);
+        assert_eq!(c.users[0].auth, ClientAuthMethod::ScramSha256);
+        assert!(c.users[0].scram.is_some());
+        assert!(c.metrics_listen.is_none(), "metrics are off by default");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_line() {
+        let text = MINIMAL.replace("port = 5432", "port = 5432\nwieght = 3");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("wieght"), "{e}");
+        assert!(e.contains("line 14"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_line() {
+        let text = MINIMAL.replace("127.0.0.1:6432", "localhost");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:5: listeners[0].address:"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_backend_is_rejected() {
+        let text = format!("{MINIMAL}\n[[backends]]\nname = \"pg1\"\nhost = \"h\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("backends[1].name"), "{e}");
+    }
+
+    #[test]
+    fn password_required_unless_trust() {
+        let text = MINIMAL.replace("password = \"secret\"", "auth = \"md5\"");
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("users[0].password"));
+        let text = MINIMAL.replace("password = \"secret\"", "auth = \"trust\"");
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn read_your_writes_window() {
+        let text = format!("{MINIMAL}\n[routing]\nread_your_writes = \"window\"\nread_your_writes_window_ms = 250\n");
+        let c = parse(&text).expect("valid");
+        assert_eq!(
+            c.routing.read_your_writes,
+            ReadYourWrites::Window(Duration::from_millis(250))
+        );
+        let text = format!("{MINIMAL}\n[routing]\nread_your_writes = \"forever\"\n");
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("routing.read_your_writes"));
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pgcast.toml");
+        Config::load(&path).expect("examples/pgcast.toml must stay valid");
+    }
+}

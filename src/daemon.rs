@@ -1,0 +1,177 @@
+//! `pgcast run`: wires configuration, health, proxy listeners, the admin socket and metrics
+//! together, and handles SIGHUP (reload) and SIGTERM/SIGINT (drain and exit).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::admin;
+use crate::config::{Config, ConfigError};
+use crate::health;
+use crate::proxy::catalog::Catalogs;
+use crate::proxy::{self, ProxyContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address} (listener {name}): {source}")]
+    Bind {
+        name: String,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// How long SIGTERM waits for client sessions to finish before exiting anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs until SIGTERM/SIGINT.
+pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+
+    let catalogs = Catalogs::new(&config.routing);
+    // The health database's functions are loaded at start; others when a client uses them.
+    catalogs.for_database(&config.health.database);
+    let cluster_rx = health::spawn(config_rx.clone(), Arc::clone(&catalogs));
+    let ctx = ProxyContext::new(config_rx, cluster_rx, catalogs);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut listener_tasks = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(l.address)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                name: l.name.clone(),
+                address: l.address.to_string(),
+                source,
+            })?;
+        tracing::info!(listener = %l.name, address = %l.address, role = %l.role, "listening");
+        listener_tasks.push(tokio::spawn(proxy::run_listener(
+            socket,
+            l.clone(),
+            Arc::clone(&ctx),
+            stop_rx.clone(),
+        )));
+    }
+    let admin_socket = admin::bind_admin(&config.admin_socket).await?;
+    tokio::spawn(admin::serve_admin(
+        admin_socket,
+        Arc::clone(&ctx),
+        stop_rx.clone(),
+    ));
+    if let Some(addr) = config.metrics_listen {
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                name: "metrics".into(),
+                address: addr.to_string(),
+                source,
+            })?;
+        tokio::spawn(admin::serve_metrics(
+            socket,
+            Arc::clone(&ctx),
+            stop_rx.clone(),
+        ));
+    }
+    tracing::info!(node = %config.node_name, "pgcast ready");
+
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(config_path, &config_tx),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    // Drain: stop accepting, let sessions finish, then exit. (The routing issues put the
+    // withdrawal of the anycast prefix before this point.)
+    tracing::info!("shutting down: no new clients");
+    let _ = stop_tx.send(true);
+    for t in listener_tasks {
+        let _ = t.await;
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let total = config.limits.max_client_connections;
+    while ctx.client_slots.available_permits() < total && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    Ok(())
+}
+
+/// SIGHUP: applies what can change at run time and says what could not be applied.
+fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    let old = config_tx.borrow().clone();
+    let (merged, not_applied) = merge_reload(&old, new);
+    for what in &not_applied {
+        tracing::warn!("reload: {what} changed but needs a restart; not applied");
+    }
+    tracing::info!(
+        applied = "backends, weights, health, users, routing rules",
+        "configuration reloaded"
+    );
+    config_tx.send_replace(Arc::new(merged));
+}
+
+/// Keeps the parts of `old` that cannot change without a restart; returns their names.
+pub fn merge_reload(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
+    let mut not_applied = Vec::new();
+    if new.listeners != old.listeners {
+        not_applied.push("listeners");
+        new.listeners = old.listeners.clone();
+    }
+    if new.admin_socket != old.admin_socket {
+        not_applied.push("admin.socket");
+        new.admin_socket = old.admin_socket.clone();
+    }
+    if new.metrics_listen != old.metrics_listen {
+        not_applied.push("metrics.listen");
+        new.metrics_listen = old.metrics_listen;
+    }
+    if new.node_id != old.node_id || new.node_name != old.node_name {
+        not_applied.push("node");
+        new.node_id = old.node_id;
+        new.node_name = old.node_name.clone();
+    }
+    if new.limits.max_client_connections != old.limits.max_client_connections {
+        not_applied.push("limits.max_client_connections");
+        new.limits.max_client_connections = old.limits.max_client_connections;
+    }
+    if new.routing.statement_cache_size != old.routing.statement_cache_size {
+        not_applied.push("routing.statement_cache_size");
+        new.routing.statement_cache_size = old.routing.statement_cache_size;
+    }
+    (new, not_applied)
+}
+
+/// Where `pgcast status` finds the admin socket: `--admin`, else the config's.
+pub fn admin_socket_path(
+    admin: Option<PathBuf>,
+    config: Option<&Path>,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = admin {
+        return Ok(p);
+    }
+    let path = config.unwrap_or(Path::new("/etc/pgcast/pgcast.toml"));
+    Ok(Config::load(path)?.admin_socket)
+}

@@ -1,0 +1,303 @@
+//! The health actor: checker tasks that probe backends, and the supervisor that owns the
+//! [`ClusterState`], applies config reloads and publishes the [`ClusterView`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+use super::cluster::{parse_lsn, ClusterState, ClusterView, Probe};
+use super::HealthError;
+use crate::config::{BackendConfig, Config, HealthConfig};
+use crate::proxy::catalog::Catalogs;
+
+/// One query answers everything we need on primaries and replicas alike.
+const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+     pg_last_wal_receive_lsn()::text, \
+     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8";
+
+const VOLATILE_SQL: &str = "SELECT DISTINCT proname::text FROM pg_proc WHERE provolatile = 'v'";
+
+type ProbeResult = (String, u64, Result<Probe, String>);
+
+/// Starts the health actor. Returns the verdict channel.
+pub fn spawn(
+    mut config_rx: watch::Receiver<Arc<Config>>,
+    catalogs: Arc<Catalogs>,
+) -> watch::Receiver<Arc<ClusterView>> {
+    let config = config_rx.borrow_and_update().clone();
+    let mut state = ClusterState::new(&config);
+    let (view_tx, view_rx) = watch::channel(Arc::new(state.view()));
+    let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeResult>(256);
+
+    tokio::spawn(async move {
+        let mut checkers: HashMap<String, (BackendConfig, u64, JoinHandle<()>)> = HashMap::new();
+        let mut generation = 0u64;
+        let mut config = config;
+        sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, false);
+        let _functions = spawn_function_refresher(config_rx.clone(), view_tx.subscribe(), catalogs);
+        loop {
+            tokio::select! {
+                Some((name, gen, result)) = probe_rx.recv() => {
+                    // Results from a checker that a reload replaced are stale.
+                    if checkers.get(&name).map(|c| c.1) != Some(gen) {
+                        continue;
+                    }
+                    if let Err(e) = &result {
+                        tracing::debug!(backend = %name, error = %e, "probe failed");
+                    }
+                    state.observe(&name, result);
+                    publish(&view_tx, &state);
+                }
+                changed = config_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let new_config = config_rx.borrow_and_update().clone();
+                    let health_changed = new_config.health != config.health;
+                    config = new_config;
+                    state.reconfigure(&config);
+                    sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, health_changed);
+                    publish(&view_tx, &state);
+                }
+            }
+        }
+        for (_, (_, _, h)) in checkers {
+            h.abort();
+        }
+    });
+    view_rx
+}
+
+fn publish(view_tx: &watch::Sender<Arc<ClusterView>>, state: &ClusterState) {
+    let view = state.view();
+    view_tx.send_if_modified(|current| {
+        if **current == view {
+            return false;
+        }
+        log_changes(current, &view);
+        *current = Arc::new(view);
+        true
+    });
+}
+
+fn log_changes(old: &ClusterView, new: &ClusterView) {
+    if old.primary != new.primary {
+        tracing::warn!(old = ?old.primary, new = ?new.primary, "primary changed");
+    }
+    if !new.split_brain.is_empty() && old.split_brain != new.split_brain {
+        tracing::error!(backends = ?new.split_brain, "SPLIT BRAIN: several backends claim to be primary; no writes are routed");
+    }
+    if old.read_set != new.read_set {
+        tracing::info!(read_set = ?new.read_set, "read set changed");
+    }
+}
+
+/// Starts checkers for new or changed backends and stops those that went away.
+fn sync_checkers(
+    config: &Arc<Config>,
+    checkers: &mut HashMap<String, (BackendConfig, u64, JoinHandle<()>)>,
+    generation: &mut u64,
+    probe_tx: &mpsc::Sender<ProbeResult>,
+    health_changed: bool,
+) {
+    let wanted: HashSet<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    checkers.retain(|name, (_, _, h)| {
+        let keep = wanted.contains(name.as_str());
+        if !keep {
+            h.abort();
+        }
+        keep
+    });
+    for b in &config.backends {
+        let unchanged = checkers
+            .get(&b.name)
+            .is_some_and(|(old, _, _)| old.host == b.host && old.port == b.port);
+        // A change of health settings restarts every checker so the new interval applies.
+        if unchanged && !health_changed {
+            continue;
+        }
+        if let Some((_, _, h)) = checkers.remove(&b.name) {
+            h.abort();
+        }
+        *generation += 1;
+        let handle = tokio::spawn(run_checker(
+            b.clone(),
+            config.health.clone(),
+            *generation,
+            probe_tx.clone(),
+        ));
+        checkers.insert(b.name.clone(), (b.clone(), *generation, handle));
+    }
+}
+
+async fn run_checker(
+    backend: BackendConfig,
+    health: HealthConfig,
+    generation: u64,
+    tx: mpsc::Sender<ProbeResult>,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut ticker = tokio::time::interval(health.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let result =
+            match tokio::time::timeout(health.timeout, probe_once(&backend, &health, &mut client))
+                .await
+            {
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(e)) => {
+                    client = None;
+                    Err(e.to_string())
+                }
+                Err(_) => {
+                    client = None;
+                    Err(HealthError::Timeout(health.timeout).to_string())
+                }
+            };
+        if tx
+            .send((backend.name.clone(), generation, result))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn connect(
+    host: &str,
+    port: u16,
+    database: &str,
+    health: &HealthConfig,
+) -> Result<tokio_postgres::Client, HealthError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host)
+        .port(port)
+        .user(&health.user)
+        .dbname(database)
+        .application_name("pgcast-health")
+        .connect_timeout(health.timeout);
+    if let Some(p) = &health.password {
+        cfg.password(p);
+    }
+    let (client, connection) = cfg.connect(NoTls).await.map_err(HealthError::Connect)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+async fn probe_once(
+    backend: &BackendConfig,
+    health: &HealthConfig,
+    client: &mut Option<tokio_postgres::Client>,
+) -> Result<Probe, HealthError> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(connect(&backend.host, backend.port, &health.database, health).await?);
+    }
+    let Some(c) = client.as_ref() else {
+        return Err(HealthError::Timeout(health.timeout));
+    };
+    let row = c
+        .query_one(PROBE_SQL, &[])
+        .await
+        .map_err(HealthError::Query)?;
+    let in_recovery: bool = row.try_get(0).map_err(HealthError::Query)?;
+    let lsn_text: Option<String> = row.try_get(1).map_err(HealthError::Query)?;
+    let receive_text: Option<String> = row.try_get(2).map_err(HealthError::Query)?;
+    let age: Option<f64> = row.try_get(3).map_err(HealthError::Query)?;
+    let lsn = lsn_text
+        .map(|t| parse_lsn(&t).ok_or(HealthError::BadLsn(t)))
+        .transpose()?;
+    let receive_lsn = receive_text
+        .map(|t| parse_lsn(&t).ok_or(HealthError::BadLsn(t)))
+        .transpose()?;
+    Ok(Probe {
+        in_recovery,
+        lsn,
+        receive_lsn,
+        replay_age: age
+            .filter(|a| a.is_finite())
+            .map(|a| Duration::from_secs_f64(a.max(0.0))),
+    })
+}
+
+/// Keeps each database's set of VOLATILE functions in step with the primary's `pg_proc`: when
+/// a database is first used, whenever the primary changes, and every `health.function_refresh`.
+fn spawn_function_refresher(
+    mut config_rx: watch::Receiver<Arc<Config>>,
+    mut view_rx: watch::Receiver<Arc<ClusterView>>,
+    catalogs: Arc<Catalogs>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // database -> (primary it was loaded from, when)
+        let mut loaded: HashMap<String, (String, tokio::time::Instant)> = HashMap::new();
+        loop {
+            let config = config_rx.borrow_and_update().clone();
+            let primary = view_rx
+                .borrow_and_update()
+                .primary_backend()
+                .map(|b| (b.name.clone(), b.host.clone(), b.port));
+            let mut all_loaded = true;
+            if let Some((name, host, port)) = &primary {
+                for (db, _) in catalogs.databases() {
+                    let fresh = loaded.get(&db).is_some_and(|(from, at)| {
+                        from == name && at.elapsed() < config.health.function_refresh
+                    });
+                    if fresh {
+                        continue;
+                    }
+                    match load_volatile(host, *port, &db, &config.health).await {
+                        Ok(set) => {
+                            tracing::info!(primary = %name, database = %db, functions = set.len(), "loaded volatile functions");
+                            catalogs.set_volatile(&db, set);
+                            loaded.insert(db, (name.clone(), tokio::time::Instant::now()));
+                        }
+                        Err(e) => {
+                            all_loaded = false;
+                            tracing::warn!(primary = %name, database = %db, error = %e, "cannot load volatile functions");
+                        }
+                    }
+                }
+            }
+            let wait = if all_loaded && primary.is_some() {
+                config.health.function_refresh
+            } else {
+                config.health.interval.max(Duration::from_millis(200))
+            };
+            tokio::select! {
+                r = view_rx.changed() => if r.is_err() { return },
+                r = config_rx.changed() => {
+                    if r.is_err() { return }
+                    catalogs.set_overrides(&config_rx.borrow().routing);
+                    loaded.clear();
+                }
+                _ = catalogs.new_database.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    })
+}
+
+async fn load_volatile(
+    host: &str,
+    port: u16,
+    database: &str,
+    health: &HealthConfig,
+) -> Result<HashSet<String>, HealthError> {
+    let client = connect(host, port, database, health).await?;
+    let rows = tokio::time::timeout(health.timeout * 4, client.query(VOLATILE_SQL, &[]))
+        .await
+        .map_err(|_| HealthError::Timeout(health.timeout * 4))?
+        .map_err(HealthError::Query)?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<_, String>(0).ok())
+        .collect())
+}

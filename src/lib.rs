@@ -1,0 +1,12 @@
+//! pgcast: a SQL-aware PostgreSQL proxy, health checker of the cluster behind it, and (with the
+//! routing issues) an anycast speaker that announces the proxy's address while it can serve.
+//!
+//! The binary (`src/main.rs`) wires these together; tests and benches use the library.
+
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod health;
+pub mod proxy;
+pub mod routing;
+pub mod status;

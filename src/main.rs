@@ -1,0 +1,121 @@
+//! The `pgcast` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pgcast",
+    version,
+    about = "SQL-aware PostgreSQL proxy with health checks and anycast announcement"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "/etc/pgcast/pgcast.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and exit (0 valid, 2 invalid).
+    CheckConfig {
+        #[arg(short, long, default_value = "/etc/pgcast/pgcast.toml")]
+        config: PathBuf,
+    },
+    /// Show listeners, backends and routing of a running pgcast.
+    /// Exit code: 0 healthy, 1 degraded, 2 status unavailable.
+    Status {
+        /// Configuration file (to find the admin socket).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Admin socket path (overrides the configuration's).
+        #[arg(long)]
+        admin: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgcast: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::CheckConfig { config } => match pgcast::config::Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} listeners, {} backends, {} users)",
+                    config.display(),
+                    c.listeners.len(),
+                    c.backends.len(),
+                    c.users.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Status {
+            config,
+            admin,
+            json,
+        } => match status(config, admin, json) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("pgcast status: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(config: PathBuf) -> anyhow::Result<()> {
+    runtime()?.block_on(pgcast::daemon::run(&config))?;
+    Ok(())
+}
+
+fn status(config: Option<PathBuf>, admin: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+    let path = pgcast::daemon::admin_socket_path(admin, config.as_deref())?;
+    let status = runtime()?.block_on(pgcast::admin::fetch_status(&path))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(status.exit_code() as u8)
+}

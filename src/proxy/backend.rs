@@ -1,0 +1,232 @@
+//! A connection from pgcast to one PostgreSQL server: connect, authenticate with the configured
+//! credentials, collect the startup parameters, then read/write framed messages.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::message::{self, ErrorFields, Message};
+use super::ProxyError;
+
+/// What a backend told us during its startup.
+#[derive(Debug)]
+pub struct BackendStartup {
+    /// Raw ParameterStatus messages, in the order the server sent them.
+    pub parameter_status: Vec<Message>,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// Read side of a backend connection: a socket half plus its receive buffer.
+pub struct BackendReader {
+    pub rd: OwnedReadHalf,
+    pub buf: BytesMut,
+    max_message: usize,
+}
+
+impl BackendReader {
+    /// Next complete message, reading from the socket as needed. `Ok(None)` on clean EOF.
+    pub async fn next(&mut self) -> Result<Option<Message>, ProxyError> {
+        loop {
+            if let Some(m) = message::decode_message(&mut self.buf, self.max_message)
+                .map_err(ProxyError::BackendProtocol)?
+            {
+                return Ok(Some(m));
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A message already buffered, without reading.
+    pub fn buffered(&mut self) -> Result<Option<Message>, ProxyError> {
+        message::decode_message(&mut self.buf, self.max_message)
+            .map_err(ProxyError::BackendProtocol)
+    }
+}
+
+/// Credentials and parameters for one backend login.
+pub struct LoginParams<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: Option<&'a str>,
+    /// Startup parameters forwarded from the client (user and database included).
+    pub params: &'a [(String, String)],
+    pub connect_timeout: Duration,
+    pub max_message: usize,
+}
+
+/// Opens a connection and runs the startup/authentication exchange up to ReadyForQuery.
+pub async fn connect(
+    login: &LoginParams<'_>,
+) -> Result<(BackendReader, OwnedWriteHalf, BackendStartup), ProxyError> {
+    let addr = format!("{}:{}", login.host, login.port);
+    let stream = tokio::time::timeout(login.connect_timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| ProxyError::BackendUnavailable(format!("connect to {addr} timed out")))?
+        .map_err(|e| ProxyError::BackendUnavailable(format!("connect to {addr}: {e}")))?;
+    stream.set_nodelay(true)?;
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = BackendReader {
+        rd,
+        buf: BytesMut::with_capacity(16 * 1024),
+        max_message: login.max_message,
+    };
+    let mut out = BytesMut::new();
+    message::write_startup(&mut out, login.params);
+    wr.write_all(&out).await?;
+
+    let startup = tokio::time::timeout(
+        login.connect_timeout,
+        handshake(login, &mut reader, &mut wr),
+    )
+    .await
+    .map_err(|_| ProxyError::BackendUnavailable(format!("startup with {addr} timed out")))??;
+    Ok((reader, wr, startup))
+}
+
+async fn handshake(
+    login: &LoginParams<'_>,
+    reader: &mut BackendReader,
+    wr: &mut OwnedWriteHalf,
+) -> Result<BackendStartup, ProxyError> {
+    let mut scram: Option<ScramSha256> = None;
+    let mut startup = BackendStartup {
+        parameter_status: Vec::new(),
+        pid: 0,
+        secret: 0,
+    };
+    loop {
+        let m = reader.next().await?.ok_or_else(|| {
+            ProxyError::BackendUnavailable("backend closed during startup".into())
+        })?;
+        let body = m.body();
+        match m.tag {
+            b'R' => {
+                let code = read_i32(body, 0)?;
+                let mut out = BytesMut::new();
+                match code {
+                    0 => {}
+                    3 => {
+                        let pw = login.password.ok_or(ProxyError::NoBackendPassword)?;
+                        message::write_password(&mut out, format!("{pw}\0").as_bytes());
+                    }
+                    5 => {
+                        let pw = login.password.ok_or(ProxyError::NoBackendPassword)?;
+                        let salt: [u8; 4] = body.get(4..8).and_then(|s| s.try_into().ok()).ok_or(
+                            ProxyError::BackendProtocol(message::DecodeError::Malformed(
+                                "MD5 salt",
+                            )),
+                        )?;
+                        let hash = postgres_protocol::authentication::md5_hash(
+                            login.user.as_bytes(),
+                            pw.as_bytes(),
+                            salt,
+                        );
+                        message::write_password(&mut out, format!("{hash}\0").as_bytes());
+                    }
+                    10 => {
+                        let mechanisms = body.get(4..).unwrap_or(&[]);
+                        if !mechanisms.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256") {
+                            return Err(ProxyError::BackendUnavailable(
+                                "backend offers no SCRAM-SHA-256".into(),
+                            ));
+                        }
+                        let pw = login.password.ok_or(ProxyError::NoBackendPassword)?;
+                        let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                        message::write_sasl_initial(&mut out, "SCRAM-SHA-256", s.message());
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram.as_mut().ok_or(ProxyError::BackendProtocol(
+                            message::DecodeError::Malformed("SASLContinue before SASL"),
+                        ))?;
+                        s.update(body.get(4..).unwrap_or(&[]))
+                            .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?;
+                        message::write_password(&mut out, s.message());
+                    }
+                    12 => {
+                        let s = scram.as_mut().ok_or(ProxyError::BackendProtocol(
+                            message::DecodeError::Malformed("SASLFinal before SASL"),
+                        ))?;
+                        s.finish(body.get(4..).unwrap_or(&[]))
+                            .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?;
+                    }
+                    other => {
+                        return Err(ProxyError::BackendUnavailable(format!(
+                            "unsupported backend authentication request {other}"
+                        )))
+                    }
+                }
+                if !out.is_empty() {
+                    wr.write_all(&out).await?;
+                }
+            }
+            b'S' => startup.parameter_status.push(m),
+            b'K' => {
+                startup.pid = read_i32(body, 0)?;
+                startup.secret = read_i32(body, 4)?;
+            }
+            b'Z' => return Ok(startup),
+            b'E' => {
+                return Err(ProxyError::BackendError(
+                    message::decode_error_fields(body),
+                    m,
+                ))
+            }
+            // Notices during startup are not interesting to the client.
+            b'N' => {}
+            _ => {
+                return Err(ProxyError::BackendProtocol(
+                    message::DecodeError::Malformed("unexpected message during backend startup"),
+                ))
+            }
+        }
+    }
+}
+
+fn read_i32(body: &[u8], at: usize) -> Result<i32, ProxyError> {
+    body.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(i32::from_be_bytes)
+        .ok_or(ProxyError::BackendProtocol(
+            message::DecodeError::Malformed("short message"),
+        ))
+}
+
+/// Sends a CancelRequest for (pid, secret) to a server on a fresh connection.
+pub async fn send_cancel(
+    host: &str,
+    port: u16,
+    pid: i32,
+    secret: i32,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    let addr = format!("{host}:{port}");
+    let mut s = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| {
+            ProxyError::BackendUnavailable(format!("cancel: connect to {addr} timed out"))
+        })??;
+    let mut out = BytesMut::new();
+    message::write_cancel_request(&mut out, pid, secret);
+    s.write_all(&out).await?;
+    // The server closes the connection after reading the request; wait for that so the
+    // cancel is delivered before we report success.
+    let mut sink = [0u8; 16];
+    let _ = tokio::time::timeout(timeout, s.read(&mut sink)).await;
+    Ok(())
+}
+
+impl ErrorFields {
+    /// True for errors after which the server closes the connection.
+    pub fn is_fatal(&self) -> bool {
+        self.severity == "FATAL" || self.severity == "PANIC"
+    }
+}

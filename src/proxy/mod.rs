@@ -1,0 +1,127 @@
+//! The PostgreSQL proxy: listeners, client start-up and authentication, sessions that route
+//! each unit of work to the primary or a replica.
+
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod catalog;
+pub mod classify;
+pub mod message;
+pub mod router;
+pub mod session;
+pub mod slot;
+pub mod startup;
+pub mod stats;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{Config, ListenerConfig};
+use crate::health::ClusterView;
+
+use cancel::CancelRegistry;
+use catalog::Catalogs;
+use message::{DecodeError, ErrorFields, Message};
+use stats::ProxyStats;
+
+/// Errors of the proxy. Each ends one client session, never the process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(DecodeError),
+    #[error("backend protocol violation: {0}")]
+    BackendProtocol(DecodeError),
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
+    #[error("backend error {}: {}", .0.code, .0.message)]
+    BackendError(ErrorFields, Message),
+    #[error("no password configured to log in to the backend")]
+    NoBackendPassword,
+    #[error("client closed the connection")]
+    ClientGone,
+}
+
+/// Everything a session needs, shared by all sessions of all listeners.
+pub struct ProxyContext {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub cluster: watch::Receiver<Arc<ClusterView>>,
+    pub catalogs: Arc<Catalogs>,
+    pub cancel: Arc<CancelRegistry>,
+    pub stats: Arc<ProxyStats>,
+    /// Bounds the number of client connections across all listeners.
+    pub client_slots: Arc<Semaphore>,
+}
+
+impl ProxyContext {
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        cluster: watch::Receiver<Arc<ClusterView>>,
+        catalogs: Arc<Catalogs>,
+    ) -> Arc<Self> {
+        let c = config.borrow().clone();
+        Arc::new(ProxyContext {
+            cancel: CancelRegistry::new(c.node_id),
+            stats: Arc::new(ProxyStats::default()),
+            client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
+            config,
+            cluster,
+            catalogs,
+        })
+    }
+}
+
+/// Accepts clients until `stop` turns true, then returns (open sessions continue on their own).
+pub async fn run_listener(
+    listener: TcpListener,
+    cfg: ListenerConfig,
+    ctx: Arc<ProxyContext>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let counters = ctx.stats.listener(&cfg.name);
+    let cfg = Arc::new(cfg);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = %cfg.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
+            counters
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(reject(stream, "53300", "sorry, too many clients already"));
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        let cfg = Arc::clone(&cfg);
+        let guard = stats::ClientGuard::new(Arc::clone(&counters));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _guard = guard;
+            if let Err(e) = session::serve_client(stream, cfg, ctx).await {
+                tracing::debug!(%peer, error = %e, "session ended with error");
+            }
+        });
+    }
+}
+
+async fn reject(mut stream: TcpStream, code: &str, message: &str) {
+    let mut out = BytesMut::new();
+    message::write_error(&mut out, "FATAL", code, message);
+    let _ = stream.write_all(&out).await;
+}

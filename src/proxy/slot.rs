@@ -1,0 +1,214 @@
+//! One backend connection used by a client session ("slot"), and the bookkeeping that keeps
+//! its replies in step with what the client expects: a queue of pending units (one per
+//! expected ReadyForQuery), replies to injected messages that must be swallowed, and the
+//! protocol-level prepared statements that exist on this connection.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+use super::backend::{self, BackendReader, BackendStartup, LoginParams};
+use super::cancel::{BackendCancelKey, CancelTargets};
+use super::message::Message;
+use super::router::Target;
+use super::stats::{BackendCounters, GaugeGuard};
+use super::ProxyError;
+
+/// The replies a backend owes for one unit of work (ending in one ReadyForQuery).
+#[derive(Debug, Default)]
+pub struct PendingUnit {
+    /// Relay the replies to the client (false for replays pgcast sent on its own).
+    pub forward: bool,
+    /// Extended-protocol batch (false: simple Query or FunctionCall).
+    pub extended: bool,
+    /// The batch's Sync has been sent (an extended unit stays open after a Flush).
+    pub sync_sent: bool,
+    /// Reply types of messages pgcast injected (Parse, Close), to drop in order.
+    pub swallow: VecDeque<u8>,
+    pub saw_error: bool,
+    /// Session SET statements to replay on the other connection once this unit succeeded.
+    pub on_success_sets: Vec<String>,
+}
+
+/// A backend connection of a session.
+pub struct Slot {
+    pub target: Target,
+    pub backend: String,
+    pub reader: BackendReader,
+    pub wr: OwnedWriteHalf,
+    pub pending: VecDeque<PendingUnit>,
+    /// Protocol-level prepared statements on this connection: name -> hash of the Parse.
+    pub prepared: HashMap<String, u64>,
+    /// Named statements the client closed on another connection: close them here before use.
+    pub to_close: HashSet<String>,
+    /// Transaction status from the last ReadyForQuery ('I', 'T' or 'E').
+    pub tx_status: u8,
+    /// The backend is in COPY FROM STDIN mode: the client's CopyData goes here.
+    pub copy_in: bool,
+    pub startup: BackendStartup,
+    pub counters: Arc<BackendCounters>,
+    cancel_key: Arc<BackendCancelKey>,
+    cancel_targets: Arc<CancelTargets>,
+    _gauge: GaugeGuard,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.cancel_targets.remove(&self.cancel_key);
+    }
+}
+
+/// Hash of a Parse message, to tell whether a connection holds the same statement.
+pub fn parse_hash(m: &Message) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.raw.hash(&mut h);
+    h.finish()
+}
+
+impl Slot {
+    /// Connects and authenticates a new slot for `backend_name`.
+    pub async fn open(
+        target: Target,
+        backend_name: &str,
+        login: &LoginParams<'_>,
+        counters: Arc<BackendCounters>,
+        cancel_targets: Arc<CancelTargets>,
+    ) -> Result<Slot, ProxyError> {
+        let (reader, wr, startup) = backend::connect(login).await?;
+        let cancel_key = Arc::new(BackendCancelKey {
+            host: login.host.to_string(),
+            port: login.port,
+            pid: startup.pid,
+            secret: startup.secret,
+            busy: AtomicBool::new(false),
+        });
+        cancel_targets.add(Arc::clone(&cancel_key));
+        Ok(Slot {
+            target,
+            backend: backend_name.to_string(),
+            reader,
+            wr,
+            pending: VecDeque::new(),
+            prepared: HashMap::new(),
+            to_close: HashSet::new(),
+            tx_status: b'I',
+            copy_in: false,
+            startup,
+            _gauge: GaugeGuard::new(Arc::clone(&counters)),
+            counters,
+            cancel_key,
+            cancel_targets,
+        })
+    }
+
+    /// No replies outstanding.
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Inside an explicit transaction (or a failed one).
+    pub fn in_transaction(&self) -> bool {
+        self.tx_status != b'I'
+    }
+
+    /// The last unit is an extended batch whose Sync has not been sent yet.
+    pub fn has_open_unit(&self) -> bool {
+        self.pending
+            .back()
+            .is_some_and(|u| u.extended && !u.sync_sent)
+    }
+
+    pub fn push_unit(&mut self, unit: PendingUnit) {
+        self.pending.push_back(unit);
+        self.cancel_key.busy.store(true, Ordering::Release);
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
+        self.wr.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Sends a simple Query whose replies are dropped (replaying session state).
+    pub async fn send_silent_query(&mut self, sql: &str) -> Result<(), ProxyError> {
+        let mut out = BytesMut::new();
+        super::message::write_query(&mut out, sql);
+        self.push_unit(PendingUnit {
+            forward: false,
+            sync_sent: true,
+            ..PendingUnit::default()
+        });
+        self.prepared.remove("");
+        self.send(&out).await
+    }
+}
+
+/// What one backend message means for the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Relay to the client.
+    Forward,
+    /// Drop it.
+    Drop,
+    /// A unit finished (its ReadyForQuery is relayed when `forward`).
+    UnitDone {
+        forward: bool,
+        failed: bool,
+        sets: Vec<String>,
+    },
+    /// An error or notice outside any unit: the backend is closing (FATAL) or just talking.
+    Unsolicited { fatal: bool },
+}
+
+impl Slot {
+    /// Classifies one message from this backend and updates the slot's bookkeeping.
+    pub fn on_backend_message(&mut self, m: &Message) -> Reply {
+        let Some(unit) = self.pending.front_mut() else {
+            let fatal = m.tag == b'E' && super::message::decode_error_fields(m.body()).is_fatal();
+            return Reply::Unsolicited { fatal };
+        };
+        if unit.swallow.front() == Some(&m.tag) {
+            unit.swallow.pop_front();
+            return Reply::Drop;
+        }
+        match m.tag {
+            b'E' => {
+                unit.saw_error = true;
+                // An injected message failed: the backend skips to Sync, its replies won't come.
+                unit.swallow.clear();
+            }
+            b'G' => {
+                self.copy_in = true;
+                // RFC-less but documented: a backend in copy-in mode ignores Sync, so an
+                // extended unit's Sync sent before the copy data will not be answered; the
+                // client sends another one after CopyDone.
+                if unit.extended && unit.sync_sent {
+                    unit.sync_sent = false;
+                }
+            }
+            b'Z' => {
+                self.tx_status = m.body().first().copied().unwrap_or(b'I');
+                self.copy_in = false;
+                let done = self.pending.pop_front().unwrap_or_default();
+                if self.pending.is_empty() {
+                    self.cancel_key.busy.store(false, Ordering::Release);
+                }
+                return Reply::UnitDone {
+                    forward: done.forward,
+                    failed: done.saw_error,
+                    sets: done.on_success_sets,
+                };
+            }
+            _ => {}
+        }
+        if unit.forward {
+            Reply::Forward
+        } else {
+            Reply::Drop
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Client start-up: SSL/GSS negotiation, the StartupMessage, CancelRequest and password
+//! authentication (SCRAM-SHA-256, MD5 or trust, per configured user).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::auth::{self, ScramServer, ScramVerifier};
+use super::message::{self, Message, StartupPacket};
+use super::{backend, cancel, ProxyContext, ProxyError};
+use crate::config::{ClientAuthMethod, Config, UserConfig};
+
+/// A client that completed start-up and authentication.
+pub struct ClientStartup {
+    pub params: Vec<(String, String)>,
+    pub user: UserConfig,
+    pub database: String,
+}
+
+/// Outcome of the start-up phase.
+pub enum StartupOutcome {
+    Session(Box<ClientStartup>),
+    /// A CancelRequest was handled; the connection is done.
+    Cancelled,
+}
+
+/// Sends a FATAL ErrorResponse, counts it, and turns it into the session's error.
+pub async fn fatal(
+    stream: &mut TcpStream,
+    ctx: &ProxyContext,
+    code: &str,
+    msg: &str,
+) -> Result<(), ProxyError> {
+    let mut out = BytesMut::new();
+    message::write_error(&mut out, "FATAL", code, msg);
+    ctx.stats.count_error(code);
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+async fn read_startup(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<StartupPacket, ProxyError> {
+    loop {
+        if let Some(p) = message::decode_startup(buf, 10_000).map_err(ProxyError::ClientProtocol)? {
+            return Ok(p);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(ProxyError::ClientGone);
+        }
+    }
+}
+
+/// Reads one tagged message during authentication.
+pub async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Message, ProxyError> {
+    loop {
+        if let Some(m) = message::decode_message(buf, max).map_err(ProxyError::ClientProtocol)? {
+            return Ok(m);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(ProxyError::ClientGone);
+        }
+    }
+}
+
+/// Runs the start-up phase. Protocol errors are reported to the client before returning.
+pub async fn client_startup(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    ctx: &Arc<ProxyContext>,
+    config: &Config,
+) -> Result<StartupOutcome, ProxyError> {
+    let params = loop {
+        let packet = match read_startup(stream, buf).await {
+            Ok(p) => p,
+            Err(ProxyError::ClientProtocol(e)) => {
+                let code = if matches!(e, message::DecodeError::UnsupportedProtocol { .. }) {
+                    "0A000"
+                } else {
+                    "08P01"
+                };
+                fatal(stream, ctx, code, &e.to_string()).await?;
+                return Err(ProxyError::ClientProtocol(e));
+            }
+            Err(e) => return Err(e),
+        };
+        match packet {
+            // No TLS or GSS encryption yet: answer 'N' and let the client continue in clear.
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                stream.write_all(b"N").await?
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                handle_cancel(ctx, config, pid, secret).await;
+                return Ok(StartupOutcome::Cancelled);
+            }
+            StartupPacket::Startup { params } => break params,
+        }
+    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(user_name) = get("user") else {
+        fatal(
+            stream,
+            ctx,
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+        .await?;
+        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
+            "startup without user",
+        )));
+    };
+    let database = get("database").unwrap_or_else(|| user_name.clone());
+    if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+        fatal(
+            stream,
+            ctx,
+            "0A000",
+            "pgcast does not proxy replication connections",
+        )
+        .await?;
+        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
+            "replication",
+        )));
+    }
+
+    let user = config.user(&user_name).cloned();
+    let ok = authenticate(stream, buf, config, &user_name, user.as_ref()).await?;
+    let Some(user) = user.filter(|_| ok) else {
+        let msg = format!("password authentication failed for user \"{user_name}\"");
+        fatal(stream, ctx, "28P01", &msg).await?;
+        return Err(ProxyError::BackendUnavailable(
+            "client authentication failed".into(),
+        ));
+    };
+    Ok(StartupOutcome::Session(Box::new(ClientStartup {
+        params,
+        user,
+        database,
+    })))
+}
+
+/// Returns whether the client proved knowledge of the password. Unknown users go through a
+/// SCRAM exchange against a random verifier, so the answer does not reveal which users exist.
+async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    config: &Config,
+    user_name: &str,
+    user: Option<&UserConfig>,
+) -> Result<bool, ProxyError> {
+    let max = 64 * 1024;
+    let method = user
+        .map(|u| u.auth)
+        .unwrap_or(ClientAuthMethod::ScramSha256);
+    let mut out = BytesMut::new();
+    match method {
+        ClientAuthMethod::Trust => Ok(true),
+        ClientAuthMethod::Md5 => {
+            let salt: [u8; 4] = rand::random();
+            message::write_auth_request(&mut out, 5, &salt);
+            stream.write_all(&out).await?;
+            let m = read_message(stream, buf, max).await?;
+            if m.tag != b'p' {
+                return Ok(false);
+            }
+            let response = m.body().strip_suffix(&[0]).unwrap_or(m.body());
+            let password = user.and_then(|u| u.password.as_deref()).unwrap_or("");
+            Ok(user.is_some() && auth::verify_md5(user_name, password, salt, response))
+        }
+        ClientAuthMethod::ScramSha256 => {
+            let verifier = user.and_then(|u| u.scram.clone()).unwrap_or_else(|| {
+                ScramVerifier::generate(&format!("{:x}", rand::random::<u128>()))
+            });
+            let mut server = ScramServer::with_random_nonce(verifier);
+            message::write_auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
+            stream.write_all(&out).await?;
+            let m = read_message(stream, buf, max).await?;
+            if m.tag != b'p' {
+                return Ok(false);
+            }
+            let Ok((mechanism, data)) = message::decode_sasl_initial(m.body()) else {
+                return Ok(false);
+            };
+            if mechanism != "SCRAM-SHA-256" {
+                return Ok(false);
+            }
+            let Ok(first) = server.client_first(data) else {
+                return Ok(false);
+            };
+            out.clear();
+            message::write_auth_request(&mut out, 11, &first);
+            stream.write_all(&out).await?;
+            let m = read_message(stream, buf, max).await?;
+            if m.tag != b'p' {
+                return Ok(false);
+            }
+            match server.client_final(m.body()) {
+                Ok(fin) => {
+                    out.clear();
+                    message::write_auth_request(&mut out, 12, &fin);
+                    stream.write_all(&out).await?;
+                    Ok(user.is_some())
+                }
+                Err(_) => Ok(false),
+            }
+        }
+    }
+    .map(|ok| ok && !config.users.is_empty())
+}
+
+/// Delivers a CancelRequest to the backend connections of the session that holds the key.
+async fn handle_cancel(ctx: &ProxyContext, config: &Config, pid: i32, secret: i32) {
+    let Some(targets) = ctx.cancel.lookup(pid, secret) else {
+        let issuer = cancel::issuer_of(secret);
+        if issuer != ctx.cancel.node_id() {
+            tracing::info!(
+                pid,
+                issuer,
+                "cancel key issued by another balancer; peer forwarding is not configured"
+            );
+        } else {
+            tracing::debug!(pid, "cancel request for an unknown key");
+        }
+        return;
+    };
+    for key in targets.busy() {
+        if let Err(e) = backend::send_cancel(
+            &key.host,
+            key.port,
+            key.pid,
+            key.secret,
+            config.limits.connect_timeout,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "cannot deliver cancel request");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The status document served on the admin socket, and its rendering as a table.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ListenerRole};
+use crate::health::{ClusterView, Role};
+use crate::proxy::ProxyContext;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node: String,
+    /// Every listener can do its full job and there is no split brain.
+    pub healthy: bool,
+    pub primary: Option<String>,
+    pub split_brain: Vec<String>,
+    pub warnings: Vec<String>,
+    pub listeners: Vec<ListenerStatus>,
+    pub backends: Vec<BackendStatus>,
+    pub routed: RoutedCounts,
+    pub errors_by_sqlstate_class: std::collections::BTreeMap<String, u64>,
+    pub statement_cache: CacheStatus,
+    pub routing: RoutingStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub address: String,
+    pub role: ListenerRole,
+    pub clients: i64,
+    pub can_read: bool,
+    pub can_write: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    pub role: String,
+    pub up: bool,
+    pub in_read_set: bool,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub weight: u32,
+    pub server_connections: i64,
+    pub queries: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RoutedCounts {
+    pub primary: u64,
+    pub replica: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CacheStatus {
+    pub entries: usize,
+    pub hits: u64,
+    pub misses: u64,
+    /// The primary's list of VOLATILE functions is known (until then every function call is
+    /// treated as a possible write).
+    pub functions_loaded: bool,
+}
+
+/// Routing speakers and prefixes; empty until the routing issues land.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RoutingStatus {
+    pub prefixes: Vec<String>,
+    pub speakers: Vec<String>,
+}
+
+impl Status {
+    /// Builds the document from the current configuration, health view and counters.
+    pub fn collect(config: &Config, view: &ClusterView, ctx: &ProxyContext) -> Status {
+        let listeners: Vec<ListenerStatus> = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let v = view.listener(&l.name);
+                ListenerStatus {
+                    name: l.name.clone(),
+                    address: l.address.to_string(),
+                    role: l.role,
+                    clients: ctx.stats.listener(&l.name).clients.load(Ordering::Relaxed),
+                    can_read: v.is_some_and(|v| v.can_read),
+                    can_write: v.is_some_and(|v| v.can_write),
+                    reason: v
+                        .map(|v| v.reason.clone())
+                        .unwrap_or_else(|| "no verdict yet".into()),
+                }
+            })
+            .collect();
+        let backends = view
+            .backends
+            .iter()
+            .map(|b| {
+                let c = ctx.stats.backend_snapshot(&b.name);
+                BackendStatus {
+                    name: b.name.clone(),
+                    address: format!("{}:{}", b.host, b.port),
+                    role: match (b.role, b.up) {
+                        (Role::Primary, _) => "primary".into(),
+                        (Role::Replica, _) => "replica".into(),
+                        (Role::Unknown, _) => "unknown".into(),
+                    },
+                    up: b.up,
+                    in_read_set: b.in_read_set,
+                    lag_bytes: b.lag_bytes,
+                    lag_seconds: b.lag_seconds,
+                    weight: b.weight,
+                    server_connections: c.server_connections,
+                    queries: c.queries,
+                    last_error: b.last_error.clone(),
+                }
+            })
+            .collect();
+        let mut warnings = Vec::new();
+        if !view.split_brain.is_empty() {
+            warnings.push(format!(
+                "SPLIT BRAIN: {} all claim to be primary; writes are refused",
+                view.split_brain.join(", ")
+            ));
+        }
+        let healthy = view.split_brain.is_empty()
+            && listeners.iter().all(|l| match l.role {
+                ListenerRole::Replica => l.can_read,
+                ListenerRole::Primary | ListenerRole::Auto => l.can_read && l.can_write,
+            });
+        let (entries, hits, misses, functions_loaded) = ctx.catalogs.stats();
+        Status {
+            node: config.node_name.clone(),
+            healthy,
+            primary: view.primary.clone(),
+            split_brain: view.split_brain.clone(),
+            warnings,
+            listeners,
+            backends,
+            routed: RoutedCounts {
+                primary: ctx.stats.routed_primary.load(Ordering::Relaxed),
+                replica: ctx.stats.routed_replica.load(Ordering::Relaxed),
+            },
+            errors_by_sqlstate_class: ctx.stats.errors_by_class(),
+            statement_cache: CacheStatus {
+                entries,
+                hits,
+                misses,
+                functions_loaded,
+            },
+            routing: RoutingStatus::default(),
+        }
+    }
+
+    /// A table for people, in the spirit of `patronictl list`.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "pgcast {} — {}",
+            self.node,
+            if self.healthy { "healthy" } else { "DEGRADED" }
+        );
+        for w in &self.warnings {
+            let _ = writeln!(s, "!! {w}");
+        }
+        let _ = writeln!(s, "\nListeners");
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<22} {:<8} {:>7}  {:<5} {:<5}  reason",
+            "name", "address", "role", "clients", "read", "write"
+        );
+        for l in &self.listeners {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<22} {:<8} {:>7}  {:<5} {:<5}  {}",
+                l.name,
+                l.address,
+                l.role.to_string(),
+                l.clients,
+                yes_no(l.can_read),
+                yes_no(l.can_write),
+                l.reason
+            );
+        }
+        let _ = writeln!(s, "\nBackends");
+        let _ = writeln!(
+            s,
+            "  {:<10} {:<22} {:<8} {:<6} {:<5} {:>12} {:>9} {:>6} {:>7} {:>9}",
+            "name",
+            "address",
+            "role",
+            "health",
+            "reads",
+            "lag bytes",
+            "lag s",
+            "weight",
+            "server",
+            "queries"
+        );
+        for b in &self.backends {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:<22} {:<8} {:<6} {:<5} {:>12} {:>9} {:>6} {:>7} {:>9}",
+                b.name,
+                b.address,
+                b.role,
+                if b.up { "up" } else { "DOWN" },
+                yes_no(b.in_read_set),
+                b.lag_bytes
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                b.lag_seconds
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                b.weight,
+                b.server_connections,
+                b.queries
+            );
+            if let Some(e) = &b.last_error {
+                let _ = writeln!(s, "    last error: {e}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nRouted units: primary {}, replica {}; statement cache {} entries ({} hits, {} misses); volatile functions {}",
+            self.routed.primary,
+            self.routed.replica,
+            self.statement_cache.entries,
+            self.statement_cache.hits,
+            self.statement_cache.misses,
+            if self.statement_cache.functions_loaded { "loaded" } else { "NOT loaded (all function calls go to the primary)" }
+        );
+        let _ = writeln!(s, "\nRouting");
+        if self.routing.prefixes.is_empty() && self.routing.speakers.is_empty() {
+            let _ = writeln!(s, "  none configured");
+        }
+        s
+    }
+
+    /// Process exit code for `pgcast status`: 0 healthy, 1 degraded.
+    pub fn exit_code(&self) -> i32 {
+        if self.healthy {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "NO"
+    }
+}

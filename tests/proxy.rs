@@ -1,0 +1,526 @@
+//! The proxy against a real PostgreSQL 15 primary with two streaming replicas.
+//! Where a statement ran is checked with `pg_is_in_recovery()` / `inet_server_port()`.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
+use common::pgcast::Pgcast;
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+
+/// One cluster shared by the tests of this file (none of them changes its topology).
+fn cluster() -> &'static PgCluster {
+    CLUSTER.get_or_init(|| {
+        let c = PgCluster::start(2);
+        c.psql(
+            &c.primary,
+            DATABASE,
+            &format!(
+                "SET ROLE {SCRAM_USER};
+                 CREATE TABLE items (id serial PRIMARY KEY, v text);
+                 INSERT INTO items (v) VALUES ('seed');
+                 CREATE SEQUENCE s;
+                 CREATE FUNCTION bump() RETURNS bool VOLATILE LANGUAGE sql
+                   AS 'INSERT INTO items (v) VALUES (''bump'') RETURNING pg_is_in_recovery()';"
+            ),
+        );
+        for r in &c.replicas {
+            c.wait_replica_caught_up(&c.primary, r);
+        }
+        c
+    })
+}
+
+async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// First column of the last row the (possibly multi-statement) simple query returned.
+async fn simple_value(c: &Client, sql: &str) -> String {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_replicas_and_writes_to_the_primary() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let client = connect(&p.auto()).await.unwrap();
+    let row = client
+        .query_one("SELECT pg_is_in_recovery(), inet_server_port()", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "a plain read runs on a replica");
+    let port: i32 = row.get(1);
+    assert!(
+        c.replicas.iter().any(|r| r.port as i32 == port),
+        "port {port} is a replica"
+    );
+
+    let row = client
+        .query_one(
+            "INSERT INTO items (v) VALUES ('w') RETURNING (SELECT pg_is_in_recovery())",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "a write runs on the primary");
+    let row = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap();
+    assert!(
+        !row.get::<_, bool>(0),
+        "read-your-writes: after a write the session reads from the primary"
+    );
+
+    let other = connect(&p.auto()).await.unwrap();
+    assert!(other
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    let s = p.status().expect("status");
+    assert!(
+        s.routed.replica >= 2 && s.routed.primary >= 1,
+        "{:?}",
+        s.routed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_listener_rules() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    // (statement, runs on a replica?) — each on a fresh session, so read-your-writes is not involved.
+    let cases: &[(&str, bool)] = &[
+        ("SELECT pg_is_in_recovery()", true),
+        ("VALUES (pg_is_in_recovery())", true),
+        ("SELECT pg_is_in_recovery() FROM generate_series(1, 1)", true),
+        ("SELECT pg_is_in_recovery(), random() >= 0", true),
+        ("SELECT pg_is_in_recovery() FROM items LIMIT 1 FOR UPDATE", false),
+        ("SELECT pg_is_in_recovery() FROM items LIMIT 1 FOR SHARE", false),
+        ("SELECT pg_is_in_recovery() FROM items LIMIT 1 FOR NO KEY UPDATE", false),
+        ("SELECT pg_is_in_recovery(), nextval('s')", false),
+        ("SELECT bump()", false),
+        ("WITH x AS (INSERT INTO items (v) VALUES ('cte') RETURNING 1) SELECT pg_is_in_recovery() FROM x", false),
+        ("BEGIN READ ONLY; SELECT pg_is_in_recovery(); COMMIT", true),
+        ("BEGIN; SELECT pg_is_in_recovery(); COMMIT", false),
+        ("BEGIN; LOCK items IN SHARE MODE; SELECT pg_is_in_recovery(); COMMIT", false),
+        ("SELECT pg_is_in_recovery(); SELECT 1 FROM items LIMIT 0; UPDATE items SET v = v WHERE false", false),
+    ];
+    for (sql, replica) in cases {
+        let client = connect(&p.auto()).await.unwrap();
+        let got = simple_value(&client, sql).await;
+        assert_eq!(
+            got == "t",
+            *replica,
+            "{sql} ran on the wrong backend (pg_is_in_recovery = {got})"
+        );
+    }
+
+    // Transactions opened by separate messages stay where they started.
+    let client = connect(&p.auto()).await.unwrap();
+    client.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(
+        simple_value(&client, "SELECT pg_is_in_recovery()").await,
+        "t"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        simple_value(&client, "SELECT pg_is_in_recovery()").await,
+        "f"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // SELECT INTO creates a table: it must have run on the primary.
+    let client = connect(&p.auto()).await.unwrap();
+    client
+        .batch_execute("SELECT 1 AS a INTO selected_into")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.psql(&c.primary, DATABASE, "SELECT count(*) FROM selected_into"),
+        "1"
+    );
+
+    // A session-level SET is replayed on the replica connection the session uses later.
+    let client = connect(&p.auto()).await.unwrap();
+    client
+        .batch_execute("SET application_name = 'replayed'")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_value(
+            &client,
+            "SELECT current_setting('application_name') || ':' || pg_is_in_recovery()"
+        )
+        .await,
+        "replayed:true"
+    );
+
+    // A temp table pins the session to the primary: reading it later must work.
+    let client = connect(&p.auto()).await.unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE t1 (x int); INSERT INTO t1 VALUES (1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_value(
+            &client,
+            "SELECT count(*)::text || pg_is_in_recovery() FROM t1"
+        )
+        .await,
+        "1false"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_role_listeners() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let ro = connect(&p.conninfo(p.replica_port, SCRAM_USER, SCRAM_PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(simple_value(&ro, "SELECT pg_is_in_recovery()").await, "t");
+    let e = ro
+        .batch_execute("INSERT INTO items (v) VALUES ('no')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "25006", "a replica listener never writes");
+    let rw = connect(&p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(simple_value(&rw, "SELECT pg_is_in_recovery()").await, "f");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_named_statements_and_pipelining() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let client = connect(&p.auto()).await.unwrap();
+    let stmt = client
+        .prepare("SELECT pg_is_in_recovery(), $1::int + 1")
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let row = client.query_one(&stmt, &[&i]).await.unwrap();
+        assert!(row.get::<_, bool>(0));
+        assert_eq!(row.get::<_, i32>(1), i + 1);
+    }
+    client
+        .execute("INSERT INTO items (v) VALUES ($1)", &[&"ext"])
+        .await
+        .unwrap();
+    // The statement was prepared on the replica; after the write it runs on the primary, where
+    // pgcast must prepare it first without the client noticing.
+    let row = client.query_one(&stmt, &[&41]).await.unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i32>(1), 42);
+
+    // Pipelining: many requests in flight on one connection, answers in order.
+    let fresh = connect(&p.auto()).await.unwrap();
+    let stmt = fresh.prepare("SELECT $1::int * 2").await.unwrap();
+    let futures = (0..50).map(|i| {
+        let fresh = &fresh;
+        let stmt = &stmt;
+        async move {
+            fresh
+                .query_one(stmt, &[&i])
+                .await
+                .map(|r| r.get::<_, i32>(0))
+        }
+    });
+    let results = futures_util::future::join_all(futures).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), i as i32 * 2);
+    }
+    drop(stmt);
+    // Errors keep their SQLSTATE, and the session goes on.
+    let e = fresh
+        .query("SELECT * FROM no_such_table", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42P01");
+    assert_eq!(
+        fresh
+            .query_one("SELECT 1::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let client = connect(&p.auto()).await.unwrap();
+    let sink = client.copy_in("COPY items (v) FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from_static(b"copy-a\ncopy-b\ncopy-c\n"))
+        .await
+        .unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 3);
+    let stream = client
+        .copy_out("COPY (SELECT v FROM items WHERE v LIKE 'copy-%' ORDER BY v) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<_> = stream.collect().await;
+    let data: Vec<u8> = chunks
+        .into_iter()
+        .flat_map(|c| c.unwrap().to_vec())
+        .collect();
+    assert_eq!(String::from_utf8(data).unwrap(), "copy-a\ncopy-b\ncopy-c\n");
+    // COPY TO from a fresh session reads a replica.
+    for r in &c.replicas {
+        c.wait_replica_caught_up(&c.primary, r);
+    }
+    let fresh = connect(&p.auto()).await.unwrap();
+    let stream = fresh
+        .copy_out("COPY (SELECT pg_is_in_recovery()) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<_> = stream.collect().await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(&chunks[0].as_ref().unwrap()[..], b"t\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_notify_and_real_backend_pid() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let (listener, mut conn) = tokio_postgres::connect(&p.auto(), NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    listener.batch_execute("LISTEN pgcast_test").await.unwrap();
+    let notifier = connect(&p.auto()).await.unwrap();
+    let pid: i32 = notifier
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    notifier
+        .batch_execute("NOTIFY pgcast_test, 'hello'")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("notification")
+        .expect("open");
+    assert_eq!(n.channel(), "pgcast_test");
+    assert_eq!(n.payload(), "hello");
+    assert_eq!(
+        n.process_id(),
+        pid,
+        "the notifying PID is the one pg_backend_pid() reported"
+    );
+    // The PID is the real one: pg_stat_activity on the primary knows it.
+    let known = c.psql(
+        &c.primary,
+        DATABASE,
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+    );
+    assert_eq!(known, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_reach_the_running_query() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    for sql in ["SELECT pg_sleep(30)", "SELECT pg_sleep(30), nextval('s')"] {
+        let client = connect(&p.auto()).await.unwrap();
+        let token = client.cancel_token();
+        let q = tokio::spawn(async move { client.simple_query(sql).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(10), q)
+            .await
+            .expect("cancelled in time")
+            .unwrap();
+        let e = r.expect_err("query was cancelled");
+        assert_eq!(sqlstate(&e), "57014", "{sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_and_md5_authentication() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    connect(&p.conninfo(p.auto_port, SCRAM_USER, SCRAM_PASSWORD))
+        .await
+        .unwrap();
+    connect(&p.conninfo(p.auto_port, MD5_USER, MD5_PASSWORD))
+        .await
+        .unwrap();
+    for (user, pw) in [(SCRAM_USER, "wrong"), (MD5_USER, "wrong"), ("nobody", "x")] {
+        let Err(e) = connect(&p.conninfo(p.auto_port, user, pw)).await else {
+            panic!("login as {user} with a wrong password must fail");
+        };
+        assert_eq!(sqlstate(&e), "28P01", "{user}");
+    }
+}
+
+async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages() {
+    let c = cluster();
+    let p = Pgcast::start(c, "[limits]\nmax_message_bytes = 4096\n");
+    // SSLRequest is declined with 'N', then protocol 2.0 is refused like PostgreSQL does.
+    let out = raw_exchange(
+        p.auto_port,
+        &[0, 0, 0, 8, 4, 210, 22, 47, 0, 0, 0, 8, 0, 2, 0, 0],
+    )
+    .await;
+    assert_eq!(out.first(), Some(&b'N'));
+    assert_eq!(out.get(1), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&out).contains("0A000"));
+    // A length that makes no sense.
+    let out = raw_exchange(p.auto_port, &[0, 0, 0, 3, 1, 2, 3]).await;
+    assert_eq!(out.first(), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&out).contains("08P01"));
+
+    let victim = connect(&p.auto()).await.unwrap();
+    let bystander = connect(&p.auto()).await.unwrap();
+    let big = format!("SELECT '{}'", "x".repeat(10_000));
+    let e = victim.simple_query(&big).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "08P01");
+    assert!(victim.is_closed() || victim.simple_query("SELECT 1").await.is_err());
+    assert_eq!(
+        simple_value(&bystander, "SELECT 1").await,
+        "1",
+        "other sessions are untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_the_cli() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.auto_port.to_string(),
+        ])
+        .args(["-U", SCRAM_USER, "-d", DATABASE])
+        .args([
+            "-c",
+            "SELECT pg_is_in_recovery()",
+            "-c",
+            "\\copy (SELECT 1 UNION SELECT 2) TO STDOUT",
+        ])
+        .env("PGPASSWORD", SCRAM_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "t\n1\n2\n");
+
+    let bin = env!("CARGO_BIN_EXE_pgcast");
+    let out = std::process::Command::new(bin)
+        .args(["status", "--json", "--admin"])
+        .arg(&p.admin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "healthy cluster: exit 0");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["backends"].as_array().map(|a| a.len()), Some(3));
+    let out = std::process::Command::new(bin)
+        .args(["status", "-c"])
+        .arg(&p.config_path)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("Backends")
+            && table.contains("primary")
+            && table.contains("none configured"),
+        "{table}"
+    );
+
+    let out = std::process::Command::new(bin)
+        .args(["check-config", "-c"])
+        .arg(&p.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let bad = p.config_path.with_file_name("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&p.config_path)
+            .unwrap()
+            .replace("role = \"auto\"", "role = \"writer\""),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["check-config", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("role"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(bin)
+        .args(["status", "--admin", "/nonexistent/pgcast.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "no daemon: exit 2");
+}
