@@ -46,9 +46,10 @@ fn status(bin: &std::path::Path, admin: &std::path::Path) -> (i32, String) {
 }
 
 async fn where_it_ran(conninfo: &str, sql: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
-        .await
-        .expect("connect through pgcast");
+    let (client, conn) = match tokio_postgres::connect(conninfo, NoTls).await {
+        Ok(c) => c,
+        Err(e) => return format!("error: {e}"),
+    };
     tokio::spawn(conn);
     match client.simple_query(sql).await {
         Ok(msgs) => msgs

@@ -150,14 +150,25 @@ impl Session {
 
     /// Opens the connection whose process ID the client sees, and greets the client.
     async fn open_home(&mut self) -> Result<Registration, ProxyError> {
-        let home = match self.listener.role {
+        let mut home = match self.listener.role {
             ListenerRole::Replica => Target::Replica,
             ListenerRole::Primary => Target::Primary,
             // With no primary (failover in progress) an auto session can still read.
             ListenerRole::Auto if self.view().primary.is_none() => Target::Replica,
             ListenerRole::Auto => Target::Primary,
         };
-        self.ensure_slot(home).await?;
+        match self.ensure_slot(home).await {
+            Ok(()) => {}
+            // The primary just went away and health has not noticed yet: reads still work.
+            Err(ProxyError::BackendUnavailable(why))
+                if home == Target::Primary && self.listener.role == ListenerRole::Auto =>
+            {
+                tracing::info!(%why, "primary unreachable at session start; starting read-only");
+                home = Target::Replica;
+                self.ensure_slot(home).await?;
+            }
+            Err(e) => return Err(e),
+        }
         let slot = match home {
             Target::Primary => self.primary.as_ref(),
             Target::Replica => self.replica.as_ref(),

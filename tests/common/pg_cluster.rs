@@ -585,6 +585,7 @@ impl PgCluster {
              wal_level = replica\n\
              max_wal_senders = 10\n\
              max_replication_slots = 10\n\
+             wal_keep_size = '512MB'\n\
              hot_standby = on\n\
              fsync = off\n\
              full_page_writes = off\n\
