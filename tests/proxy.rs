@@ -524,3 +524,126 @@ async fn psql_and_the_cli() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "no daemon: exit 2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_transaction_read_only_after_begin_uses_a_replica() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let client = connect(&p.auto()).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET TRANSACTION READ ONLY")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_value(&client, "SELECT pg_is_in_recovery()").await,
+        "t"
+    );
+    assert_eq!(
+        simple_value(&client, "SELECT current_setting('transaction_read_only')").await,
+        "on"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    // A BEGIN followed by anything else runs on the primary, as one transaction.
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(
+        simple_value(&client, "SELECT pg_is_in_recovery()").await,
+        "f"
+    );
+    let a = simple_value(&client, "SELECT txid_current_if_assigned() IS NULL").await;
+    client
+        .batch_execute("INSERT INTO items (v) VALUES ('tx')")
+        .await
+        .unwrap();
+    let b = simple_value(&client, "SELECT txid_current()::text").await;
+    assert_eq!(
+        simple_value(&client, "SELECT txid_current()::text").await,
+        b,
+        "same transaction"
+    );
+    assert_eq!(a, "t");
+    client.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_metrics_trust_and_limits() {
+    let c = cluster();
+    let metrics_port = common::pg_cluster::free_port();
+    let p = Pgcast::start(
+        c,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[limits]\nmax_client_connections = 3\nstartup_timeout_ms = 500\n"),
+    );
+    // Admin socket is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&p.admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Metrics in Prometheus text format.
+    connect(&p.auto())
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    let body = raw_exchange(metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("pgcast_backend_up{backend=\"pg1\",role=\"primary\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("pgcast_routed_total{target=\"replica\"}"),
+        "{body}"
+    );
+
+    // A client that never finishes start-up is dropped after startup_timeout_ms.
+    let out = raw_exchange(p.auto_port, &[0, 0, 0]).await;
+    assert!(String::from_utf8_lossy(&out).contains("57014"), "{out:?}");
+
+    // max_client_connections = 3: the fourth gets 53300.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&p.auto()).await.unwrap());
+    }
+    let Err(e) = connect(&p.auto()).await else {
+        panic!("a fourth client must be refused")
+    };
+    assert_eq!(sqlstate(&e), "53300");
+    drop(held);
+
+    // SIGHUP: a new trust user is applied; a listener change is reported as not applied.
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    let text = text.replacen("role = \"primary\"", "role = \"replica\"", 1)
+        + "\n[[users]]\nname = \"postgres\"\nauth = \"trust\"\n";
+    std::fs::write(&p.config_path, text).unwrap();
+    p.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let trusted = loop {
+        match connect(&format!(
+            "host=127.0.0.1 port={} user=postgres dbname=app",
+            p.auto_port
+        ))
+        .await
+        {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "reload not applied: {e}\n{}",
+                    p.log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(
+        simple_value(&trusted, "SELECT current_user").await,
+        "postgres"
+    );
+    assert!(
+        p.log().contains("listeners changed but needs a restart"),
+        "{}",
+        p.log()
+    );
+}

@@ -440,4 +440,36 @@ mod tests {
         );
         assert!(decode_sasl_initial(b"SCRAM-SHA-256\0\0\0\0\x50ab").is_err());
     }
+
+    /// Decoders see arbitrary client bytes: none of them may panic, whatever arrives.
+    #[test]
+    fn decoders_never_panic_on_random_bytes() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Bias towards plausible headers so deeper paths run too.
+            if len > 8 && next() % 2 == 0 {
+                bytes[0..4].copy_from_slice(&(len as i32).to_be_bytes());
+                bytes[4..8].copy_from_slice(
+                    &[PROTOCOL_3_0, CANCEL_REQUEST_CODE, SSL_REQUEST_CODE][(next() % 3) as usize]
+                        .to_be_bytes(),
+                );
+            }
+            let _ = decode_startup(&mut BytesMut::from(&bytes[..]), 10_000);
+            let _ = decode_message(&mut BytesMut::from(&bytes[..]), 1 << 20);
+            let _ = decode_error_fields(&bytes);
+            let _ = decode_sasl_initial(&bytes);
+            let _ = parse_message_fields(&bytes);
+            let _ = bind_message_fields(&bytes);
+            let _ = target_fields(&bytes);
+            let _ = query_text(&bytes);
+        }
+    }
 }

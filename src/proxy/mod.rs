@@ -9,6 +9,7 @@ pub mod classify;
 pub mod message;
 pub mod router;
 pub mod session;
+pub mod session_backends;
 pub mod slot;
 pub mod startup;
 pub mod stats;

@@ -15,30 +15,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::backend::LoginParams;
-use super::cancel::{CancelTargets, Registration};
+use super::cancel::CancelTargets;
 use super::classify::StatementClass;
 use super::message::{self, Message};
 use super::router::{self, SessionRouting, Target};
-use super::slot::{parse_hash, PendingUnit, Reply, Slot};
+use super::slot::{parse_hash, Reply, Slot, StatementInfo};
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
-use crate::health::ClusterView;
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// A client's protocol-level prepared statement.
-struct StatementInfo {
-    parse: Message,
-    hash: u64,
-    classes: Arc<[StatementClass]>,
-}
-
 /// Client messages that are routed together.
 #[derive(Default)]
-struct Unit {
+pub(super) struct Unit {
     messages: Vec<Message>,
     classes: Vec<StatementClass>,
     extended: bool,
@@ -50,24 +41,27 @@ struct Unit {
 }
 
 pub struct Session {
-    ctx: Arc<ProxyContext>,
-    config: Arc<Config>,
-    listener: Arc<ListenerConfig>,
-    client: ClientStartup,
-    classify: Arc<super::classify::ClassifyCache>,
-    primary: Option<Slot>,
-    replica: Option<Slot>,
-    cancel_targets: Arc<CancelTargets>,
-    statements: HashMap<String, StatementInfo>,
-    batch: Unit,
-    waiting: Option<Unit>,
-    pinned_primary: bool,
-    last_write: Option<Instant>,
-    session_sets: Vec<String>,
+    pub(super) ctx: Arc<ProxyContext>,
+    pub(super) config: Arc<Config>,
+    pub(super) listener: Arc<ListenerConfig>,
+    pub(super) client: ClientStartup,
+    pub(super) classify: Arc<super::classify::ClassifyCache>,
+    pub(super) primary: Option<Slot>,
+    pub(super) replica: Option<Slot>,
+    pub(super) cancel_targets: Arc<CancelTargets>,
+    pub(super) statements: HashMap<String, StatementInfo>,
+    pub(super) batch: Unit,
+    pub(super) waiting: Option<Unit>,
+    pub(super) pinned_primary: bool,
+    pub(super) last_write: Option<Instant>,
+    pub(super) session_sets: Vec<String>,
     /// Dropping messages until Sync after a unit could not be routed.
-    discard_until_sync: bool,
-    client_buf: BytesMut,
-    client_out: BytesMut,
+    pub(super) discard_until_sync: bool,
+    /// A plain BEGIN the client sent, not yet sent anywhere: the transaction's first statement
+    /// decides where it runs, so `BEGIN; SET TRANSACTION READ ONLY; ...` can use a replica.
+    pub(super) deferred_begin: Option<String>,
+    pub(super) client_buf: BytesMut,
+    pub(super) client_out: BytesMut,
 }
 
 /// Serves one accepted client connection to its end.
@@ -114,6 +108,7 @@ pub async fn serve_client(
         last_write: None,
         session_sets: Vec::new(),
         discard_until_sync: false,
+        deferred_begin: None,
         client_buf: buf,
         client_out: BytesMut::with_capacity(16 * 1024),
     };
@@ -132,198 +127,20 @@ pub async fn serve_client(
 }
 
 impl Session {
-    fn view(&self) -> Arc<ClusterView> {
-        self.ctx.cluster.borrow().clone()
-    }
-
-    fn login<'a>(&'a self, host: &'a str, port: u16) -> LoginParams<'a> {
-        LoginParams {
-            host,
-            port,
-            user: &self.client.user.name,
-            password: self.client.user.backend_password(),
-            params: &self.client.params,
-            connect_timeout: self.config.limits.connect_timeout,
-            max_message: self.config.limits.max_message_bytes,
-        }
-    }
-
-    /// Opens the connection whose process ID the client sees, and greets the client.
-    async fn open_home(&mut self) -> Result<Registration, ProxyError> {
-        let mut home = match self.listener.role {
-            ListenerRole::Replica => Target::Replica,
-            ListenerRole::Primary => Target::Primary,
-            // With no primary (failover in progress) an auto session can still read.
-            ListenerRole::Auto if self.view().primary.is_none() => Target::Replica,
-            ListenerRole::Auto => Target::Primary,
-        };
-        match self.ensure_slot(home).await {
-            Ok(()) => {}
-            // The primary just went away and health has not noticed yet: reads still work.
-            Err(ProxyError::BackendUnavailable(why))
-                if home == Target::Primary && self.listener.role == ListenerRole::Auto =>
-            {
-                tracing::info!(%why, "primary unreachable at session start; starting read-only");
-                home = Target::Replica;
-                self.ensure_slot(home).await?;
-            }
-            Err(e) => return Err(e),
-        }
-        let slot = match home {
-            Target::Primary => self.primary.as_ref(),
-            Target::Replica => self.replica.as_ref(),
-        }
-        .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
-        let pid = slot.startup.pid;
-        message::write_auth_request(&mut self.client_out, 0, &[]);
-        for m in &slot.startup.parameter_status {
-            self.client_out.extend_from_slice(&m.raw);
-        }
-        let (secret, registration) = self
-            .ctx
-            .cancel
-            .register(pid, Arc::clone(&self.cancel_targets));
-        message::write_backend_key_data(&mut self.client_out, pid, secret);
-        message::write_ready_for_query(&mut self.client_out, b'I');
-        Ok(registration)
-    }
-
-    fn report_connect_error(&mut self, e: &ProxyError) {
-        match e {
-            ProxyError::BackendError(fields, raw) => {
-                self.ctx.stats.count_error(&fields.code);
-                self.client_out.extend_from_slice(&raw.raw);
-            }
-            other => {
-                self.ctx.stats.count_error("08006");
-                message::write_error(
-                    &mut self.client_out,
-                    "FATAL",
-                    "08006",
-                    &format!("pgcast: {other}"),
-                );
-            }
-        }
-    }
-
-    /// Makes sure a connection for `target` exists, opening one if needed.
-    async fn ensure_slot(&mut self, target: Target) -> Result<(), ProxyError> {
-        let view = self.view();
-        match target {
-            Target::Primary => {
-                if self.primary.is_some() {
-                    return Ok(());
-                }
-                let Some(p) = view.primary_backend() else {
-                    let why = if view.split_brain.is_empty() {
-                        "no primary is available".to_string()
-                    } else {
-                        format!(
-                            "split brain: {} all claim to be primary",
-                            view.split_brain.join(", ")
-                        )
-                    };
-                    return Err(ProxyError::BackendUnavailable(why));
-                };
-                let counters = self.ctx.stats.backend(&p.name);
-                let slot = Slot::open(
-                    Target::Primary,
-                    &p.name,
-                    &self.login(&p.host, p.port),
-                    counters,
-                    Arc::clone(&self.cancel_targets),
-                )
-                .await?;
-                self.primary = Some(slot);
-                self.replay_sets(Target::Primary).await
-            }
-            Target::Replica => {
-                if let Some(r) = &self.replica {
-                    // Leave a replica that dropped out of the read set at the next chance.
-                    let still_good = view.read_set.contains(&r.backend)
-                        || view.primary.as_deref() == Some(&r.backend);
-                    if still_good || !r.idle() || r.in_transaction() {
-                        return Ok(());
-                    }
-                    self.replica = None;
-                }
-                let mut candidates: Vec<(String, String, u16, u32)> = view
-                    .backends
-                    .iter()
-                    .filter(|b| b.in_read_set)
-                    .map(|b| (b.name.clone(), b.host.clone(), b.port, b.weight))
-                    .collect();
-                while !candidates.is_empty() {
-                    let i = pick_weighted(&candidates);
-                    let (name, host, port, _) = candidates.swap_remove(i);
-                    let counters = self.ctx.stats.backend(&name);
-                    match Slot::open(
-                        Target::Replica,
-                        &name,
-                        &self.login(&host, port),
-                        counters,
-                        Arc::clone(&self.cancel_targets),
-                    )
-                    .await
-                    {
-                        Ok(slot) => {
-                            self.replica = Some(slot);
-                            return self.replay_sets(Target::Replica).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(backend = %name, error = %e, "cannot open replica connection")
-                        }
-                    }
-                }
-                if !self.config.routing.fallback_reads_to_primary {
-                    return Err(ProxyError::BackendUnavailable(
-                        "no replica is available".into(),
-                    ));
-                }
-                // Reads fall back to the primary, read-only so a replica listener never writes.
-                let p = view.primary_backend().ok_or_else(|| {
-                    ProxyError::BackendUnavailable("no replica and no primary is available".into())
-                })?;
-                let mut params = self.client.params.clone();
-                params.push(("default_transaction_read_only".into(), "on".into()));
-                let mut login = self.login(&p.host, p.port);
-                login.params = &params;
-                let slot = Slot::open(
-                    Target::Replica,
-                    &p.name,
-                    &login,
-                    self.ctx.stats.backend(&p.name),
-                    Arc::clone(&self.cancel_targets),
-                )
-                .await?;
-                self.replica = Some(slot);
-                self.replay_sets(Target::Replica).await
-            }
-        }
-    }
-
-    async fn replay_sets(&mut self, target: Target) -> Result<(), ProxyError> {
-        let sets = self.session_sets.clone();
-        if let Some(slot) = self.slot_mut(target) {
-            for sql in &sets {
-                slot.send_silent_query(sql).await?;
-            }
-        }
-        Ok(())
-    }
-
-    fn slot_mut(&mut self, target: Target) -> Option<&mut Slot> {
-        match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Replica => self.replica.as_mut(),
-        }
-    }
-
     async fn run(&mut self, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> Result<(), ProxyError> {
         let result = self.relay(rd, &mut wr).await;
         // Whatever ended the session, the client gets the errors queued for it.
         if !self.client_out.is_empty() {
             let _ = wr.write_all(&self.client_out).await;
+        }
+        // Release the backend sessions at once, cleanly.
+        let mut terminate = BytesMut::new();
+        message::write_terminate(&mut terminate);
+        for slot in [self.primary.as_mut(), self.replica.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = slot.send(&terminate).await;
         }
         result
     }
@@ -518,6 +335,15 @@ impl Session {
                         }
                     };
                     let classes = self.classify.classify(&sql);
+                    if self.can_defer_begin(&classes) {
+                        // Answer as PostgreSQL would; BEGIN goes out with the next statement.
+                        self.deferred_begin = Some(sql);
+                        message::write_message(&mut self.client_out, b'C', |b| {
+                            message::put_cstr(b, "BEGIN")
+                        });
+                        message::write_ready_for_query(&mut self.client_out, b'T');
+                        continue;
+                    }
                     let mut unit = std::mem::take(&mut self.batch);
                     unit.classes.extend(classes.iter().copied());
                     if classes
@@ -585,7 +411,21 @@ impl Session {
         message::write_error(&mut self.client_out, "FATAL", "08P01", msg);
     }
 
+    fn can_defer_begin(&self, classes: &[StatementClass]) -> bool {
+        self.listener.role == ListenerRole::Auto
+            && matches!(classes, [StatementClass::Begin { read_only: false }])
+            && self.deferred_begin.is_none()
+            && !self.pinned_primary
+            && self.batch.messages.is_empty()
+            && self.tx_status() == b'I'
+            && self.primary.as_ref().is_none_or(|s| s.idle())
+            && self.replica.as_ref().is_none_or(|s| s.idle())
+    }
+
     fn tx_status(&self) -> u8 {
+        if self.deferred_begin.is_some() {
+            return b'T';
+        }
         [&self.primary, &self.replica]
             .iter()
             .filter_map(|s| s.as_ref())
@@ -693,6 +533,21 @@ impl Session {
             recent_write: self.recent_write(),
         };
         let mut decision = router::decide(state, &unit.classes);
+        let begin = self.deferred_begin.take();
+        if begin.is_some() {
+            // The transaction's first statement decides: SET TRANSACTION READ ONLY may use a
+            // replica (unless read-your-writes says otherwise), anything else the primary.
+            let read_only = matches!(
+                unit.classes.first(),
+                Some(StatementClass::SetTransaction { read_only: true })
+            );
+            decision.target = if read_only && !state.recent_write {
+                Target::Replica
+            } else {
+                Target::Primary
+            };
+            decision.session_set = false;
+        }
         if auto && self.primary.as_ref().is_some_and(|p| !p.idle()) {
             // Pipelining on the primary: the primary can run anything, keep the order.
             decision.target = Target::Primary;
@@ -727,6 +582,11 @@ impl Session {
                 return Ok(());
             }
         }
+        if let Some(sql) = begin {
+            if let Some(slot) = self.slot_mut(target) {
+                slot.send_silent_query(&sql).await?;
+            }
+        }
         let counter = match target {
             Target::Primary => &self.ctx.stats.routed_primary,
             Target::Replica => &self.ctx.stats.routed_replica,
@@ -747,102 +607,35 @@ impl Session {
         self.send_unit(target, unit, with_sets).await
     }
 
-    /// Writes a unit to a connection, injecting the statements it needs there first.
+    /// Writes a unit to a connection; statements the client closed there are closed on the
+    /// session's other connection before their next use.
     async fn send_unit(
         &mut self,
         target: Target,
         unit: Unit,
         with_sets: bool,
     ) -> Result<(), ProxyError> {
-        let statements = &self.statements;
         let slot = match target {
             Target::Primary => self.primary.as_mut(),
             Target::Replica => self.replica.as_mut(),
         }
         .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
-        let mut out = BytesMut::with_capacity(unit.bytes + 64);
-        let mut swallow = std::collections::VecDeque::new();
-        let mut closes: Vec<(Target, String)> = Vec::new();
-        for m in &unit.messages {
-            let body = m.body();
-            match m.tag {
-                b'P' => {
-                    if let Ok((name, _)) = message::parse_message_fields(body) {
-                        slot.prepared.insert(name.to_string(), parse_hash(m));
-                        slot.to_close.remove(name);
-                    }
-                }
-                b'B' | b'D' => {
-                    let name = if m.tag == b'B' {
-                        message::bind_message_fields(body).ok().map(|(_, s)| s)
-                    } else {
-                        message::target_fields(body)
-                            .ok()
-                            .filter(|(k, _)| *k == b'S')
-                            .map(|(_, s)| s)
-                    };
-                    if let Some(name) = name {
-                        if let Some(info) = statements.get(name) {
-                            let here = slot.prepared.get(name).copied();
-                            if here != Some(info.hash) {
-                                if (here.is_some() || slot.to_close.contains(name))
-                                    && !name.is_empty()
-                                {
-                                    message::write_message(&mut out, b'C', |b| {
-                                        b.extend_from_slice(b"S");
-                                        message::put_cstr(b, name);
-                                    });
-                                    swallow.push_back(b'3');
-                                }
-                                out.extend_from_slice(&info.parse.raw);
-                                swallow.push_back(b'1');
-                                slot.prepared.insert(name.to_string(), info.hash);
-                                slot.to_close.remove(name);
-                            }
-                        }
-                    }
-                }
-                b'C' => {
-                    if let Ok((b'S', name)) = message::target_fields(body) {
-                        slot.prepared.remove(name);
-                        let other = if target == Target::Primary {
-                            Target::Replica
-                        } else {
-                            Target::Primary
-                        };
-                        closes.push((other, name.to_string()));
-                    }
-                }
-                b'Q' => {
-                    // A simple Query destroys the unnamed statement.
-                    slot.prepared.remove("");
-                }
-                _ => {}
-            }
-            out.extend_from_slice(&m.raw);
-        }
-        slot.counters.queries.fetch_add(1, Ordering::Relaxed);
-        if slot.has_open_unit() {
-            if let Some(u) = slot.pending.back_mut() {
-                u.swallow.extend(swallow);
-                u.sync_sent = unit.ends;
-            }
-        } else {
-            slot.push_unit(PendingUnit {
-                forward: true,
-                extended: unit.extended,
-                sync_sent: unit.ends,
-                swallow,
-                saw_error: false,
-                on_success_sets: if with_sets {
-                    unit.set_sql.clone()
-                } else {
-                    Vec::new()
-                },
-            });
-        }
-        slot.send(&out).await?;
-        for (other, name) in closes {
+        let sets = if with_sets { unit.set_sql } else { Vec::new() };
+        let closed = slot
+            .write_unit(
+                &unit.messages,
+                &self.statements,
+                unit.extended,
+                unit.ends,
+                sets,
+                unit.bytes,
+            )
+            .await?;
+        let other = match target {
+            Target::Primary => Target::Replica,
+            Target::Replica => Target::Primary,
+        };
+        for name in closed {
             self.statements.remove(&name);
             if let Some(o) = self.slot_mut(other) {
                 if o.prepared.remove(&name).is_some() {
@@ -859,18 +652,4 @@ async fn read_slot(slot: &mut Option<Slot>) -> std::io::Result<usize> {
         Some(s) => s.reader.rd.read_buf(&mut s.reader.buf).await,
         None => std::future::pending().await,
     }
-}
-
-/// Index of a weighted random choice (weights are > 0 for members of the read set).
-fn pick_weighted(candidates: &[(String, String, u16, u32)]) -> usize {
-    let total: u64 = candidates.iter().map(|c| c.3.max(1) as u64).sum();
-    let mut r = rand::random::<u64>() % total.max(1);
-    for (i, c) in candidates.iter().enumerate() {
-        let w = c.3.max(1) as u64;
-        if r < w {
-            return i;
-        }
-        r -= w;
-    }
-    0
 }

@@ -14,10 +14,18 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use super::backend::{self, BackendReader, BackendStartup, LoginParams};
 use super::cancel::{BackendCancelKey, CancelTargets};
-use super::message::Message;
+use super::classify::StatementClass;
+use super::message::{self, Message};
 use super::router::Target;
 use super::stats::{BackendCounters, GaugeGuard};
 use super::ProxyError;
+
+/// A client's protocol-level prepared statement, as the client defined it.
+pub struct StatementInfo {
+    pub parse: Message,
+    pub hash: u64,
+    pub classes: Arc<[StatementClass]>,
+}
 
 /// The replies a backend owes for one unit of work (ending in one ReadyForQuery).
 #[derive(Debug, Default)]
@@ -210,5 +218,104 @@ impl Slot {
         } else {
             Reply::Drop
         }
+    }
+}
+
+impl Slot {
+    /// Writes a unit's messages, first preparing here (with Parse, after a Close if an older
+    /// version exists) every statement the unit binds or describes that this connection does
+    /// not hold in the client's version. The replies to those injected messages are swallowed.
+    /// Returns the names of statements the unit closes, for the session's other connection.
+    pub async fn write_unit(
+        &mut self,
+        messages: &[Message],
+        statements: &HashMap<String, StatementInfo>,
+        extended: bool,
+        ends: bool,
+        on_success_sets: Vec<String>,
+        size_hint: usize,
+    ) -> Result<Vec<String>, ProxyError> {
+        let mut out = BytesMut::with_capacity(size_hint + 64);
+        let mut swallow = VecDeque::new();
+        let mut closed = Vec::new();
+        for m in messages {
+            let body = m.body();
+            match m.tag {
+                b'P' => {
+                    if let Ok((name, _)) = message::parse_message_fields(body) {
+                        self.prepared.insert(name.to_string(), parse_hash(m));
+                        self.to_close.remove(name);
+                    }
+                }
+                b'B' | b'D' => {
+                    let name = if m.tag == b'B' {
+                        message::bind_message_fields(body).ok().map(|(_, s)| s)
+                    } else {
+                        message::target_fields(body)
+                            .ok()
+                            .filter(|(k, _)| *k == b'S')
+                            .map(|(_, s)| s)
+                    };
+                    if let Some(info) = name.and_then(|n| statements.get(n).map(|i| (n, i))) {
+                        self.inject_statement(info.0, info.1, &mut out, &mut swallow);
+                    }
+                }
+                b'C' => {
+                    if let Ok((b'S', name)) = message::target_fields(body) {
+                        self.prepared.remove(name);
+                        closed.push(name.to_string());
+                    }
+                }
+                // A simple Query destroys the unnamed statement.
+                b'Q' => {
+                    self.prepared.remove("");
+                }
+                _ => {}
+            }
+            out.extend_from_slice(&m.raw);
+        }
+        self.counters.queries.fetch_add(1, Ordering::Relaxed);
+        if self.has_open_unit() {
+            if let Some(u) = self.pending.back_mut() {
+                u.swallow.extend(swallow);
+                u.sync_sent = ends;
+            }
+        } else {
+            self.push_unit(PendingUnit {
+                forward: true,
+                extended,
+                sync_sent: ends,
+                swallow,
+                saw_error: false,
+                on_success_sets,
+            });
+        }
+        self.send(&out).await?;
+        Ok(closed)
+    }
+
+    fn inject_statement(
+        &mut self,
+        name: &str,
+        info: &StatementInfo,
+        out: &mut BytesMut,
+        swallow: &mut VecDeque<u8>,
+    ) {
+        let here = self.prepared.get(name).copied();
+        if here == Some(info.hash) {
+            return;
+        }
+        // Named statements cannot be redefined without closing them first.
+        if (here.is_some() || self.to_close.contains(name)) && !name.is_empty() {
+            message::write_message(out, b'C', |b| {
+                b.extend_from_slice(b"S");
+                message::put_cstr(b, name);
+            });
+            swallow.push_back(b'3');
+        }
+        out.extend_from_slice(&info.parse.raw);
+        swallow.push_back(b'1');
+        self.prepared.insert(name.to_string(), info.hash);
+        self.to_close.remove(name);
     }
 }
