@@ -98,7 +98,15 @@ fn init_logging() {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // PGCAST_WORKER_THREADS overrides tokio's default (one worker per core).
+    if let Some(n) = std::env::var("PGCAST_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        builder.worker_threads(n.max(1));
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -647,3 +647,59 @@ async fn reload_metrics_trust_and_limits() {
         p.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_follows_the_session() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    // A SET inside a transaction on the primary pins the session: later reads still see it.
+    let client = connect(&p.auto()).await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET search_path = pg_catalog, public")
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        simple_value(&client, "SELECT current_setting('search_path')").await,
+        "pg_catalog, public"
+    );
+    // Session state inside a read-only transaction on a replica is refused, not lost.
+    let client = connect(&p.auto()).await.unwrap();
+    client.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(
+        simple_value(&client, "SELECT pg_is_in_recovery()").await,
+        "t"
+    );
+    let e = client
+        .batch_execute("SET work_mem = '8MB'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // RESET ALL is replayed like a SET: the replica connection follows.
+    let client = connect(&p.auto()).await.unwrap();
+    client
+        .batch_execute("SET application_name = 'before'")
+        .await
+        .unwrap();
+    client.batch_execute("RESET ALL").await.unwrap();
+    assert_eq!(
+        simple_value(
+            &client,
+            "SELECT current_setting('application_name') || ':' || pg_is_in_recovery()"
+        )
+        .await,
+        ":true"
+    );
+    // SERIALIZABLE read-only transactions cannot run on a hot standby: they use the primary.
+    let client = connect(&p.auto()).await.unwrap();
+    assert_eq!(
+        simple_value(
+            &client,
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SELECT pg_is_in_recovery(); COMMIT"
+        )
+        .await,
+        "f"
+    );
+}

@@ -4,6 +4,8 @@
 //! Messages the proxy only relays are kept as their raw bytes (header included), so relaying
 //! costs no re-encoding.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version 3.0 as sent in a StartupMessage.
@@ -145,26 +147,35 @@ impl<'a> CStrings<'a> {
     pub fn rest(&self) -> &'a [u8] {
         self.rest
     }
+
+    /// The next NUL-terminated string in any client encoding: bytes that are not UTF-8
+    /// (a LATIN1 client, say) are replaced for inspection; the raw message is what is relayed.
+    pub fn next_lossy(&mut self) -> Option<Cow<'a, str>> {
+        let nul = self.rest.iter().position(|b| *b == 0)?;
+        let (s, tail) = self.rest.split_at(nul);
+        self.rest = tail.get(1..).unwrap_or(&[]);
+        Some(String::from_utf8_lossy(s))
+    }
 }
 
 /// Parse ('P'): statement name and query text.
-pub fn parse_message_fields(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+pub fn parse_message_fields(body: &[u8]) -> Result<(Cow<'_, str>, Cow<'_, str>), DecodeError> {
     let mut f = CStrings::new(body);
-    let name = f.next_str().ok_or(DecodeError::Malformed("Parse"))?;
-    let query = f.next_str().ok_or(DecodeError::Malformed("Parse"))?;
+    let name = f.next_lossy().ok_or(DecodeError::Malformed("Parse"))?;
+    let query = f.next_lossy().ok_or(DecodeError::Malformed("Parse"))?;
     Ok((name, query))
 }
 
 /// Bind ('B'): portal name and statement name.
-pub fn bind_message_fields(body: &[u8]) -> Result<(&str, &str), DecodeError> {
+pub fn bind_message_fields(body: &[u8]) -> Result<(Cow<'_, str>, Cow<'_, str>), DecodeError> {
     let mut f = CStrings::new(body);
-    let portal = f.next_str().ok_or(DecodeError::Malformed("Bind"))?;
-    let stmt = f.next_str().ok_or(DecodeError::Malformed("Bind"))?;
+    let portal = f.next_lossy().ok_or(DecodeError::Malformed("Bind"))?;
+    let stmt = f.next_lossy().ok_or(DecodeError::Malformed("Bind"))?;
     Ok((portal, stmt))
 }
 
 /// Describe ('D') and Close ('C'): kind byte ('S' or 'P') and name.
-pub fn target_fields(body: &[u8]) -> Result<(u8, &str), DecodeError> {
+pub fn target_fields(body: &[u8]) -> Result<(u8, Cow<'_, str>), DecodeError> {
     let kind = *body
         .first()
         .ok_or(DecodeError::Malformed("Describe/Close"))?;
@@ -172,15 +183,15 @@ pub fn target_fields(body: &[u8]) -> Result<(u8, &str), DecodeError> {
         return Err(DecodeError::Malformed("Describe/Close kind"));
     }
     let name = CStrings::new(&body[1..])
-        .next_str()
+        .next_lossy()
         .ok_or(DecodeError::Malformed("Describe/Close"))?;
     Ok((kind, name))
 }
 
 /// Query ('Q'): the SQL text.
-pub fn query_text(body: &[u8]) -> Result<&str, DecodeError> {
+pub fn query_text(body: &[u8]) -> Result<Cow<'_, str>, DecodeError> {
     CStrings::new(body)
-        .next_str()
+        .next_lossy()
         .ok_or(DecodeError::Malformed("Query"))
 }
 
@@ -419,14 +430,16 @@ mod tests {
 
     #[test]
     fn extended_protocol_fields() {
-        assert_eq!(
-            parse_message_fields(b"s1\0SELECT $1\0\0\0").unwrap(),
-            ("s1", "SELECT $1")
-        );
-        assert_eq!(bind_message_fields(b"p\0s1\0\0\0").unwrap(), ("p", "s1"));
-        assert_eq!(target_fields(b"Ss1\0").unwrap(), (b'S', "s1"));
+        let (n, q) = parse_message_fields(b"s1\0SELECT $1\0\0\0").unwrap();
+        assert_eq!((n.as_ref(), q.as_ref()), ("s1", "SELECT $1"));
+        let (p, st) = bind_message_fields(b"p\0s1\0\0\0").unwrap();
+        assert_eq!((p.as_ref(), st.as_ref()), ("p", "s1"));
+        let (k, n) = target_fields(b"Ss1\0").unwrap();
+        assert_eq!((k, n.as_ref()), (b'S', "s1"));
         assert!(target_fields(b"X\0").is_err());
         assert!(parse_message_fields(b"no-nul").is_err());
+        // A LATIN1 client's text is inspected lossily, not rejected.
+        assert_eq!(query_text(b"SELECT '\xe9'\0").unwrap(), "SELECT '\u{fffd}'");
     }
 
     #[test]

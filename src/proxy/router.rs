@@ -36,8 +36,10 @@ pub struct RouteDecision {
     /// Every statement is a session-level SET/RESET (or neutral): after it succeeds, replay it
     /// on the session's other connections.
     pub session_set: bool,
-    /// DISCARD ALL / RESET ALL: the session's other connections must be reset too.
-    pub session_reset: bool,
+    /// The unit creates session state (SET, PREPARE, LISTEN, ...) inside a transaction that
+    /// runs on a replica: that state could not follow the session to the primary later, so
+    /// the unit is refused (SQLSTATE 0A000) rather than silently losing it.
+    pub unsupported_in_replica_transaction: bool,
 }
 
 /// Decides where a unit runs.
@@ -48,7 +50,7 @@ pub fn decide(state: SessionRouting, classes: &[StatementClass]) -> RouteDecisio
         pin_primary: false,
         writes: false,
         session_set: false,
-        session_reset: false,
+        unsupported_in_replica_transaction: false,
     };
     let mut any_set = false;
     let mut only_set_or_neutral = true;
@@ -64,15 +66,16 @@ pub fn decide(state: SessionRouting, classes: &[StatementClass]) -> RouteDecisio
                 needs_primary = true;
                 d.writes = true;
             }
-            C::SessionSet => any_set = true,
-            C::SessionReset => d.session_reset = true,
+            // RESET ALL / DISCARD are replayed like SETs: replaying the log in order
+            // reproduces the session's state exactly (RESET ALL keeps the role, for one).
+            C::SessionSet | C::SessionReset => any_set = true,
             C::PinToPrimary => {
                 needs_primary = true;
                 d.pin_primary = true;
                 d.writes = true;
             }
         }
-        if !matches!(c, C::SessionSet | C::Neutral) {
+        if !matches!(c, C::SessionSet | C::SessionReset | C::Neutral) {
             only_set_or_neutral = false;
         }
     }
@@ -96,7 +99,6 @@ pub fn decide(state: SessionRouting, classes: &[StatementClass]) -> RouteDecisio
                 || needs_primary
                 || d.pin_primary
                 || d.session_set
-                || d.session_reset
                 || classes.is_empty()
             {
                 Target::Primary
@@ -119,6 +121,8 @@ pub fn decide(state: SessionRouting, classes: &[StatementClass]) -> RouteDecisio
         // Pinning and read-your-writes only mean something when there is a choice.
         d.pin_primary = false;
         d.session_set = false;
+    } else if state.in_transaction_on == Some(Target::Replica) && d.pin_primary {
+        d.unsupported_in_replica_transaction = true;
     }
     d
 }
@@ -191,6 +195,24 @@ mod tests {
         s.in_transaction_on = Some(Target::Primary);
         let d = decide(s, &[C::SessionSet]);
         assert!(!d.session_set && d.pin_primary);
+    }
+
+    #[test]
+    fn session_state_inside_a_replica_transaction_is_refused() {
+        let mut s = auto();
+        s.in_transaction_on = Some(Target::Replica);
+        assert!(decide(s, &[C::SessionSet]).unsupported_in_replica_transaction);
+        assert!(decide(s, &[C::PinToPrimary]).unsupported_in_replica_transaction);
+        assert!(!decide(s, &[C::Read]).unsupported_in_replica_transaction);
+        s.in_transaction_on = Some(Target::Primary);
+        assert!(!decide(s, &[C::SessionSet]).unsupported_in_replica_transaction);
+    }
+
+    #[test]
+    fn resets_are_replayed_like_sets() {
+        let d = decide(auto(), &[C::SessionReset]);
+        assert!(d.session_set && !d.pin_primary);
+        assert_eq!(d.target, Target::Primary);
     }
 
     #[test]

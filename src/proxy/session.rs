@@ -26,6 +26,8 @@ use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Past this many replayed SET statements a session stays on the primary instead.
+const MAX_SESSION_SETS: usize = 1000;
 
 /// Client messages that are routed together.
 #[derive(Default)]
@@ -37,6 +39,8 @@ pub(super) struct Unit {
     ends: bool,
     /// SQL of session-level SETs in the unit, replayed elsewhere after success.
     set_sql: Vec<String>,
+    /// Mentions SERIALIZABLE: a hot standby refuses serializable transactions.
+    serializable: bool,
     bytes: usize,
 }
 
@@ -205,7 +209,8 @@ impl Session {
             Target::Replica => self.replica.take(),
         };
         let Some(slot) = slot else { return Ok(()) };
-        let client_waits = slot.pending.iter().any(|u| u.forward);
+        // Also when a transaction is open there: continuing elsewhere would silently drop it.
+        let client_waits = slot.pending.iter().any(|u| u.forward) || slot.in_transaction();
         if target == Target::Replica && !client_waits && self.listener.role == ListenerRole::Auto {
             tracing::info!(backend = %slot.backend, "replica connection closed; will use another");
             return Ok(());
@@ -265,6 +270,21 @@ impl Session {
                     }
                     if !failed && !sets.is_empty() {
                         self.session_sets.extend(sets.iter().cloned());
+                        if let Some(last) = sets.iter().rposition(|s| is_discard_all(s)) {
+                            // DISCARD ALL resets everything, prepared statements included,
+                            // here and (through the replay below) on the other connection.
+                            let keep = sets.len() - last - 1;
+                            let drop_n = self.session_sets.len() - keep;
+                            self.session_sets.drain(..drop_n);
+                            self.statements.clear();
+                            for slot in [self.primary.as_mut(), self.replica.as_mut()]
+                                .into_iter()
+                                .flatten()
+                            {
+                                slot.prepared.clear();
+                                slot.to_close.clear();
+                            }
+                        }
                         let other = match target {
                             Target::Primary => Target::Replica,
                             Target::Replica => Target::Primary,
@@ -328,14 +348,14 @@ impl Session {
             match m.tag {
                 b'Q' => {
                     let sql = match message::query_text(m.body()) {
-                        Ok(s) => s.to_string(),
+                        Ok(s) => s.into_owned(),
                         Err(e) => {
                             self.protocol_violation(&e.to_string());
                             return Err(ProxyError::ClientProtocol(e));
                         }
                     };
                     let classes = self.classify.classify(&sql);
-                    if self.can_defer_begin(&classes) {
+                    if self.can_defer_begin(&sql, &classes) {
                         // Answer as PostgreSQL would; BEGIN goes out with the next statement.
                         self.deferred_begin = Some(sql);
                         message::write_message(&mut self.client_out, b'C', |b| {
@@ -345,11 +365,16 @@ impl Session {
                         continue;
                     }
                     let mut unit = std::mem::take(&mut self.batch);
+                    unit.serializable |= mentions_serializable(&sql);
                     unit.classes.extend(classes.iter().copied());
-                    if classes
-                        .iter()
-                        .all(|c| matches!(c, StatementClass::SessionSet | StatementClass::Neutral))
-                    {
+                    if classes.iter().all(|c| {
+                        matches!(
+                            c,
+                            StatementClass::SessionSet
+                                | StatementClass::SessionReset
+                                | StatementClass::Neutral
+                        )
+                    }) {
                         unit.set_sql.push(sql);
                     }
                     unit.bytes += m.raw.len();
@@ -411,9 +436,10 @@ impl Session {
         message::write_error(&mut self.client_out, "FATAL", "08P01", msg);
     }
 
-    fn can_defer_begin(&self, classes: &[StatementClass]) -> bool {
+    fn can_defer_begin(&self, sql: &str, classes: &[StatementClass]) -> bool {
         self.listener.role == ListenerRole::Auto
             && matches!(classes, [StatementClass::Begin { read_only: false }])
+            && is_bare_begin(sql)
             && self.deferred_begin.is_none()
             && !self.pinned_primary
             && self.batch.messages.is_empty()
@@ -442,12 +468,17 @@ impl Session {
             b'P' => {
                 let (name, query) =
                     message::parse_message_fields(body).map_err(ProxyError::ClientProtocol)?;
-                let classes = self.classify.classify(query);
+                let classes = self.classify.classify(&query);
+                self.batch.serializable |= mentions_serializable(&query);
                 self.batch.classes.extend(classes.iter().copied());
-                if classes
-                    .iter()
-                    .all(|c| matches!(c, StatementClass::SessionSet | StatementClass::Neutral))
-                    && !classes.is_empty()
+                if classes.iter().all(|c| {
+                    matches!(
+                        c,
+                        StatementClass::SessionSet
+                            | StatementClass::SessionReset
+                            | StatementClass::Neutral
+                    )
+                }) && !classes.is_empty()
                 {
                     self.batch.set_sql.push(query.to_string());
                 }
@@ -461,7 +492,7 @@ impl Session {
             b'B' => {
                 let (_, stmt) =
                     message::bind_message_fields(body).map_err(ProxyError::ClientProtocol)?;
-                if let Some(info) = self.statements.get(stmt) {
+                if let Some(info) = self.statements.get(stmt.as_ref()) {
                     self.batch.classes.extend(info.classes.iter().copied());
                 }
             }
@@ -469,7 +500,7 @@ impl Session {
                 let (kind, name) =
                     message::target_fields(body).map_err(ProxyError::ClientProtocol)?;
                 if kind == b'S' {
-                    if let Some(info) = self.statements.get(name) {
+                    if let Some(info) = self.statements.get(name.as_ref()) {
                         self.batch.classes.extend(info.classes.iter().copied());
                     }
                 }
@@ -503,7 +534,9 @@ impl Session {
 
     /// Routes a unit and sends it, or parks it until the replica connection is idle.
     async fn dispatch(&mut self, unit: Unit) -> Result<(), ProxyError> {
-        // The rest of an extended batch that was sent early (Flush) follows it.
+        let auto = self.listener.role == ListenerRole::Auto;
+        // The rest of an extended batch that was sent early (Flush) follows it; its statements
+        // still count for pinning and read-your-writes.
         let open = [Target::Primary, Target::Replica]
             .into_iter()
             .find(|t| match t {
@@ -511,9 +544,16 @@ impl Session {
                 Target::Replica => self.replica.as_ref().is_some_and(|s| s.has_open_unit()),
             });
         if let Some(target) = open {
+            let state = SessionRouting {
+                role: self.listener.role,
+                in_transaction_on: Some(target),
+                pinned_to_primary: self.pinned_primary,
+                recent_write: self.recent_write(),
+            };
+            let d = router::decide(state, &unit.classes);
+            self.apply_effects(&d);
             return self.send_unit(target, unit, false).await;
         }
-        let auto = self.listener.role == ListenerRole::Auto;
         if auto && self.replica.as_ref().is_some_and(|r| !r.idle()) {
             // Its transaction status is unknown until it answers: decide afterwards.
             self.waiting = Some(unit);
@@ -533,54 +573,74 @@ impl Session {
             recent_write: self.recent_write(),
         };
         let mut decision = router::decide(state, &unit.classes);
+        if decision.unsupported_in_replica_transaction {
+            return self.refuse(
+                &unit,
+                "0A000",
+                "pgcast: session state (SET, PREPARE, LISTEN, temporary objects) cannot be created \
+                 inside a read-only transaction that runs on a replica; use SET LOCAL, or do it \
+                 before BEGIN",
+            );
+        }
         let begin = self.deferred_begin.take();
-        if begin.is_some() {
+        if let Some(sql) = &begin {
             // The transaction's first statement decides: SET TRANSACTION READ ONLY may use a
             // replica (unless read-your-writes says otherwise), anything else the primary.
             let read_only = matches!(
                 unit.classes.first(),
                 Some(StatementClass::SetTransaction { read_only: true })
             );
-            decision.target = if read_only && !state.recent_write {
+            let serializable = unit.serializable || mentions_serializable(sql);
+            decision.target = if read_only && !state.recent_write && !serializable {
                 Target::Replica
             } else {
                 Target::Primary
             };
-            decision.session_set = false;
+            if decision.session_set {
+                // A SET inside the transaction would be undone by a rollback: no replay.
+                decision.session_set = false;
+                decision.pin_primary = true;
+            }
+        }
+        if auto && decision.target == Target::Replica && unit.serializable {
+            // A hot standby refuses SERIALIZABLE: such read-only transactions use the primary.
+            decision.target = Target::Primary;
         }
         if auto && self.primary.as_ref().is_some_and(|p| !p.idle()) {
             // Pipelining on the primary: the primary can run anything, keep the order.
             decision.target = Target::Primary;
         }
-        if decision.pin_primary && !self.pinned_primary {
-            tracing::debug!("session pinned to the primary");
-            self.pinned_primary = true;
-        }
-        if decision.writes {
-            self.last_write = Some(Instant::now());
-        }
+        self.apply_effects(&decision);
         let mut target = decision.target;
+        let opening_replica = target == Target::Replica && self.replica.is_none();
         if let Err(e) = self.ensure_slot(target).await {
             if target == Target::Replica && auto && self.view().primary.is_some() {
                 // No replica: the primary serves the read.
                 target = Target::Primary;
-                self.ensure_slot(target).await.map_err(|e2| {
-                    tracing::warn!(error = %e2, "no backend for unit");
-                    e2
-                })?;
+                self.ensure_slot(target).await?;
             } else {
+                self.deferred_begin = begin;
                 let code = if decision.writes { "25006" } else { "57P03" };
-                let msg = format!("pgcast: cannot run this statement: {e}");
-                self.ctx.stats.count_error(code);
-                message::write_error(&mut self.client_out, "ERROR", code, &msg);
-                if unit.ends {
-                    let status = self.tx_status();
-                    message::write_ready_for_query(&mut self.client_out, status);
-                } else {
-                    self.discard_until_sync = true;
-                }
-                return Ok(());
+                return self.refuse(
+                    &unit,
+                    code,
+                    &format!("pgcast: cannot run this statement: {e}"),
+                );
             }
+        }
+        if opening_replica
+            && auto
+            && !self.session_sets.is_empty()
+            && self.replica.as_ref().is_some_and(|r| !r.idle())
+        {
+            // The new replica connection is replaying the session's SETs: decide again once
+            // it answered, so a failed replay sends this unit to the primary instead.
+            self.deferred_begin = begin;
+            self.waiting = Some(unit);
+            return Ok(());
+        }
+        if decision.writes && self.slot_mut(target).is_some_and(|s| s.read_only_fallback) {
+            return self.refuse(&unit, "25006", "pgcast: this listener is read-only");
         }
         if let Some(sql) = begin {
             if let Some(slot) = self.slot_mut(target) {
@@ -592,19 +652,33 @@ impl Session {
             Target::Replica => &self.ctx.stats.routed_replica,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if decision.session_reset {
-            // DISCARD ALL / RESET ALL: the other connection's state is stale; drop it.
-            self.session_sets.clear();
-            self.statements.clear();
-            match target {
-                Target::Primary if self.replica.as_ref().is_some_and(|r| r.idle()) => {
-                    self.replica = None
-                }
-                _ => {}
-            }
-        }
         let with_sets = decision.session_set;
         self.send_unit(target, unit, with_sets).await
+    }
+
+    fn apply_effects(&mut self, decision: &router::RouteDecision) {
+        if (decision.pin_primary || self.session_sets.len() >= MAX_SESSION_SETS)
+            && !self.pinned_primary
+        {
+            tracing::debug!("session pinned to the primary");
+            self.pinned_primary = true;
+        }
+        if decision.writes {
+            self.last_write = Some(Instant::now());
+        }
+    }
+
+    /// Answers a unit with an error instead of running it.
+    fn refuse(&mut self, unit: &Unit, code: &str, msg: &str) -> Result<(), ProxyError> {
+        self.ctx.stats.count_error(code);
+        message::write_error(&mut self.client_out, "ERROR", code, msg);
+        if unit.ends {
+            let status = self.tx_status();
+            message::write_ready_for_query(&mut self.client_out, status);
+        } else {
+            self.discard_until_sync = true;
+        }
+        Ok(())
     }
 
     /// Writes a unit to a connection; statements the client closed there are closed on the
@@ -652,4 +726,38 @@ async fn read_slot(slot: &mut Option<Slot>) -> std::io::Result<usize> {
         Some(s) => s.reader.rd.read_buf(&mut s.reader.buf).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether SQL text asks for SERIALIZABLE isolation.
+fn mentions_serializable(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("serializable")
+}
+
+/// `BEGIN` / `START TRANSACTION` with no options: the only BEGIN worth deferring.
+fn is_bare_begin(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    matches!(
+        words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["begin"] | ["begin", "work"] | ["begin", "transaction"] | ["start", "transaction"]
+    )
+}
+
+/// `DISCARD ALL`, which also deallocates every prepared statement.
+fn is_discard_all(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    words == ["discard", "all"]
 }

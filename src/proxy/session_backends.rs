@@ -125,7 +125,13 @@ impl Session {
                     // Leave a replica that dropped out of the read set at the next chance.
                     let still_good = view.read_set.contains(&r.backend)
                         || view.primary.as_deref() == Some(&r.backend);
-                    if still_good || !r.idle() || r.in_transaction() {
+                    // A replica listener's session lives on its one connection: swapping it would
+                    // lose the session's state and change its PID.
+                    if still_good
+                        || !r.idle()
+                        || r.in_transaction()
+                        || self.listener.role != ListenerRole::Auto
+                    {
                         return Ok(());
                     }
                     self.replica = None;
@@ -158,7 +164,10 @@ impl Session {
                         }
                     }
                 }
-                if !self.config.routing.fallback_reads_to_primary {
+                // An auto session reads from its own primary connection instead (see dispatch).
+                if !self.config.routing.fallback_reads_to_primary
+                    || self.listener.role == ListenerRole::Auto
+                {
                     return Err(ProxyError::BackendUnavailable(
                         "no replica is available".into(),
                     ));
@@ -179,6 +188,8 @@ impl Session {
                     Arc::clone(&self.cancel_targets),
                 )
                 .await?;
+                let mut slot = slot;
+                slot.read_only_fallback = self.listener.role == ListenerRole::Replica;
                 self.replica = Some(slot);
                 self.replay_sets(Target::Replica).await
             }

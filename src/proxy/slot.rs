@@ -36,8 +36,10 @@ pub struct PendingUnit {
     pub extended: bool,
     /// The batch's Sync has been sent (an extended unit stays open after a Flush).
     pub sync_sent: bool,
-    /// Reply types of messages pgcast injected (Parse, Close), to drop in order.
-    pub swallow: VecDeque<u8>,
+    /// Replies to messages pgcast injected (ParseComplete '1', CloseComplete '3') with the
+    /// statement name, to drop in order; if an error cuts the batch short, the statements
+    /// whose injection was skipped are known.
+    pub swallow: VecDeque<(u8, String)>,
     pub saw_error: bool,
     /// Session SET statements to replay on the other connection once this unit succeeded.
     pub on_success_sets: Vec<String>,
@@ -58,6 +60,9 @@ pub struct Slot {
     pub tx_status: u8,
     /// The backend is in COPY FROM STDIN mode: the client's CopyData goes here.
     pub copy_in: bool,
+    /// A replica listener's connection to the primary because no replica was available:
+    /// it must never run anything that writes.
+    pub read_only_fallback: bool,
     pub startup: BackendStartup,
     pub counters: Arc<BackendCounters>,
     cancel_key: Arc<BackendCancelKey>,
@@ -106,6 +111,7 @@ impl Slot {
             to_close: HashSet::new(),
             tx_status: b'I',
             copy_in: false,
+            read_only_fallback: false,
             startup,
             _gauge: GaugeGuard::new(Arc::clone(&counters)),
             counters,
@@ -179,15 +185,21 @@ impl Slot {
             let fatal = m.tag == b'E' && super::message::decode_error_fields(m.body()).is_fatal();
             return Reply::Unsolicited { fatal };
         };
-        if unit.swallow.front() == Some(&m.tag) {
+        if unit.swallow.front().map(|s| s.0) == Some(m.tag) {
             unit.swallow.pop_front();
             return Reply::Drop;
         }
         match m.tag {
             b'E' => {
                 unit.saw_error = true;
-                // An injected message failed: the backend skips to Sync, its replies won't come.
-                unit.swallow.clear();
+                // The backend skips to Sync: injections not yet answered did not happen.
+                for (tag, name) in std::mem::take(&mut unit.swallow) {
+                    if tag == b'1' {
+                        self.prepared.remove(&name);
+                    } else {
+                        self.to_close.insert(name);
+                    }
+                }
             }
             b'G' => {
                 self.copy_in = true;
@@ -235,16 +247,21 @@ impl Slot {
         on_success_sets: Vec<String>,
         size_hint: usize,
     ) -> Result<Vec<String>, ProxyError> {
-        let mut out = BytesMut::with_capacity(size_hint + 64);
+        // Injected messages go before the unit's own, so their replies come first and cannot
+        // be confused with the replies the client expects.
+        let mut injected = BytesMut::new();
         let mut swallow = VecDeque::new();
-        let mut closed = Vec::new();
+        let mut closed: Vec<String> = Vec::new();
+        let mut defined_in_unit: HashSet<String> = HashSet::new();
         for m in messages {
             let body = m.body();
             match m.tag {
                 b'P' => {
                     if let Ok((name, _)) = message::parse_message_fields(body) {
                         self.prepared.insert(name.to_string(), parse_hash(m));
-                        self.to_close.remove(name);
+                        self.to_close.remove(name.as_ref());
+                        closed.retain(|n| n != name.as_ref());
+                        defined_in_unit.insert(name.into_owned());
                     }
                 }
                 b'B' | b'D' => {
@@ -256,22 +273,30 @@ impl Slot {
                             .filter(|(k, _)| *k == b'S')
                             .map(|(_, s)| s)
                     };
-                    if let Some(info) = name.and_then(|n| statements.get(n).map(|i| (n, i))) {
-                        self.inject_statement(info.0, info.1, &mut out, &mut swallow);
+                    if let Some(name) = name.filter(|n| !defined_in_unit.contains(n.as_ref())) {
+                        if let Some(info) = statements.get(name.as_ref()) {
+                            self.inject_statement(&name, info, &mut injected, &mut swallow);
+                        }
                     }
                 }
                 b'C' => {
                     if let Ok((b'S', name)) = message::target_fields(body) {
-                        self.prepared.remove(name);
-                        closed.push(name.to_string());
+                        self.prepared.remove(name.as_ref());
+                        defined_in_unit.remove(name.as_ref());
+                        closed.push(name.into_owned());
                     }
                 }
                 // A simple Query destroys the unnamed statement.
                 b'Q' => {
                     self.prepared.remove("");
+                    defined_in_unit.remove("");
                 }
                 _ => {}
             }
+        }
+        let mut out = BytesMut::with_capacity(injected.len() + size_hint + 16);
+        out.extend_from_slice(&injected);
+        for m in messages {
             out.extend_from_slice(&m.raw);
         }
         self.counters.queries.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +324,7 @@ impl Slot {
         name: &str,
         info: &StatementInfo,
         out: &mut BytesMut,
-        swallow: &mut VecDeque<u8>,
+        swallow: &mut VecDeque<(u8, String)>,
     ) {
         let here = self.prepared.get(name).copied();
         if here == Some(info.hash) {
@@ -311,10 +336,10 @@ impl Slot {
                 b.extend_from_slice(b"S");
                 message::put_cstr(b, name);
             });
-            swallow.push_back(b'3');
+            swallow.push_back((b'3', name.to_string()));
         }
         out.extend_from_slice(&info.parse.raw);
-        swallow.push_back(b'1');
+        swallow.push_back((b'1', name.to_string()));
         self.prepared.insert(name.to_string(), info.hash);
         self.to_close.remove(name);
     }
