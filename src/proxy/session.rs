@@ -733,31 +733,44 @@ fn mentions_serializable(sql: &str) -> bool {
     sql.to_ascii_lowercase().contains("serializable")
 }
 
-/// `BEGIN` / `START TRANSACTION` with no options: the only BEGIN worth deferring.
-fn is_bare_begin(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .trim()
+/// The lower-cased words of a single statement without its trailing semicolon.
+fn statement_words(sql: &str) -> Vec<String> {
+    sql.trim()
         .trim_end_matches(';')
         .split_whitespace()
         .map(|w| w.to_ascii_lowercase())
-        .collect();
+        .collect()
+}
+
+/// `BEGIN` / `START TRANSACTION` with no options: the only BEGIN worth deferring.
+fn is_bare_begin(sql: &str) -> bool {
+    let words = statement_words(sql);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     matches!(
-        words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice(),
+        words.as_slice(),
         ["begin"] | ["begin", "work"] | ["begin", "transaction"] | ["start", "transaction"]
     )
 }
 
 /// `DISCARD ALL`, which also deallocates every prepared statement.
 fn is_discard_all(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(|w| w.to_ascii_lowercase())
-        .collect();
-    words == ["discard", "all"]
+    statement_words(sql) == ["discard", "all"]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_shapes() {
+        assert!(is_bare_begin("begin;"));
+        assert!(is_bare_begin("  START  TRANSACTION "));
+        assert!(!is_bare_begin("BEGIN ISOLATION LEVEL SERIALIZABLE"));
+        assert!(!is_bare_begin("BEGIN; SELECT 1"));
+        assert!(is_discard_all("DISCARD ALL;"));
+        assert!(!is_discard_all("DISCARD PLANS"));
+        assert!(mentions_serializable(
+            "set transaction isolation level Serializable"
+        ));
+    }
 }
