@@ -365,7 +365,8 @@ impl Session {
                         continue;
                     }
                     let mut unit = std::mem::take(&mut self.batch);
-                    unit.serializable |= mentions_serializable(&sql);
+                    unit.serializable |=
+                        starts_read_only_tx(&classes) && mentions_serializable(&sql);
                     unit.classes.extend(classes.iter().copied());
                     if classes.iter().all(|c| {
                         matches!(
@@ -469,7 +470,8 @@ impl Session {
                 let (name, query) =
                     message::parse_message_fields(body).map_err(ProxyError::ClientProtocol)?;
                 let classes = self.classify.classify(&query);
-                self.batch.serializable |= mentions_serializable(&query);
+                self.batch.serializable |=
+                    starts_read_only_tx(&classes) && mentions_serializable(&query);
                 self.batch.classes.extend(classes.iter().copied());
                 if classes.iter().all(|c| {
                     matches!(
@@ -583,15 +585,15 @@ impl Session {
             );
         }
         let begin = self.deferred_begin.take();
-        if let Some(sql) = &begin {
+        if begin.is_some() {
             // The transaction's first statement decides: SET TRANSACTION READ ONLY may use a
             // replica (unless read-your-writes says otherwise), anything else the primary.
             let read_only = matches!(
                 unit.classes.first(),
                 Some(StatementClass::SetTransaction { read_only: true })
             );
-            let serializable = unit.serializable || mentions_serializable(sql);
-            decision.target = if read_only && !state.recent_write && !serializable {
+            // Only a bare BEGIN is deferred, so SERIALIZABLE can only come from this unit.
+            decision.target = if read_only && !state.recent_write && !unit.serializable {
                 Target::Replica
             } else {
                 Target::Primary
@@ -728,9 +730,23 @@ async fn read_slot(slot: &mut Option<Slot>) -> std::io::Result<usize> {
     }
 }
 
-/// Whether SQL text asks for SERIALIZABLE isolation.
+/// Whether SQL text asks for SERIALIZABLE isolation (ASCII case-insensitive, no allocation).
 fn mentions_serializable(sql: &str) -> bool {
-    sql.to_ascii_lowercase().contains("serializable")
+    sql.as_bytes()
+        .windows(b"serializable".len())
+        .any(|w| w.eq_ignore_ascii_case(b"serializable"))
+}
+
+/// Only a read-only transaction could go to a replica, so only then is the text searched
+/// for SERIALIZABLE: the check stays off the path of ordinary statements.
+fn starts_read_only_tx(classes: &[StatementClass]) -> bool {
+    classes.iter().any(|c| {
+        matches!(
+            c,
+            StatementClass::Begin { read_only: true }
+                | StatementClass::SetTransaction { read_only: true }
+        )
+    })
 }
 
 /// The lower-cased words of a single statement without its trailing semicolon.
