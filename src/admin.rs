@@ -171,6 +171,14 @@ pub fn render_metrics(s: &Status) -> String {
             x.name, x.server_connections
         );
     }
+    let _ = writeln!(m, "# TYPE pgcast_backend_idle_connections gauge");
+    for x in &s.backends {
+        let _ = writeln!(
+            m,
+            "pgcast_backend_idle_connections{{backend=\"{}\"}} {}",
+            x.name, x.idle_connections
+        );
+    }
     let _ = writeln!(m, "# TYPE pgcast_backend_queries_total counter");
     for x in &s.backends {
         let _ = writeln!(

@@ -43,7 +43,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     // The health database's functions are loaded at start; others when a client uses them.
     catalogs.for_database(&config.health.database);
     let cluster_rx = health::spawn(config_rx.clone(), Arc::clone(&catalogs));
-    let ctx = ProxyContext::new(config_rx, cluster_rx, catalogs);
+    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
+    proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut listener_tasks = Vec::new();

@@ -46,7 +46,11 @@ pub struct BackendStatus {
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
     pub weight: u32,
+    /// Server connections in use by client sessions.
     pub server_connections: i64,
+    /// Server connections idle in the pool.
+    #[serde(default)]
+    pub idle_connections: i64,
     pub queries: u64,
     pub last_error: Option<String>,
 }
@@ -55,6 +59,9 @@ pub struct BackendStatus {
 pub struct RoutedCounts {
     pub primary: u64,
     pub replica: u64,
+    /// Client sessions served by a pooled backend connection.
+    #[serde(default)]
+    pub pool_reused: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -114,6 +121,7 @@ impl Status {
                     lag_seconds: b.lag_seconds,
                     weight: b.weight,
                     server_connections: c.server_connections,
+                    idle_connections: c.idle_connections,
                     queries: c.queries,
                     last_error: b.last_error.clone(),
                 }
@@ -143,6 +151,7 @@ impl Status {
             routed: RoutedCounts {
                 primary: ctx.stats.routed_primary.load(Ordering::Relaxed),
                 replica: ctx.stats.routed_replica.load(Ordering::Relaxed),
+                pool_reused: ctx.stats.pool_reused.load(Ordering::Relaxed),
             },
             errors_by_sqlstate_class: ctx.stats.errors_by_class(),
             statement_cache: CacheStatus {
@@ -189,7 +198,7 @@ impl Status {
         let _ = writeln!(s, "\nBackends");
         let _ = writeln!(
             s,
-            "  {:<10} {:<22} {:<8} {:<6} {:<5} {:>12} {:>9} {:>6} {:>7} {:>9}",
+            "  {:<10} {:<22} {:<8} {:<6} {:<5} {:>12} {:>9} {:>6} {:>6} {:>5} {:>9}",
             "name",
             "address",
             "role",
@@ -198,13 +207,14 @@ impl Status {
             "lag bytes",
             "lag s",
             "weight",
-            "server",
+            "active",
+            "idle",
             "queries"
         );
         for b in &self.backends {
             let _ = writeln!(
                 s,
-                "  {:<10} {:<22} {:<8} {:<6} {:<5} {:>12} {:>9} {:>6} {:>7} {:>9}",
+                "  {:<10} {:<22} {:<8} {:<6} {:<5} {:>12} {:>9} {:>6} {:>6} {:>5} {:>9}",
                 b.name,
                 b.address,
                 b.role,
@@ -218,6 +228,7 @@ impl Status {
                     .unwrap_or_else(|| "-".into()),
                 b.weight,
                 b.server_connections,
+                b.idle_connections,
                 b.queries
             );
             if let Some(e) = &b.last_error {
@@ -226,9 +237,10 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "\nRouted units: primary {}, replica {}; statement cache {} entries ({} hits, {} misses); volatile functions {}",
+            "\nRouted units: primary {}, replica {}; sessions on pooled connections {}; statement cache {} entries ({} hits, {} misses); volatile functions {}",
             self.routed.primary,
             self.routed.replica,
+            self.routed.pool_reused,
             self.statement_cache.entries,
             self.statement_cache.hits,
             self.statement_cache.misses,

@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod classify;
 pub mod message;
+pub mod pool;
 pub mod router;
 pub mod session;
 pub mod session_backends;
@@ -55,6 +56,7 @@ pub struct ProxyContext {
     pub catalogs: Arc<Catalogs>,
     pub cancel: Arc<CancelRegistry>,
     pub stats: Arc<ProxyStats>,
+    pub pool: Arc<pool::Pool>,
     /// Bounds the number of client connections across all listeners.
     pub client_slots: Arc<Semaphore>,
 }
@@ -66,9 +68,11 @@ impl ProxyContext {
         catalogs: Arc<Catalogs>,
     ) -> Arc<Self> {
         let c = config.borrow().clone();
+        let stats = Arc::new(ProxyStats::default());
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
-            stats: Arc::new(ProxyStats::default()),
+            pool: pool::Pool::new(Arc::clone(&stats)),
+            stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
             config,
             cluster,

@@ -137,14 +137,21 @@ impl Session {
         if !self.client_out.is_empty() {
             let _ = wr.write_all(&self.client_out).await;
         }
-        // Release the backend sessions at once, cleanly.
+        // Release the backend sessions at once: back to the pool (reset there) when they are
+        // in a clean state, else closed.
         let mut terminate = BytesMut::new();
         message::write_terminate(&mut terminate);
-        for slot in [self.primary.as_mut(), self.replica.as_mut()]
+        for slot in [self.primary.take(), self.replica.take()]
             .into_iter()
             .flatten()
         {
-            let _ = slot.send(&terminate).await;
+            if slot.reusable() {
+                let (key, conn) = slot.into_server_conn();
+                self.ctx.pool.checkin(key, conn, self.config.pool.clone());
+            } else {
+                let mut slot = slot;
+                let _ = slot.send(&terminate).await;
+            }
         }
         result
     }

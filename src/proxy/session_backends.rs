@@ -115,6 +115,7 @@ impl Session {
                     &self.login(&p.host, p.port),
                     counters,
                     Arc::clone(&self.cancel_targets),
+                    (&self.ctx.pool, &self.config.pool),
                 )
                 .await?;
                 self.primary = Some(slot);
@@ -152,6 +153,7 @@ impl Session {
                         &self.login(&host, port),
                         counters,
                         Arc::clone(&self.cancel_targets),
+                        (&self.ctx.pool, &self.config.pool),
                     )
                     .await
                     {
@@ -186,6 +188,7 @@ impl Session {
                     &login,
                     self.ctx.stats.backend(&p.name),
                     Arc::clone(&self.cancel_targets),
+                    (&self.ctx.pool, &self.config.pool),
                 )
                 .await?;
                 let mut slot = slot;

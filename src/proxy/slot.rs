@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -16,9 +17,11 @@ use super::backend::{self, BackendReader, BackendStartup, LoginParams};
 use super::cancel::{BackendCancelKey, CancelTargets};
 use super::classify::StatementClass;
 use super::message::{self, Message};
+use super::pool::{Pool, PoolKey, ServerConn};
 use super::router::Target;
 use super::stats::{BackendCounters, GaugeGuard};
 use super::ProxyError;
+use crate::config::PoolConfig;
 
 /// A client's protocol-level prepared statement, as the client defined it.
 pub struct StatementInfo {
@@ -65,14 +68,22 @@ pub struct Slot {
     pub read_only_fallback: bool,
     pub startup: BackendStartup,
     pub counters: Arc<BackendCounters>,
-    cancel_key: Arc<BackendCancelKey>,
-    cancel_targets: Arc<CancelTargets>,
+    /// Where the connection goes back to when the session ends.
+    pub pool_key: PoolKey,
+    created: Instant,
+    cancel: CancelEntry,
     _gauge: GaugeGuard,
 }
 
-impl Drop for Slot {
+/// This connection's entry among the session's cancel targets, removed with the slot.
+struct CancelEntry {
+    key: Arc<BackendCancelKey>,
+    targets: Arc<CancelTargets>,
+}
+
+impl Drop for CancelEntry {
     fn drop(&mut self) {
-        self.cancel_targets.remove(&self.cancel_key);
+        self.targets.remove(&self.key);
     }
 }
 
@@ -84,15 +95,39 @@ pub fn parse_hash(m: &Message) -> u64 {
 }
 
 impl Slot {
-    /// Connects and authenticates a new slot for `backend_name`.
+    /// A slot for `backend_name`: a pooled connection if one is idle, else a new one.
     pub async fn open(
         target: Target,
         backend_name: &str,
         login: &LoginParams<'_>,
         counters: Arc<BackendCounters>,
         cancel_targets: Arc<CancelTargets>,
+        pool: (&Pool, &PoolConfig),
     ) -> Result<Slot, ProxyError> {
-        let (reader, wr, startup) = backend::connect(login).await?;
+        let pool_key = PoolKey {
+            backend: backend_name.to_string(),
+            host: login.host.to_string(),
+            port: login.port,
+            params: login.params.to_vec(),
+        };
+        let conn = match pool.0.checkout(&pool_key, pool.1) {
+            Some(c) => c,
+            None => {
+                let (reader, wr, startup) = backend::connect(login).await?;
+                ServerConn {
+                    reader,
+                    wr,
+                    startup,
+                    created: Instant::now(),
+                }
+            }
+        };
+        let ServerConn {
+            reader,
+            wr,
+            startup,
+            created,
+        } = conn;
         let cancel_key = Arc::new(BackendCancelKey {
             host: login.host.to_string(),
             port: login.port,
@@ -115,9 +150,40 @@ impl Slot {
             startup,
             _gauge: GaugeGuard::new(Arc::clone(&counters)),
             counters,
-            cancel_key,
-            cancel_targets,
+            pool_key,
+            created,
+            cancel: CancelEntry {
+                key: cancel_key,
+                targets: cancel_targets,
+            },
         })
+    }
+
+    /// The connection can serve another session after a reset: nothing outstanding, no
+    /// transaction or COPY in progress.
+    pub fn reusable(&self) -> bool {
+        self.idle() && self.tx_status == b'I' && !self.copy_in
+    }
+
+    /// Gives up the connection (for the pool); the slot's bookkeeping ends here.
+    pub fn into_server_conn(self) -> (PoolKey, ServerConn) {
+        let Slot {
+            reader,
+            wr,
+            startup,
+            pool_key,
+            created,
+            ..
+        } = self;
+        (
+            pool_key,
+            ServerConn {
+                reader,
+                wr,
+                startup,
+                created,
+            },
+        )
     }
 
     /// No replies outstanding.
@@ -139,7 +205,7 @@ impl Slot {
 
     pub fn push_unit(&mut self, unit: PendingUnit) {
         self.pending.push_back(unit);
-        self.cancel_key.busy.store(true, Ordering::Release);
+        self.cancel.key.busy.store(true, Ordering::Release);
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
@@ -215,7 +281,7 @@ impl Slot {
                 self.copy_in = false;
                 let done = self.pending.pop_front().unwrap_or_default();
                 if self.pending.is_empty() {
-                    self.cancel_key.busy.store(false, Ordering::Release);
+                    self.cancel.key.busy.store(false, Ordering::Release);
                 }
                 return Reply::UnitDone {
                     forward: done.forward,

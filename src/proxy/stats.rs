@@ -9,8 +9,10 @@ use serde::Serialize;
 /// Per-backend counters.
 #[derive(Debug, Default)]
 pub struct BackendCounters {
-    /// Open server connections.
+    /// Server connections in use by client sessions.
     pub server_connections: AtomicI64,
+    /// Server connections idle in the pool.
+    pub idle_connections: AtomicI64,
     /// Units of work (queries or extended-protocol batches) routed here.
     pub queries: AtomicU64,
 }
@@ -29,12 +31,15 @@ pub struct ProxyStats {
     listeners: Mutex<BTreeMap<String, Arc<ListenerCounters>>>,
     pub routed_primary: AtomicU64,
     pub routed_replica: AtomicU64,
+    /// Sessions that got a pooled connection instead of opening one.
+    pub pool_reused: AtomicU64,
     errors_by_class: Mutex<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 pub struct CountersSnapshot {
     pub server_connections: i64,
+    pub idle_connections: i64,
     pub queries: u64,
 }
 
@@ -63,6 +68,7 @@ impl ProxyStats {
         let c = self.backend(name);
         CountersSnapshot {
             server_connections: c.server_connections.load(Ordering::Relaxed),
+            idle_connections: c.idle_connections.load(Ordering::Relaxed),
             queries: c.queries.load(Ordering::Relaxed),
         }
     }

@@ -89,6 +89,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
+    pool: Option<Spanned<RawPool>>,
+    #[serde(default)]
     health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     routing: Option<Spanned<RawRouting>>,
@@ -118,6 +120,15 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    mode: Option<String>,
+    max_idle_per_key: Option<i64>,
+    idle_timeout_ms: Option<i64>,
+    max_lifetime_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -193,6 +204,7 @@ pub struct Config {
     pub admin_socket: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub limits: LimitsConfig,
+    pub pool: PoolConfig,
     pub health: HealthConfig,
     pub routing: RoutingConfig,
     pub listeners: Vec<ListenerConfig>,
@@ -206,6 +218,27 @@ pub struct LimitsConfig {
     pub startup_timeout: Duration,
     pub max_message_bytes: usize,
     pub connect_timeout: Duration,
+}
+
+/// How backend connections are reused between client sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Every client session opens its own backend connections and closes them at its end.
+    None,
+    /// A client session owns its backend connections; at its end they are reset with
+    /// `DISCARD ALL` and kept for the next session of the same user, database and parameters.
+    Session,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    /// Idle connections kept per (backend, user, database, startup parameters).
+    pub max_idle_per_key: usize,
+    /// An idle connection unused for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection older than this is closed instead of being reused.
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,6 +478,42 @@ impl Validator<'_> {
             )?,
         };
 
+        let (ps, p) = split(raw.pool);
+        let pool = PoolConfig {
+            mode: match p.mode.as_deref() {
+                None | Some("session") => PoolMode::Session,
+                Some("none") => PoolMode::None,
+                Some("transaction") => return Err(self.err(
+                    ps,
+                    "pool.mode",
+                    "\"transaction\" pooling is not implemented yet; use \"session\" or \"none\"",
+                )),
+                Some(other) => {
+                    return Err(self.err(
+                        ps,
+                        "pool.mode",
+                        format!("unknown mode {other:?}; expected \"session\" or \"none\""),
+                    ))
+                }
+            },
+            max_idle_per_key: self.count(
+                &ps,
+                "pool.max_idle_per_key",
+                p.max_idle_per_key,
+                100,
+                0,
+                100_000,
+            )? as usize,
+            idle_timeout: self.ms(&ps, "pool.idle_timeout_ms", p.idle_timeout_ms, 60_000, 100)?,
+            max_lifetime: self.ms(
+                &ps,
+                "pool.max_lifetime_ms",
+                p.max_lifetime_ms,
+                3_600_000,
+                100,
+            )?,
+        };
+
         let (hs, h) = split(raw.health);
         let health = HealthConfig {
             interval: self.ms(&hs, "health.interval_ms", h.interval_ms, 500, 10)?,
@@ -539,6 +608,7 @@ impl Validator<'_> {
             admin_socket,
             metrics_listen,
             limits,
+            pool,
             health,
             routing,
             listeners,
@@ -682,96 +752,4 @@ impl UserConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
-[admin]
-socket = "/tmp/pgcast.sock"
-
-[[listeners]]
-name = "rw"
-address = "127.0.0.1:6432"
-role = "auto"
-
-[[backends]]
-name = "pg1"
-host = "127.0.0.1"
-port = 5432
-
-[[users]]
-name = "app"
-password = "secret"
-"#;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("test.toml"))
-    }
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = parse(MINIMAL).expect("valid");
-        assert_eq!(c.health.interval, Duration::from_millis(500));
-        assert_eq!(c.health.rise, 2);
-        assert_eq!(c.routing.read_your_writes, ReadYourWrites::Session);
-        assert_eq!(c.listeners[0].role, ListenerRole::Auto);
-        assert_eq!(c.backends[0].weight, 1);
-        assert_eq!(c.users[0].auth, ClientAuthMethod::ScramSha256);
-        assert!(c.users[0].scram.is_some());
-        assert!(c.metrics_listen.is_none(), "metrics are off by default");
-    }
-
-    #[test]
-    fn unknown_key_is_rejected_with_its_line() {
-        let text = MINIMAL.replace("port = 5432", "port = 5432\nwieght = 3");
-        let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("wieght"), "{e}");
-        assert!(e.contains("line 14"), "{e}");
-    }
-
-    #[test]
-    fn invalid_value_names_key_and_line() {
-        let text = MINIMAL.replace("127.0.0.1:6432", "localhost");
-        let e = parse(&text).unwrap_err().to_string();
-        assert!(e.starts_with("test.toml:5: listeners[0].address:"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_backend_is_rejected() {
-        let text = format!("{MINIMAL}\n[[backends]]\nname = \"pg1\"\nhost = \"h\"\n");
-        let e = parse(&text).unwrap_err().to_string();
-        assert!(e.contains("backends[1].name"), "{e}");
-    }
-
-    #[test]
-    fn password_required_unless_trust() {
-        let text = MINIMAL.replace("password = \"secret\"", "auth = \"md5\"");
-        assert!(parse(&text)
-            .unwrap_err()
-            .to_string()
-            .contains("users[0].password"));
-        let text = MINIMAL.replace("password = \"secret\"", "auth = \"trust\"");
-        assert!(parse(&text).is_ok());
-    }
-
-    #[test]
-    fn read_your_writes_window() {
-        let text = format!("{MINIMAL}\n[routing]\nread_your_writes = \"window\"\nread_your_writes_window_ms = 250\n");
-        let c = parse(&text).expect("valid");
-        assert_eq!(
-            c.routing.read_your_writes,
-            ReadYourWrites::Window(Duration::from_millis(250))
-        );
-        let text = format!("{MINIMAL}\n[routing]\nread_your_writes = \"forever\"\n");
-        assert!(parse(&text)
-            .unwrap_err()
-            .to_string()
-            .contains("routing.read_your_writes"));
-    }
-
-    #[test]
-    fn example_config_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pgcast.toml");
-        Config::load(&path).expect("examples/pgcast.toml must stay valid");
-    }
-}
+mod tests;

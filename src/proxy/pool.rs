@@ -1,0 +1,299 @@
+//! Backend connections kept between client sessions.
+//!
+//! A connection is keyed by everything that shaped its session at start-up: the backend, the
+//! user, the database and every other startup parameter the client sent (`DISCARD ALL` resets
+//! a session to exactly those values, so a reused connection is indistinguishable from a new
+//! one). Session pooling checks a connection out when a client session needs it and back in
+//! when the session ends; a transaction-pooling mode would use the same check-out/check-in at
+//! transaction boundaries, with the reset done per transaction instead of per session.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+use super::backend::{BackendReader, BackendStartup};
+use super::message;
+use super::stats::ProxyStats;
+use super::ProxyError;
+use crate::config::{PoolConfig, PoolMode};
+
+/// An authenticated backend connection, outside any session.
+pub struct ServerConn {
+    pub reader: BackendReader,
+    pub wr: OwnedWriteHalf,
+    pub startup: BackendStartup,
+    pub created: Instant,
+}
+
+impl ServerConn {
+    /// Closes the connection politely (Terminate), without waiting.
+    fn close(self) {
+        let mut out = BytesMut::new();
+        message::write_terminate(&mut out);
+        let _ = self.wr.try_write(&out);
+    }
+
+    /// The peer has not closed the connection nor sent anything unexpected while idle.
+    fn looks_alive(&mut self) -> bool {
+        let mut probe = [0u8; 64];
+        match self.reader.rd.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            // EOF, or a message nobody asked for (e.g. FATAL from an administrator's
+            // pg_terminate_backend): not reusable.
+            Ok(_) => false,
+        }
+    }
+}
+
+/// What identifies interchangeable connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub backend: String,
+    pub host: String,
+    pub port: u16,
+    /// Startup parameters, user and database included, in the client's order.
+    pub params: Vec<(String, String)>,
+}
+
+struct Idle {
+    conn: ServerConn,
+    since: Instant,
+}
+
+/// The idle connections of every key.
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    stats: Arc<ProxyStats>,
+}
+
+impl Pool {
+    pub fn new(stats: Arc<ProxyStats>) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            stats,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count_idle(&self, backend: &str, delta: i64) {
+        self.stats
+            .backend(backend)
+            .idle_connections
+            .fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The most recently used live connection for `key`, if any.
+    pub fn checkout(&self, key: &PoolKey, cfg: &PoolConfig) -> Option<ServerConn> {
+        if cfg.mode == PoolMode::None {
+            return None;
+        }
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let found = {
+            let mut map = self.lock();
+            let list = map.get_mut(key)?;
+            let mut found = None;
+            while let Some(mut idle) = list.pop() {
+                if expired(&idle, cfg, now) || !idle.conn.looks_alive() {
+                    stale.push(idle.conn);
+                    continue;
+                }
+                found = Some(idle.conn);
+                break;
+            }
+            found
+        };
+        let taken = stale.len() as i64 + i64::from(found.is_some());
+        self.count_idle(&key.backend, -taken);
+        for c in stale {
+            c.close();
+        }
+        if found.is_some() {
+            self.stats.pool_reused.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Resets a connection a session no longer needs and keeps it for the next one; closes it
+    /// if it cannot be reset cleanly or is not wanted.
+    pub fn checkin(self: &Arc<Self>, key: PoolKey, conn: ServerConn, cfg: PoolConfig) {
+        if cfg.mode == PoolMode::None
+            || cfg.max_idle_per_key == 0
+            || conn.created.elapsed() >= cfg.max_lifetime
+        {
+            conn.close();
+            return;
+        }
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            // Bounded: a backend that stops answering must not keep the task forever.
+            let reset = tokio::time::timeout(Duration::from_secs(5), reset(conn)).await;
+            match reset {
+                Ok(Ok(conn)) => pool.put(key, conn, &cfg),
+                Ok(Err(e)) => tracing::debug!(backend = %key.backend, error = %e, "not pooled"),
+                Err(_) => tracing::debug!(backend = %key.backend, "reset timed out; not pooled"),
+            }
+        });
+    }
+
+    fn put(&self, key: PoolKey, conn: ServerConn, cfg: &PoolConfig) {
+        let backend = key.backend.clone();
+        let rejected = {
+            let mut map = self.lock();
+            let list = map.entry(key).or_default();
+            if list.len() >= cfg.max_idle_per_key {
+                Some(conn)
+            } else {
+                list.push(Idle {
+                    conn,
+                    since: Instant::now(),
+                });
+                None
+            }
+        };
+        match rejected {
+            Some(c) => c.close(),
+            None => self.count_idle(&backend, 1),
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime.
+    pub fn prune(&self, cfg: &PoolConfig) {
+        let now = Instant::now();
+        let mut closed: Vec<(String, ServerConn)> = Vec::new();
+        {
+            let mut map = self.lock();
+            for (key, list) in map.iter_mut() {
+                let mut i = 0;
+                while i < list.len() {
+                    let drop_it = list
+                        .get(i)
+                        .is_some_and(|idle| expired(idle, cfg, now) || cfg.mode == PoolMode::None);
+                    if drop_it {
+                        let idle = list.swap_remove(i);
+                        closed.push((key.backend.clone(), idle.conn));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            map.retain(|_, list| !list.is_empty());
+        }
+        for (backend, conn) in closed {
+            self.count_idle(&backend, -1);
+            conn.close();
+        }
+    }
+}
+
+fn expired(idle: &Idle, cfg: &PoolConfig, now: Instant) -> bool {
+    now.duration_since(idle.since) >= cfg.idle_timeout
+        || now.duration_since(idle.conn.created) >= cfg.max_lifetime
+}
+
+/// Returns the session to its start-up state: `DISCARD ALL` closes prepared statements,
+/// portals, temporary tables, advisory locks and LISTENs and resets every setting. The
+/// ParameterStatus messages it causes update what the next client will be told.
+async fn reset(mut conn: ServerConn) -> Result<ServerConn, ProxyError> {
+    let mut out = BytesMut::new();
+    message::write_query(&mut out, "DISCARD ALL");
+    conn.wr.write_all(&out).await?;
+    let mut failed = false;
+    loop {
+        let m = conn
+            .reader
+            .next()
+            .await?
+            .ok_or_else(|| ProxyError::BackendUnavailable("closed during reset".into()))?;
+        match m.tag {
+            b'E' => failed = true,
+            b'S' => update_parameter(&mut conn.startup.parameter_status, m),
+            b'Z' => {
+                let idle = m.body().first() == Some(&b'I');
+                if failed || !idle {
+                    return Err(ProxyError::BackendUnavailable(
+                        "DISCARD ALL did not leave an idle session".into(),
+                    ));
+                }
+                return Ok(conn);
+            }
+            // CommandComplete, notices, notifications sent before the UNLISTEN took effect.
+            _ => {}
+        }
+    }
+}
+
+/// Replaces (or adds) the ParameterStatus with the same name as `m`.
+fn update_parameter(list: &mut Vec<message::Message>, m: message::Message) {
+    let name = |msg: &message::Message| -> Vec<u8> {
+        msg.body()
+            .split(|b| *b == 0)
+            .next()
+            .unwrap_or_default()
+            .to_vec()
+    };
+    let new_name = name(&m);
+    match list.iter_mut().find(|old| name(old) == new_name) {
+        Some(old) => *old = m,
+        None => list.push(m),
+    }
+}
+
+/// Closes expired idle connections every second.
+pub fn spawn_pruner(
+    pool: Arc<Pool>,
+    config: tokio::sync::watch::Receiver<Arc<crate::config::Config>>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let cfg = config.borrow().pool.clone();
+            pool.prune(&cfg);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, value: &str) -> message::Message {
+        let mut out = BytesMut::new();
+        message::write_message(&mut out, b'S', |b| {
+            message::put_cstr(b, name);
+            message::put_cstr(b, value);
+        });
+        message::decode_message(&mut out, 1 << 20)
+            .ok()
+            .flatten()
+            .expect("a complete message")
+    }
+
+    #[test]
+    fn parameter_status_is_replaced_by_name() {
+        let mut list = vec![
+            status("application_name", "psql"),
+            status("TimeZone", "UTC"),
+        ];
+        update_parameter(&mut list, status("application_name", ""));
+        update_parameter(&mut list, status("is_superuser", "off"));
+        let names: Vec<Vec<u8>> = list.iter().map(|m| m.body().to_vec()).collect();
+        assert_eq!(
+            names,
+            vec![
+                b"application_name\0\0".to_vec(),
+                b"TimeZone\0UTC\0".to_vec(),
+                b"is_superuser\0off\0".to_vec()
+            ]
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The backend connection pool against a real PostgreSQL 15: a client's backend session is
+//! reset when it leaves and reused by the next client with the same user, database and startup
+//! parameters; nothing of the first client's session state reaches the second.
+
+mod common;
+
+use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
+use common::pgcast::Pgcast;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+async fn connect(conninfo: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conninfo}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+async fn value(c: &Client, sql: &str) -> String {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+fn idle_on_primary(p: &Pgcast, at_least: i64) {
+    p.wait_until(&format!("{at_least} idle pooled connection(s)"), |s| {
+        s.backends
+            .iter()
+            .any(|b| b.role == "primary" && b.idle_connections >= at_least)
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pool_resets_and_reuses_backend_connections() {
+    let c = PgCluster::start(0);
+    c.psql(
+        &c.primary,
+        DATABASE,
+        &format!("GRANT CREATE ON SCHEMA public TO {SCRAM_USER}"),
+    );
+    let p = Pgcast::start(&c, "");
+    let primary = p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD);
+
+    let first = connect(&primary).await;
+    let pid = value(&first, "SELECT pg_backend_pid()").await;
+    first
+        .batch_execute(
+            "SET application_name = 'dirty';
+             SET statement_timeout = '123s';
+             CREATE TEMP TABLE scratch (x int);
+             PREPARE leftover AS SELECT 1;
+             LISTEN pool_channel;
+             SELECT pg_advisory_lock(42);",
+        )
+        .await
+        .unwrap();
+    drop(first);
+    idle_on_primary(&p, 1);
+
+    let second = connect(&primary).await;
+    assert_eq!(
+        value(&second, "SELECT pg_backend_pid()").await,
+        pid,
+        "the second client reuses the first one's backend session"
+    );
+    assert_eq!(value(&second, "SHOW application_name").await, "");
+    assert_eq!(value(&second, "SHOW statement_timeout").await, "0");
+    assert_eq!(
+        value(
+            &second,
+            "SELECT count(*) FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'"
+        )
+        .await,
+        "0",
+        "temporary tables are gone"
+    );
+    assert_eq!(
+        value(&second, "SELECT count(*) FROM pg_prepared_statements").await,
+        "0"
+    );
+    assert_eq!(
+        value(&second, "SELECT count(*) FROM pg_listening_channels()").await,
+        "0"
+    );
+    assert_eq!(
+        value(
+            &second,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        )
+        .await,
+        "0",
+        "advisory locks were released"
+    );
+
+    // While the pooled connection is in use, another client gets a connection of its own, and
+    // a different user never gets this user's connection.
+    let third = connect(&primary).await;
+    assert_ne!(value(&third, "SELECT pg_backend_pid()").await, pid);
+    let other_user = connect(&p.conninfo(p.primary_port, MD5_USER, MD5_PASSWORD)).await;
+    assert_ne!(value(&other_user, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(value(&other_user, "SELECT current_user").await, MD5_USER);
+
+    // A client that leaves inside a transaction does not hand its connection to anyone.
+    let busy = connect(&primary).await;
+    let busy_pid = value(&busy, "SELECT pg_backend_pid()").await;
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    drop(busy);
+    drop(second);
+    drop(third);
+    idle_on_primary(&p, 2);
+    let mut seen = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let c = connect(&primary).await;
+        seen.push(value(&c, "SELECT pg_backend_pid()").await);
+        clients.push(c);
+    }
+    assert!(
+        !seen.contains(&busy_pid),
+        "a connection left in a transaction was reused: {seen:?} contains {busy_pid}"
+    );
+    let status = p.status().expect("status");
+    assert!(status.routed.pool_reused >= 3, "{:?}", status.routed);
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_mode_none_opens_a_connection_per_client() {
+    let c = PgCluster::start(0);
+    let p = Pgcast::start(&c, "[pool]\nmode = \"none\"\n");
+    let primary = p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD);
+    let first = connect(&primary).await;
+    let pid = value(&first, "SELECT pg_backend_pid()").await;
+    drop(first);
+    let second = connect(&primary).await;
+    assert_ne!(value(&second, "SELECT pg_backend_pid()").await, pid);
+    let s = p.status().expect("status");
+    assert!(s.backends.iter().all(|b| b.idle_connections == 0));
+    assert_eq!(s.routed.pool_reused, 0);
+}
