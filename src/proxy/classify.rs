@@ -10,6 +10,7 @@
 //! Known blind spots, inherent to looking at SQL text only: functions called indirectly (through views,
 //! operators, casts, column defaults, row-level-security policies or triggers) are not seen.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -502,6 +503,89 @@ fn unparsed_fallback(sql: &str) -> Option<Vec<StatementClass>> {
     }
 }
 
+/// The cache key of a statement with its numeric and plain string literals replaced by `?`,
+/// or `None` when the text has anything this small lexer does not fully understand (comments,
+/// dollar quoting or parameters, E'' strings, backslashes in strings, unterminated quotes):
+/// those are keyed by their exact text. Sound because no classification rule looks at a
+/// literal's value: routing depends on statement kinds, keywords, identifiers and function
+/// names only. The key starts with a NUL byte, which no SQL text from the wire contains, so it
+/// never collides with an exact-text key.
+pub fn literal_free_key(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 1);
+    out.push('\0');
+    let mut i = 0;
+    let mut copied = 0;
+    let mut replaced = false;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'\'' => {
+                // E'...' / U&'...' / B'...' / X'...' prefixes change how the body is read.
+                if i > 0 && b.get(i - 1).is_some_and(|p| ident(*p) || *p == b'&') {
+                    return None;
+                }
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None | Some(b'\\') => return None,
+                        Some(b'\'') if b.get(j + 1) == Some(&b'\'') => j += 2,
+                        Some(b'\'') => break,
+                        Some(_) => j += 1,
+                    }
+                }
+                out.push_str(sql.get(copied..i)?);
+                out.push('?');
+                i = j + 1;
+                copied = i;
+                replaced = true;
+            }
+            b'"' => {
+                // Quoted identifier: copied as is ("" is an escaped quote inside).
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None => return None,
+                        Some(b'"') if b.get(j + 1) == Some(&b'"') => j += 2,
+                        Some(b'"') => break,
+                        Some(_) => j += 1,
+                    }
+                }
+                i = j + 1;
+            }
+            b'$' | b'\\' => return None,
+            b'-' if b.get(i + 1) == Some(&b'-') => return None,
+            b'/' if b.get(i + 1) == Some(&b'*') => return None,
+            b'0'..=b'9' if i == 0 || b.get(i - 1).is_some_and(|p| !ident(*p) && *p != b'.') => {
+                let mut j = i;
+                while b
+                    .get(j)
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == b'.' || *d == b'_')
+                {
+                    j += 1;
+                }
+                out.push_str(sql.get(copied..i)?);
+                out.push('?');
+                i = j;
+                copied = i;
+                replaced = true;
+            }
+            _ if ident(c) => {
+                // Skip the whole word, so digits inside identifiers (t1, x2y) stay.
+                while b.get(i).is_some_and(|d| ident(*d)) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if !replaced {
+        return None;
+    }
+    out.push_str(sql.get(copied..)?);
+    Some(out)
+}
+
 /// Longest SQL text kept in the cache; longer texts are classified on every call.
 const MAX_CACHED_SQL_LEN: usize = 64 * 1024;
 
@@ -548,10 +632,17 @@ impl ClassifyCache {
     }
 
     /// Returns the cached classes, classifying (outside the lock) on a miss.
+    ///
+    /// Statements that differ only in their literal values share one entry (see
+    /// [`literal_free_key`]): `SELECT ... WHERE aid = 42` and `... = 43` are parsed once.
     pub fn classify(&self, sql: &str) -> Arc<[StatementClass]> {
+        let key: Cow<'_, str> = match literal_free_key(sql) {
+            Some(k) => Cow::Owned(k),
+            None => Cow::Borrowed(sql),
+        };
         let (policy, generation) = {
             let mut inner = self.lock();
-            if let Some(hit) = inner.map.get(sql).cloned() {
+            if let Some(hit) = inner.map.get(key.as_ref()).cloned() {
                 inner.hits += 1;
                 return hit;
             }
@@ -559,15 +650,15 @@ impl ClassifyCache {
             (Arc::clone(&inner.policy), inner.generation)
         };
         let classes: Arc<[StatementClass]> = classify(sql, &policy).into();
-        if self.capacity > 0 && sql.len() <= MAX_CACHED_SQL_LEN {
+        if self.capacity > 0 && key.len() <= MAX_CACHED_SQL_LEN {
             let mut inner = self.lock();
             if inner.generation == generation {
-                if inner.map.len() >= self.capacity && !inner.map.contains_key(sql) {
+                if inner.map.len() >= self.capacity && !inner.map.contains_key(key.as_ref()) {
                     if let Some(victim) = inner.map.keys().next().cloned() {
                         inner.map.remove(&victim);
                     }
                 }
-                inner.map.insert(sql.to_owned(), Arc::clone(&classes));
+                inner.map.insert(key.into_owned(), Arc::clone(&classes));
             }
         }
         classes

@@ -577,8 +577,9 @@ fn cache_counts_hits_and_set_policy_clears() {
 #[test]
 fn cache_is_bounded_and_skips_huge_sql() {
     let cache = ClassifyCache::new(3);
+    // Distinct shapes (different column names), not just different literals.
     for i in 0..10 {
-        cache.classify(&format!("SELECT {i}"));
+        cache.classify(&format!("SELECT c{i}"));
         assert!(cache.len() <= 3);
     }
     assert_eq!(cache.len(), 3);
@@ -615,4 +616,61 @@ fn cache_is_shareable_across_threads() {
     let (hits, misses) = cache.stats();
     assert_eq!(hits + misses, 200);
     assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn literal_free_keys_share_entries_only_across_literal_values() {
+    let k = |s: &str| literal_free_key(s);
+    assert_eq!(
+        k("SELECT abalance FROM pgbench_accounts WHERE aid = 42;"),
+        k("SELECT abalance FROM pgbench_accounts WHERE aid = 9913;")
+    );
+    assert_eq!(
+        k("SELECT abalance FROM pgbench_accounts WHERE aid = 42;").as_deref(),
+        Some("\0SELECT abalance FROM pgbench_accounts WHERE aid = ?;")
+    );
+    assert_eq!(
+        k("UPDATE t1 SET v = 'it''s' WHERE id = 1.5e3").as_deref(),
+        Some("\0UPDATE t1 SET v = ? WHERE id = ?")
+    );
+    // Identifiers keep their digits, quoted identifiers are not literals.
+    assert_eq!(
+        k("SELECT x2, \"col 1\"\"q\", '7' FROM t3").as_deref(),
+        Some("\0SELECT x2, \"col 1\"\"q\", ? FROM t3")
+    );
+    // A different function or table is a different key.
+    assert_ne!(k("SELECT f(1)"), k("SELECT g(1)"));
+    assert_ne!(k("SELECT 1 FROM a"), k("SELECT 1 FROM b"));
+    // Nothing to replace, or text this lexer does not fully understand: exact-text keys.
+    for sql in [
+        "SELECT now()",
+        "SELECT 1 -- 2",
+        "SELECT /* 1 */ 2",
+        "SELECT $1",
+        "SELECT $$a$$",
+        "SELECT E'\\n'",
+        "SELECT 'a\\'",
+        "SELECT 'unterminated",
+        "SELECT \"unterminated",
+        "SELECT U&'d\\0061t'",
+    ] {
+        assert_eq!(k(sql), None, "{sql}");
+    }
+}
+
+#[test]
+fn cache_parses_a_statement_shape_once() {
+    let cache = ClassifyCache::new(16);
+    assert_eq!(&*cache.classify("SELECT v FROM t WHERE id = 1"), &[Read]);
+    assert_eq!(&*cache.classify("SELECT v FROM t WHERE id = 2"), &[Read]);
+    assert_eq!(
+        &*cache.classify("UPDATE t SET v = 'x' WHERE id = 2"),
+        &[Write]
+    );
+    assert_eq!(
+        &*cache.classify("UPDATE t SET v = 'y' WHERE id = 3"),
+        &[Write]
+    );
+    assert_eq!(cache.stats(), (2, 2));
+    assert_eq!(cache.len(), 2);
 }
