@@ -1,2 +1,3 @@
-//! Anycast announcement of the proxy's address (OSPFv2, BGP, BFD). Empty until the routing
-//! issues land: `pgcast status` reports "none configured" for this section.
+//! Anycast announcement of the proxy's address. `ospf` is the embedded OSPFv2 speaker
+//! (RFC 2328): a pure codec, pure state machines and one actor that owns the sockets.
+pub mod ospf;

@@ -1,0 +1,520 @@
+//! More scripted-input tests: point-to-point, external mode, shutdown, LSDB bound, replay
+//! protection, Hello checks and the election with a non-zero priority.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::fsm_tests::*;
+use super::instance::{Action, ExternalConfig, Input, NetworkType};
+use super::interface::IfState;
+use super::lsa::{
+    ls_type, AsExternalLsa, Lsa, LsaBody, LsaKey, NetworkLsa, Options, RouterLink, RouterLsa,
+    INITIAL_SEQ, MAX_AGE,
+};
+use super::neighbor::NbrState;
+use super::packet::{PacketBody, ALL_D_ROUTERS, ALL_SPF_ROUTERS};
+
+fn ext_key(prefix: Ipv4Addr) -> LsaKey {
+    LsaKey {
+        ls_type: ls_type::AS_EXTERNAL,
+        ls_id: prefix,
+        adv_router: ME,
+    }
+}
+
+#[test]
+fn point_to_point_type1_link_and_flooding_to_allspf() {
+    let mut h = H::new(config(NetworkType::PointToPoint), HIGH_PEER);
+    h.peer_addr = Ipv4Addr::new(192, 0, 2, 77);
+    h.step(Input::SetAnnouncements(vec![vip(3)]));
+    assert_eq!(h.if_state(), IfState::PointToPoint);
+    let acts = h.establish();
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    assert_eq!(
+        u[0].0, ALL_SPF_ROUTERS,
+        "point-to-point floods to AllSPFRouters"
+    );
+    let (_, links) = router_links(&u[0].1[0]);
+    assert_eq!(
+        links,
+        vec![
+            link(HIGH_PEER, MY_ADDR, RouterLink::POINT_TO_POINT, 10),
+            link(
+                Ipv4Addr::new(192, 0, 2, 0),
+                SUBNET_MASK,
+                RouterLink::STUB,
+                10
+            ),
+            link(VIP, HOST_MASK, RouterLink::STUB, 3),
+        ]
+    );
+    // DD and LSR went to the neighbour's unicast address (checked in establish via state);
+    // its Hello without a mask was accepted (no mask check on point-to-point).
+    assert_eq!(h.dropped("mask_mismatch"), 0);
+    // A neighbour on p2p is identified by router id, whatever the source address.
+    h.peer_addr = Ipv4Addr::new(192, 0, 2, 78);
+    h.hello(true);
+    let st = h.inst.status(h.now);
+    assert_eq!(st.interfaces[0].neighbors.len(), 1);
+    assert_eq!(
+        st.interfaces[0].neighbors[0].address,
+        Ipv4Addr::new(192, 0, 2, 78)
+    );
+    assert_eq!(h.nbr_state(), Some(NbrState::Full));
+}
+
+#[test]
+fn external_mode_originates_as_external_with_e_bit_and_flushes_withdrawn() {
+    let mut cfg = config(NetworkType::Broadcast);
+    cfg.external = Some(ExternalConfig {
+        type2: true,
+        metric: 20,
+        tag: 77,
+    });
+    let mut h = H::new(cfg, HIGH_PEER);
+    let other = Ipv4Addr::new(203, 0, 113, 8);
+    h.step(Input::SetAnnouncements(vec![
+        vip(1),
+        Announcement2::of(other),
+    ]));
+    let acts = h.establish();
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    let (flags, links) = router_links(&u[0].1[0]);
+    assert_eq!(flags, RouterLsa::E, "ASBR: E bit");
+    assert_eq!(
+        links,
+        vec![link(PEER_ADDR, MY_ADDR, RouterLink::TRANSIT, 10)],
+        "no stubs"
+    );
+
+    // The externals are in the LSDB and were in our DD summary.
+    for p in [VIP, other] {
+        let e = h.inst.lsdb.get(&ext_key(p));
+        let Some(e) = e else {
+            panic!("no external for {p}")
+        };
+        assert_eq!(
+            e.lsa.body,
+            LsaBody::AsExternal(AsExternalLsa {
+                mask: HOST_MASK,
+                type2: true,
+                metric: 20,
+                forwarding: Ipv4Addr::UNSPECIFIED,
+                tag: 77,
+            })
+        );
+        assert_eq!(e.lsa.header.options, Options(Options::E));
+    }
+    let st = h.inst.status(h.now);
+    assert_eq!(st.announced.len(), 2);
+
+    // Withdraw one: it is flushed with MaxAge at once (premature aging), not re-originated.
+    h.now += Duration::from_secs(3);
+    let acts = h.step(Input::SetAnnouncements(vec![vip(1)]));
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1, "{acts:?}");
+    assert_eq!(u[0].0, ALL_D_ROUTERS);
+    assert_eq!(u[0].1[0].key(), ext_key(other));
+    assert_eq!(u[0].1[0].header.age, MAX_AGE);
+    // Acked: removed from the LSDB.
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsAck(vec![u[0].1[0].header]));
+    assert!(h.inst.lsdb.get(&ext_key(other)).is_none());
+    assert!(h.inst.lsdb.get(&ext_key(VIP)).is_some());
+    assert_eq!(h.inst.status(h.now).announced, vec![vip(20)]);
+}
+
+/// Helper for a second announcement.
+struct Announcement2;
+impl Announcement2 {
+    fn of(p: Ipv4Addr) -> super::instance::Announcement {
+        super::instance::Announcement {
+            prefix: p,
+            prefix_len: 32,
+            cost: 1,
+        }
+    }
+}
+
+#[test]
+fn shutdown_flushes_with_maxage_and_completes_on_ack() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.step(Input::SetAnnouncements(vec![vip(1)]));
+    h.establish();
+    let ours = h.our_router_lsa();
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsAck(vec![ours.header]));
+    h.now += Duration::from_millis(100);
+    let acts = h.step(Input::Shutdown);
+    assert!(
+        !acts.contains(&Action::ShutdownComplete),
+        "waits for the ack"
+    );
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].0, ALL_D_ROUTERS);
+    let flushed = &u[0].1[0];
+    assert_eq!(flushed.key(), rkey(ME));
+    assert_eq!(flushed.header.age, MAX_AGE);
+    assert_eq!(
+        flushed.header.seq, ours.header.seq,
+        "premature aging keeps the sequence"
+    );
+    // Nothing is re-originated during shutdown, even when content would change.
+    let acts = h.step(Input::SetAnnouncements(vec![]));
+    assert!(lsus(&acts).is_empty());
+    let acts = h.recv(ALL_SPF_ROUTERS, PacketBody::LsAck(vec![flushed.header]));
+    assert_eq!(
+        acts.iter()
+            .filter(|a| **a == Action::ShutdownComplete)
+            .count(),
+        1
+    );
+    let acts = h.advance(Duration::from_secs(10));
+    assert!(!acts.contains(&Action::ShutdownComplete), "only once");
+}
+
+#[test]
+fn shutdown_completes_after_one_retransmit_interval_without_ack() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    let acts = h.step(Input::Shutdown);
+    assert!(!acts.contains(&Action::ShutdownComplete));
+    let acts = h.advance(Duration::from_millis(4900));
+    assert!(!acts.contains(&Action::ShutdownComplete));
+    let acts = h.advance(Duration::from_millis(100));
+    assert!(acts.contains(&Action::ShutdownComplete));
+
+    // Without any neighbour: complete at once.
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    let acts = h.step(Input::Shutdown);
+    assert!(lsus(&acts).is_empty());
+    assert!(acts.contains(&Action::ShutdownComplete));
+}
+
+#[test]
+fn lsdb_bound_drops_new_lsas_and_counts() {
+    let mut cfg = config(NetworkType::Broadcast);
+    cfg.lsdb_max_lsas = 3;
+    let mut h = H::new(cfg, HIGH_PEER);
+    h.establish(); // ours + theirs = 2
+    let mk = |i: u8| {
+        let key = LsaKey {
+            ls_type: ls_type::AS_EXTERNAL,
+            ls_id: Ipv4Addr::new(10, 9, 0, i),
+            adv_router: HIGH_PEER,
+        };
+        let body = LsaBody::AsExternal(AsExternalLsa {
+            mask: HOST_MASK,
+            type2: true,
+            metric: 1,
+            forwarding: Ipv4Addr::UNSPECIFIED,
+            tag: 0,
+        });
+        Lsa::originate(1, Options(Options::E), key, INITIAL_SEQ, body)
+    };
+    h.recv(
+        ALL_SPF_ROUTERS,
+        PacketBody::LsUpdate(vec![mk(1), mk(2), mk(3)]),
+    );
+    let st = h.inst.status(h.now);
+    assert_eq!(st.lsdb_size, 3);
+    assert_eq!(st.dropped.get("lsdb_full"), Some(&2));
+    // A newer instance of one we hold still replaces it.
+    let newer = {
+        let l = mk(1);
+        Lsa::originate(
+            1,
+            Options(Options::E),
+            l.key(),
+            INITIAL_SEQ + 1,
+            l.body.clone(),
+        )
+    };
+    h.now += Duration::from_secs(2);
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![newer]));
+    let k = mk(1).key();
+    assert_eq!(
+        h.inst.lsdb.get(&k).map(|e| e.lsa.header.seq),
+        Some(INITIAL_SEQ + 1)
+    );
+    assert_eq!(h.dropped("lsdb_full"), 2);
+    // The dropped ones were still acknowledged (no endless retransmission from the DR).
+    let acts = h.advance(Duration::from_secs(1));
+    let a = acks(&acts);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].1.len(), 5, "theirs, 1, 2, 3, newer 1");
+    assert!(a[0].1.iter().any(|x| x.key() == mk(3).key()));
+}
+
+#[test]
+fn crypto_sequence_replay_is_dropped_per_neighbour() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    let hello = |h: &H| PacketBody::Hello(h.peer_hello(false));
+    let b = hello(&h);
+    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(100));
+    assert_eq!(h.nbr_state(), Some(NbrState::Init));
+    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(99));
+    assert_eq!(h.dropped("crypto_seq_replay"), 1);
+    // Equal is accepted (D.5.2 says "less than"), and so is higher.
+    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(100));
+    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(101));
+    assert_eq!(h.dropped("crypto_seq_replay"), 1);
+    // A replayed older Hello listing us must not move the state.
+    let b2 = PacketBody::Hello(h.peer_hello(true));
+    h.recv_seq(ALL_SPF_ROUTERS, b2, Some(50));
+    assert_eq!(h.nbr_state(), Some(NbrState::Init));
+    assert_eq!(h.dropped("crypto_seq_replay"), 2);
+    // Non-Hello packets are checked too.
+    let ack = PacketBody::LsAck(vec![]);
+    h.recv_seq(MY_ADDR, ack, Some(10));
+    assert_eq!(h.dropped("crypto_seq_replay"), 3);
+}
+
+#[test]
+fn hello_checks_and_generic_drops() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    let base = h.peer_hello(false);
+    type Mutate = Box<dyn Fn(&mut super::packet::Hello)>;
+    let cases: Vec<(&str, Mutate)> = vec![
+        (
+            "hello_interval_mismatch",
+            Box::new(|x| x.hello_interval = 5),
+        ),
+        (
+            "dead_interval_mismatch",
+            Box::new(|x| x.dead_interval = 120),
+        ),
+        (
+            "mask_mismatch",
+            Box::new(|x| x.network_mask = Ipv4Addr::new(255, 255, 0, 0)),
+        ),
+        ("options_mismatch", Box::new(|x| x.options = Options(0))),
+    ];
+    for (reason, f) in cases {
+        let mut x = base.clone();
+        f(&mut x);
+        h.recv(ALL_SPF_ROUTERS, PacketBody::Hello(x));
+        assert_eq!(h.dropped(reason), 1, "{reason}");
+    }
+    assert_eq!(h.nbr_state(), None);
+
+    // Area mismatch and our own router id.
+    let mut p = super::packet::Packet {
+        router_id: HIGH_PEER,
+        area_id: Ipv4Addr::new(0, 0, 0, 1),
+        body: PacketBody::Hello(base.clone()),
+    };
+    let mk = |p: &super::packet::Packet| Input::Packet {
+        ifindex: IFX,
+        src: PEER_ADDR,
+        dst: ALL_SPF_ROUTERS,
+        received: super::auth::Received {
+            packet: p.clone(),
+            crypto_seq: None,
+            key_id: None,
+        },
+    };
+    h.step(mk(&p));
+    assert_eq!(h.dropped("area_mismatch"), 1);
+    p.area_id = AREA;
+    p.router_id = ME;
+    h.step(mk(&p));
+    assert_eq!(h.dropped("own_router_id"), 1);
+
+    // Packets from unknown neighbours, to AllDRouters while DROther, decode failures.
+    h.recv(MY_ADDR, PacketBody::LsRequest(vec![]));
+    assert_eq!(h.dropped("unknown_neighbor"), 1);
+    h.recv(ALL_D_ROUTERS, PacketBody::Hello(base));
+    assert_eq!(h.dropped("not_dr"), 1);
+    h.step(Input::DecodeFailed {
+        ifindex: IFX,
+        reason: "bad_checksum",
+    });
+    assert_eq!(h.dropped("bad_checksum"), 1);
+    let st = h.inst.status(h.now);
+    assert_eq!(st.received.get("hello"), Some(&7));
+    assert_eq!(st.received.get("ls_request"), Some(&1));
+}
+
+#[test]
+fn one_way_drops_back_to_init_and_stub() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    h.now += Duration::from_secs(2);
+    let acts = h.hello(false);
+    assert_eq!(h.nbr_state(), Some(NbrState::Init));
+    let u = lsus(&acts);
+    // We lost the adjacency: the new Router-LSA has the stub network again.
+    assert_eq!(
+        h.inst.lsdb.get(&rkey(ME)).map(|e| router_links(&e.lsa).1),
+        Some(vec![link(
+            Ipv4Addr::new(192, 0, 2, 0),
+            SUBNET_MASK,
+            RouterLink::STUB,
+            10
+        )])
+    );
+    // ... and nobody is left to flood it to.
+    assert!(u.is_empty());
+}
+
+#[test]
+fn bad_ls_request_restarts_exchange() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    let missing = rkey(Ipv4Addr::new(7, 7, 7, 7));
+    let acts = h.recv(MY_ADDR, PacketBody::LsRequest(vec![missing]));
+    assert_eq!(h.nbr_state(), Some(NbrState::ExStart));
+    let d = dds(&acts);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].1.init);
+    assert_eq!(h.dropped("bad_ls_request"), 1);
+}
+
+#[test]
+fn foreign_claims_of_our_router_id_are_flushed() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    h.now += Duration::from_secs(2);
+    // A Network-LSA claiming our router id (we are not DR): flushed with MaxAge.
+    let key = LsaKey {
+        ls_type: ls_type::NETWORK,
+        ls_id: Ipv4Addr::new(192, 0, 2, 99),
+        adv_router: ME,
+    };
+    let body = LsaBody::Network(NetworkLsa {
+        mask: SUBNET_MASK,
+        attached: vec![ME],
+    });
+    let bogus = Lsa::originate(10, Options(Options::E), key, INITIAL_SEQ + 4, body);
+    let acts = h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![bogus]));
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].1[0].key(), key);
+    assert_eq!(u[0].1[0].header.age, MAX_AGE);
+    assert_eq!(u[0].1[0].header.seq, INITIAL_SEQ + 4);
+    // An AS-External of ours that we do not announce: flushed as well.
+    let ek = ext_key(Ipv4Addr::new(198, 51, 100, 5));
+    let body = LsaBody::AsExternal(AsExternalLsa {
+        mask: HOST_MASK,
+        type2: true,
+        metric: 1,
+        forwarding: Ipv4Addr::UNSPECIFIED,
+        tag: 0,
+    });
+    let stale = Lsa::originate(10, Options(Options::E), ek, INITIAL_SEQ + 9, body);
+    let acts = h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![stale]));
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    assert_eq!((u[0].1[0].key(), u[0].1[0].header.age), (ek, MAX_AGE));
+    // Our Router-LSA flooded back with a higher seq: jump past it at once.
+    let body = LsaBody::Router(RouterLsa {
+        flags: 0,
+        links: vec![],
+    });
+    let ghost = Lsa::originate(10, Options(Options::E), rkey(ME), INITIAL_SEQ + 40, body);
+    let acts = h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![ghost]));
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].1[0].header.seq, INITIAL_SEQ + 41);
+    assert_eq!(
+        router_links(&u[0].1[0]).1,
+        vec![link(PEER_ADDR, MY_ADDR, RouterLink::TRANSIT, 10)]
+    );
+}
+
+#[test]
+fn min_ls_arrival_discards_rapid_instances() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    let l1 = peer_router_lsa(HIGH_PEER, INITIAL_SEQ + 20);
+    let l2 = peer_router_lsa(HIGH_PEER, INITIAL_SEQ + 21);
+    h.now += Duration::from_secs(2);
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![l1]));
+    h.now += Duration::from_millis(500);
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![l2.clone()]));
+    assert_eq!(h.dropped("min_ls_arrival"), 1);
+    let k = rkey(HIGH_PEER);
+    assert_eq!(
+        h.inst.lsdb.get(&k).map(|e| e.lsa.header.seq),
+        Some(INITIAL_SEQ + 20)
+    );
+    h.now += Duration::from_millis(600);
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![l2]));
+    assert_eq!(
+        h.inst.lsdb.get(&k).map(|e| e.lsa.header.seq),
+        Some(INITIAL_SEQ + 21)
+    );
+    // A duplicate not on our retransmission list gets a direct ack.
+    let acts = h.recv(
+        ALL_SPF_ROUTERS,
+        PacketBody::LsUpdate(vec![peer_router_lsa(HIGH_PEER, INITIAL_SEQ + 21)]),
+    );
+    let a = acks(&acts);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].0, PEER_ADDR);
+}
+
+#[test]
+fn priority_above_zero_waits_then_elects() {
+    // Alone: Waiting until the wait timer (dead interval), then DR.
+    let mut cfg = config(NetworkType::Broadcast);
+    cfg.interfaces[0].priority = 1;
+    let mut h = H::new(cfg.clone(), HIGH_PEER);
+    assert_eq!(h.if_state(), IfState::Waiting);
+    h.run_for(Duration::from_secs(39));
+    assert_eq!(h.if_state(), IfState::Waiting);
+    let acts = h.run_for(Duration::from_secs(2));
+    assert_eq!(h.if_state(), IfState::DR);
+    assert!(hellos(&acts)
+        .iter()
+        .any(|(_, x)| x.dr == MY_ADDR && x.bdr == Ipv4Addr::UNSPECIFIED));
+    // With a DR on the segment: BackupSeen ends Waiting early; we become Backup and form
+    // the adjacency with the DR.
+    let mut h = H::new(cfg, HIGH_PEER);
+    h.hello(false);
+    assert_eq!(h.if_state(), IfState::Waiting);
+    let acts = h.hello(true);
+    assert_eq!(h.if_state(), IfState::Backup);
+    let st = h.inst.status(h.now);
+    assert_eq!(
+        (st.interfaces[0].dr, st.interfaces[0].bdr),
+        (PEER_ADDR, MY_ADDR)
+    );
+    assert_eq!(h.nbr_state(), Some(NbrState::ExStart));
+    assert_eq!(dds(&acts).len(), 1);
+}
+
+/// LSRefreshTime re-origination (§12.4) and MaxAge removal of a dead peer's LSA (§14).
+#[test]
+fn refresh_and_maxage_removal() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    let seq0 = h.our_router_lsa().header.seq;
+    let peer_key = rkey(HIGH_PEER);
+    assert!(h.inst.lsdb.get(&peer_key).is_some());
+    // The peer goes silent; after 30 minutes we refresh our own LSA with seq + 2 (one for
+    // losing the transit link when the neighbour died, one for the refresh).
+    h.run_for(Duration::from_secs(1900));
+    assert_eq!(h.nbr_state(), None);
+    let seq1 = h.our_router_lsa().header.seq;
+    assert_eq!(seq1, seq0 + 2);
+    assert!(h
+        .inst
+        .lsdb
+        .get(&rkey(ME))
+        .is_some_and(|e| e.age(h.now) < 200));
+    // The peer's LSA (installed with age 5) reaches MaxAge at ~3595 s and, being on nobody's
+    // retransmission list, leaves the database.
+    h.run_for(Duration::from_secs(1600));
+    assert!(h.inst.lsdb.get(&peer_key).is_some());
+    h.run_for(Duration::from_secs(200));
+    assert!(h.inst.lsdb.get(&peer_key).is_none());
+    assert_eq!(h.inst.status(h.now).lsdb_size, 1);
+    assert_eq!(
+        h.our_router_lsa().header.seq,
+        seq0 + 3,
+        "second refresh at 3600 s"
+    );
+}
