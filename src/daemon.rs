@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::proxy::catalog::Catalogs;
 use crate::proxy::{self, ProxyContext};
+use crate::routing::{Routing, RoutingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -27,6 +28,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -64,6 +67,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             stop_rx.clone(),
         )));
     }
+    // After the listeners are bound: nothing is announced that could not be served.
+    let routing = Routing::start(&config, ctx.cluster.clone())?;
+    let _ = ctx.routing.set(routing.status_source());
     let admin_socket = admin::bind_admin(&config.admin_socket).await?;
     tokio::spawn(admin::serve_admin(
         admin_socket,
@@ -97,8 +103,18 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         }
     }
 
-    // Drain: stop accepting, let sessions finish, then exit. (The routing issues put the
-    // withdrawal of the anycast prefix before this point.)
+    // Drain: withdraw the anycast prefixes first and give the routers time to move clients
+    // elsewhere, then stop accepting, let sessions finish, flush our LSAs and exit.
+    if !config.prefixes.is_empty() {
+        tracing::info!("shutting down: withdrawing anycast prefixes");
+        let limit = config
+            .ospf
+            .as_ref()
+            .map_or(Duration::ZERO, |o| o.min_ls_interval)
+            + Duration::from_secs(1);
+        routing.withdraw_all(limit).await;
+        tokio::time::sleep(config.drain.withdraw_grace).await;
+    }
     tracing::info!("shutting down: no new clients");
     let _ = stop_tx.send(true);
     for t in listener_tasks {
@@ -109,6 +125,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     while ctx.client_slots.available_permits() < total && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    routing.shutdown().await;
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
 }
@@ -157,6 +174,14 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, Vec<&'static str>
     if new.limits.max_client_connections != old.limits.max_client_connections {
         not_applied.push("limits.max_client_connections");
         new.limits.max_client_connections = old.limits.max_client_connections;
+    }
+    if new.ospf != old.ospf {
+        not_applied.push("ospf");
+        new.ospf = old.ospf.clone();
+    }
+    if new.prefixes != old.prefixes {
+        not_applied.push("prefix");
+        new.prefixes = old.prefixes.clone();
     }
     if new.routing.statement_cache_size != old.routing.statement_cache_size {
         not_applied.push("routing.statement_cache_size");

@@ -74,12 +74,7 @@ pub struct CacheStatus {
     pub functions_loaded: bool,
 }
 
-/// Routing speakers and prefixes; empty until the routing issues land.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct RoutingStatus {
-    pub prefixes: Vec<String>,
-    pub speakers: Vec<String>,
-}
+pub use crate::routing::RoutingStatus;
 
 impl Status {
     /// Builds the document from the current configuration, health view and counters.
@@ -160,7 +155,7 @@ impl Status {
                 misses,
                 functions_loaded,
             },
-            routing: RoutingStatus::default(),
+            routing: ctx.routing.get().map(|r| r.get()).unwrap_or_default(),
         }
     }
 
@@ -246,10 +241,7 @@ impl Status {
             self.statement_cache.misses,
             if self.statement_cache.functions_loaded { "loaded" } else { "NOT loaded (all function calls go to the primary)" }
         );
-        let _ = writeln!(s, "\nRouting");
-        if self.routing.prefixes.is_empty() && self.routing.speakers.is_empty() {
-            let _ = writeln!(s, "  none configured");
-        }
+        crate::routing::render::routing_text(&self.routing, &mut s);
         s
     }
 

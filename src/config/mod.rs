@@ -1,6 +1,12 @@
 //! Configuration: TOML parsed with serde (`deny_unknown_fields`) into raw structs, then validated
 //! into typed values. Every error names the key and the line of the file it came from.
 
+mod anycast;
+pub use anycast::{
+    DrainConfig, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig, OspfNetwork,
+    PrefixConfig, Requirement, WhenUnhealthy,
+};
+
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -100,6 +106,12 @@ struct RawConfig {
     backends: Vec<Spanned<RawBackend>>,
     #[serde(default)]
     users: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    ospf: Option<Spanned<anycast::RawOspf>>,
+    #[serde(default)]
+    prefix: Vec<Spanned<anycast::RawPrefix>>,
+    #[serde(default)]
+    drain: Option<Spanned<anycast::RawDrain>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -210,6 +222,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
     pub users: Vec<UserConfig>,
+    pub ospf: Option<OspfConfig>,
+    pub prefixes: Vec<PrefixConfig>,
+    pub drain: DrainConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -600,6 +615,10 @@ impl Validator<'_> {
         let listeners = self.listeners(raw.listeners)?;
         let backends = self.backends(raw.backends)?;
         let users = self.users(raw.users)?;
+        let ospf = self.ospf(raw.ospf)?;
+        let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
+        let prefixes = self.prefixes(raw.prefix, &names)?;
+        let drain = self.drain(raw.drain)?;
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -614,6 +633,9 @@ impl Validator<'_> {
             listeners,
             backends,
             users,
+            ospf,
+            prefixes,
+            drain,
         })
     }
 

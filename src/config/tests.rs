@@ -91,3 +91,66 @@ fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pgcast.toml");
     Config::load(&path).expect("examples/pgcast.toml must stay valid");
 }
+
+const OSPF: &str = r#"
+[ospf]
+router_id = "198.18.1.94"
+
+[[ospf.interfaces]]
+name = "eth0"
+hello_interval = 1
+dead_interval = 3
+auth = { type = "md5", key_id = 7, key = "secret" }
+
+[[prefix]]
+address = "198.18.2.0/32"
+listeners = ["rw"]
+require = "read-write"
+when_unhealthy = "last-resort"
+"#;
+
+#[test]
+fn ospf_and_prefix_sections_are_validated_into_typed_values() {
+    let c = parse(&format!("{MINIMAL}{OSPF}")).expect("valid");
+    let o = c.ospf.expect("ospf configured");
+    assert_eq!(o.router_id, std::net::Ipv4Addr::new(198, 18, 1, 94));
+    assert_eq!(o.area, std::net::Ipv4Addr::UNSPECIFIED);
+    assert_eq!(o.min_ls_interval, Duration::from_secs(1));
+    let i = &o.interfaces[0];
+    assert_eq!((i.hello_interval, i.dead_interval, i.priority), (1, 3, 0));
+    assert_eq!(i.network, OspfNetwork::Broadcast);
+    assert_eq!(
+        i.auth,
+        OspfAuth::Md5 {
+            key_id: 7,
+            key: "secret".into()
+        }
+    );
+    assert!(!format!("{:?}", i.auth).contains("secret"), "keys stay out of logs");
+    let p = &c.prefixes[0];
+    assert_eq!((p.prefix_len, p.cost, p.last_resort_cost), (32, 10, 65535));
+    assert_eq!(p.require, Requirement::ReadWrite);
+    assert_eq!(p.when_unhealthy, WhenUnhealthy::LastResort);
+    assert_eq!(c.drain.withdraw_grace, Duration::from_secs(2));
+}
+
+#[test]
+fn ospf_and_prefix_errors_name_key_and_line() {
+    let cases = [
+        ("listeners = [\"rw\"]", "listeners = [\"nope\"]", "prefix.listeners", "nope"),
+        ("198.18.2.0/32", "198.18.2.0/24", "prefix.address", "/32"),
+        ("dead_interval = 3", "dead_interval = 1", "ospf.interfaces.dead_interval", "longer"),
+        ("type = \"md5\"", "type = \"sha1\"", "ospf.interfaces.auth.type", "sha1"),
+        ("router_id = \"198.18.1.94\"", "router_id = \"x\"", "ospf.router_id", "IPv4"),
+    ];
+    for (from, to, key, words) in cases {
+        let text = format!("{MINIMAL}{}", OSPF.replace(from, to));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:"), "{e}");
+        assert!(e.contains(key) && e.contains(words), "{to}: {e}");
+    }
+    let e = parse(&format!("{MINIMAL}{}", OSPF.replace("hello_interval", "helo_interval")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("helo_interval"), "{e}");
+}

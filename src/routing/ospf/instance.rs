@@ -26,7 +26,7 @@ pub enum InstanceError {
     DuplicateInterface(u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NetworkType {
     Broadcast,
     PointToPoint,
@@ -72,7 +72,9 @@ pub struct InstanceConfig {
     pub external: Option<ExternalConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Announcement {
     pub prefix: Ipv4Addr,
     pub prefix_len: u8,

@@ -21,3 +21,4 @@ mod codec_tests;
 mod fsm_tests;
 #[cfg(test)]
 mod fsm_tests2;
+pub mod io;

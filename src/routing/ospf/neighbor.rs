@@ -10,7 +10,9 @@ use super::interface::IfState;
 use super::lsa::{compare_instances, ls_type, Lsa, LsaHeader, LsaKey, Options, MAX_AGE};
 use super::packet::{DbDescription, PacketBody};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum NbrState {
     Down,
     Attempt,
@@ -536,6 +538,14 @@ impl Instance {
             }
         }
         let dst = n.addr;
+        // A neighbour installs what it requested now; FRR discards a newer instance of the same
+        // LSA arriving within MinLSArrival (1 s) of that, until the 5 s retransmission. So the
+        // next origination of our own LSAs waits MinLSInterval from this answer, exactly as
+        // from an origination: typically our Router-LSA gains its transit link right after
+        // the neighbour asked for the old one during the database exchange.
+        for key in keys.iter().filter(|k| k.adv_router == self.router_id) {
+            self.origin.last_orig.insert(*key, now);
+        }
         // Answers to requests go directly to the neighbour (§13.3 end: not flooding).
         self.send_lsus(ifi, dst, lsas);
     }

@@ -9,7 +9,7 @@ use super::interface::{mask_of, IfState};
 use super::lsa::{ls_type, LsaBody};
 use super::neighbor::NbrState;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NeighborStatus {
     pub router_id: Ipv4Addr,
     pub address: Ipv4Addr,
@@ -18,7 +18,7 @@ pub struct NeighborStatus {
     pub dead_timer_ms: u64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InterfaceStatus {
     pub name: String,
     pub network_type: NetworkType,
@@ -29,7 +29,7 @@ pub struct InterfaceStatus {
     pub neighbors: Vec<NeighborStatus>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OwnLsaStatus {
     pub ls_type: u8,
     pub ls_id: Ipv4Addr,
@@ -39,7 +39,7 @@ pub struct OwnLsaStatus {
     pub age: u16,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OspfStatus {
     pub router_id: Ipv4Addr,
     pub area_id: Ipv4Addr,

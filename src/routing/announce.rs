@@ -1,0 +1,186 @@
+//! Which prefixes to announce, and why: the pure link between the health verdicts and the
+//! routing protocols. Every speaker (OSPF now, BGP later) announces exactly what this decides.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{PrefixConfig, Requirement, WhenUnhealthy};
+use crate::health::ClusterView;
+
+/// The decision for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixVerdict {
+    pub prefix: Ipv4Addr,
+    pub prefix_len: u8,
+    pub announce: bool,
+    /// Metric to announce with (the configured cost, or the last-resort cost).
+    pub cost: u16,
+    /// Human-readable: which rule decided, on which listener's verdict.
+    pub reason: String,
+}
+
+/// Decides every prefix from the current health view. `draining` (SIGTERM, or an operator's
+/// drain) withdraws everything regardless of health.
+pub fn evaluate(
+    prefixes: &[PrefixConfig],
+    view: &ClusterView,
+    draining: bool,
+) -> Vec<PrefixVerdict> {
+    prefixes
+        .iter()
+        .map(|p| {
+            let (announce, cost, reason) = decide(p, view, draining);
+            PrefixVerdict {
+                prefix: p.address,
+                prefix_len: p.prefix_len,
+                announce,
+                cost,
+                reason,
+            }
+        })
+        .collect()
+}
+
+fn decide(p: &PrefixConfig, view: &ClusterView, draining: bool) -> (bool, u16, String) {
+    if draining {
+        return (
+            false,
+            p.cost,
+            "draining: withdrawn before the listeners close".into(),
+        );
+    }
+    let need = match p.require {
+        Requirement::Read => "read",
+        Requirement::Write => "write",
+        Requirement::ReadWrite => "read and write",
+    };
+    let mut failures = Vec::new();
+    for l in &view.listeners {
+        if !p.listeners.is_empty() && !p.listeners.contains(&l.name) {
+            continue;
+        }
+        let ok = match p.require {
+            Requirement::Read => l.can_read,
+            Requirement::Write => l.can_write,
+            Requirement::ReadWrite => l.can_read && l.can_write,
+        };
+        if ok {
+            return (true, p.cost, format!("listener {} can {need}", l.name));
+        }
+        failures.push(format!("listener {} cannot {need}: {}", l.name, l.reason));
+    }
+    let why = if failures.is_empty() {
+        "no listener verdict yet".to_string()
+    } else {
+        failures.join("; ")
+    };
+    match p.when_unhealthy {
+        WhenUnhealthy::Withdraw => (false, p.cost, why),
+        WhenUnhealthy::LastResort => (
+            true,
+            p.last_resort_cost,
+            format!("last resort (cost {}): {why}", p.last_resort_cost),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ListenerRole;
+    use crate::health::ListenerVerdict;
+
+    fn view(verdicts: &[(&str, bool, bool)]) -> ClusterView {
+        ClusterView {
+            listeners: verdicts
+                .iter()
+                .map(|(name, r, w)| ListenerVerdict {
+                    name: name.to_string(),
+                    role: ListenerRole::Auto,
+                    can_read: *r,
+                    can_write: *w,
+                    reason: format!("r={r} w={w}"),
+                })
+                .collect(),
+            ..ClusterView::default()
+        }
+    }
+
+    fn prefix(listeners: &[&str], require: Requirement, when: WhenUnhealthy) -> PrefixConfig {
+        PrefixConfig {
+            address: Ipv4Addr::new(198, 18, 2, 0),
+            prefix_len: 32,
+            listeners: listeners.iter().map(|s| s.to_string()).collect(),
+            require,
+            cost: 10,
+            when_unhealthy: when,
+            last_resort_cost: 65535,
+        }
+    }
+
+    #[test]
+    fn requirement_is_met_by_any_named_listener() {
+        let p = prefix(&["ro", "rw"], Requirement::Read, WhenUnhealthy::Withdraw);
+        let v = evaluate(
+            std::slice::from_ref(&p),
+            &view(&[("ro", false, false), ("rw", true, false)]),
+            false,
+        );
+        assert!(v[0].announce);
+        assert_eq!(v[0].cost, 10);
+        assert_eq!(v[0].reason, "listener rw can read");
+        // A listener the prefix does not stand for does not count.
+        let v = evaluate(&[p], &view(&[("other", true, true)]), false);
+        assert!(!v[0].announce);
+        assert_eq!(v[0].reason, "no listener verdict yet");
+    }
+
+    #[test]
+    fn write_and_read_write_requirements() {
+        let w = prefix(&[], Requirement::Write, WhenUnhealthy::Withdraw);
+        let rw = prefix(&[], Requirement::ReadWrite, WhenUnhealthy::Withdraw);
+        let only_reads = view(&[("auto", true, false)]);
+        assert!(!evaluate(std::slice::from_ref(&w), &only_reads, false)[0].announce);
+        assert!(!evaluate(std::slice::from_ref(&rw), &only_reads, false)[0].announce);
+        let both = view(&[("auto", true, true)]);
+        assert!(evaluate(&[w], &both, false)[0].announce);
+        let v = evaluate(&[rw], &both, false);
+        assert!(v[0].announce);
+        assert_eq!(v[0].reason, "listener auto can read and write");
+    }
+
+    #[test]
+    fn unhealthy_withdraws_or_stays_as_last_resort() {
+        let down = view(&[("auto", false, false)]);
+        let v = evaluate(
+            &[prefix(&[], Requirement::Read, WhenUnhealthy::Withdraw)],
+            &down,
+            false,
+        );
+        assert!(!v[0].announce);
+        assert_eq!(v[0].reason, "listener auto cannot read: r=false w=false");
+        let v = evaluate(
+            &[prefix(&[], Requirement::Read, WhenUnhealthy::LastResort)],
+            &down,
+            false,
+        );
+        assert!(v[0].announce);
+        assert_eq!(v[0].cost, 65535);
+        assert!(
+            v[0].reason.starts_with("last resort (cost 65535)"),
+            "{}",
+            v[0].reason
+        );
+    }
+
+    #[test]
+    fn draining_withdraws_even_last_resort_prefixes() {
+        let healthy = view(&[("auto", true, true)]);
+        for when in [WhenUnhealthy::Withdraw, WhenUnhealthy::LastResort] {
+            let v = evaluate(&[prefix(&[], Requirement::Read, when)], &healthy, true);
+            assert!(!v[0].announce);
+            assert!(v[0].reason.starts_with("draining"));
+        }
+    }
+}
