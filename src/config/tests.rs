@@ -126,7 +126,10 @@ fn ospf_and_prefix_sections_are_validated_into_typed_values() {
             key: "secret".into()
         }
     );
-    assert!(!format!("{:?}", i.auth).contains("secret"), "keys stay out of logs");
+    assert!(
+        !format!("{:?}", i.auth).contains("secret"),
+        "keys stay out of logs"
+    );
     let p = &c.prefixes[0];
     assert_eq!((p.prefix_len, p.cost, p.last_resort_cost), (32, 10, 65535));
     assert_eq!(p.require, Requirement::ReadWrite);
@@ -137,11 +140,31 @@ fn ospf_and_prefix_sections_are_validated_into_typed_values() {
 #[test]
 fn ospf_and_prefix_errors_name_key_and_line() {
     let cases = [
-        ("listeners = [\"rw\"]", "listeners = [\"nope\"]", "prefix.listeners", "nope"),
+        (
+            "listeners = [\"rw\"]",
+            "listeners = [\"nope\"]",
+            "prefix.listeners",
+            "nope",
+        ),
         ("198.18.2.0/32", "198.18.2.0/24", "prefix.address", "/32"),
-        ("dead_interval = 3", "dead_interval = 1", "ospf.interfaces.dead_interval", "longer"),
-        ("type = \"md5\"", "type = \"sha1\"", "ospf.interfaces.auth.type", "sha1"),
-        ("router_id = \"198.18.1.94\"", "router_id = \"x\"", "ospf.router_id", "IPv4"),
+        (
+            "dead_interval = 3",
+            "dead_interval = 1",
+            "ospf.interfaces.dead_interval",
+            "longer",
+        ),
+        (
+            "type = \"md5\"",
+            "type = \"sha1\"",
+            "ospf.interfaces.auth.type",
+            "sha1",
+        ),
+        (
+            "router_id = \"198.18.1.94\"",
+            "router_id = \"x\"",
+            "ospf.router_id",
+            "IPv4",
+        ),
     ];
     for (from, to, key, words) in cases {
         let text = format!("{MINIMAL}{}", OSPF.replace(from, to));
@@ -149,8 +172,11 @@ fn ospf_and_prefix_errors_name_key_and_line() {
         assert!(e.starts_with("test.toml:"), "{e}");
         assert!(e.contains(key) && e.contains(words), "{to}: {e}");
     }
-    let e = parse(&format!("{MINIMAL}{}", OSPF.replace("hello_interval", "helo_interval")))
-        .unwrap_err()
-        .to_string();
+    let e = parse(&format!(
+        "{MINIMAL}{}",
+        OSPF.replace("hello_interval", "helo_interval")
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("helo_interval"), "{e}");
 }
