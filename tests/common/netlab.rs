@@ -10,6 +10,8 @@
 //!   When the test panicked, the logs are copied to `/tmp/netlab-failed-<prefix>/` first.
 //! * Uses only std + serde_json.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -280,6 +282,7 @@ impl NetLab {
                 .args(["run", "-c"])
                 .arg(&b.config)
                 .env("PGCAST_LOG", filter)
+                .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup log"))
                 .stderr(log)
@@ -301,10 +304,7 @@ impl NetLab {
             self.status(n).is_some() || !self.running_ref(n)
         });
         if answered.is_none() || !self.running_ref(n) {
-            panic!(
-                "pgcast in b{n} did not come up\n{}",
-                self.diagnostics()
-            );
+            panic!("pgcast in b{n} did not come up\n{}", self.diagnostics());
         }
     }
 
@@ -336,7 +336,11 @@ impl NetLab {
             .as_ref()
             .unwrap_or_else(|| panic!("pgcast does not run in b{n}"));
         let st = run(Command::new("kill").args([&format!("-{sig}"), &c.id().to_string()]));
-        assert!(st.status.success(), "kill -{sig} b{n}: {}", lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "kill -{sig} b{n}: {}",
+            lossy(&st.stderr)
+        );
     }
 
     /// Waits for pgcast in balancer `n` to exit; its exit status, or `None` on timeout.
@@ -401,6 +405,12 @@ impl NetLab {
         fs::write(&self.b(n).config, text).expect("write pgcast.toml");
     }
 
+    /// The router's log of one FRR daemon ("zebra", "ospfd").
+    pub fn router_log(&self, daemon: &str) -> String {
+        let path = self.state.join(format!("{}-{daemon}.log", self.router));
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
     pub fn pgcast_log(&self, n: usize) -> String {
         fs::read_to_string(&self.b(n).log).unwrap_or_default()
     }
@@ -456,8 +466,13 @@ impl NetLab {
 
     /// The router kernel's next hops for the anycast prefix (`ip -j route show`), sorted.
     pub fn kernel_nexthops(&self) -> Vec<NextHop> {
-        let out = run(Command::new("ip").args(["-n", &self.router, "-j", "route", "show", ANYCAST]));
-        assert!(out.status.success(), "ip route show: {}", lossy(&out.stderr));
+        let out =
+            run(Command::new("ip").args(["-n", &self.router, "-j", "route", "show", ANYCAST]));
+        assert!(
+            out.status.success(),
+            "ip route show: {}",
+            lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("ip -j route: {e}: {}", lossy(&out.stdout)));
         let mut hops = Vec::new();
@@ -584,7 +599,10 @@ impl NetLab {
         ));
         for b in &self.balancers {
             let running = self.running_ref(b.index);
-            s.push_str(&format!("---- b{} ({}) pgcast running: {running}\n", b.index, b.ns));
+            s.push_str(&format!(
+                "---- b{} ({}) pgcast running: {running}\n",
+                b.index, b.ns
+            ));
             if running {
                 let st = self
                     .status(b.index)
@@ -706,15 +724,25 @@ pub fn status_full_with(status: &Value, router_id: &str) -> bool {
         .any(|(rid, st)| rid == router_id && st.to_ascii_lowercase().starts_with("full"))
 }
 
-/// `routing.prefixes[]` entry for `prefix`: (announced, reason).
+/// `routing.prefixes[]` entry for `prefix` ("a.b.c.d/len"): (announced, reason).
+/// Accepts the contract's `{prefix: "a.b.c.d/len", announced}` and the
+/// `{prefix: "a.b.c.d", prefix_len, announce}` shape pgcast printed during development.
 pub fn status_prefix(status: &Value, prefix: &str) -> Option<(bool, String)> {
     status["routing"]["prefixes"]
         .as_array()?
         .iter()
-        .find(|p| p["prefix"].as_str() == Some(prefix))
+        .find(|p| {
+            let name = match (p["prefix"].as_str(), p["prefix_len"].as_u64()) {
+                (Some(a), Some(len)) if !a.contains('/') => format!("{a}/{len}"),
+                (Some(a), _) => a.to_string(),
+                _ => String::new(),
+            };
+            name == prefix
+        })
         .map(|p| {
+            let announced = p["announced"].as_bool().or(p["announce"].as_bool());
             (
-                p["announced"].as_bool().unwrap_or(false),
+                announced.unwrap_or(false),
                 match &p["reason"] {
                     Value::String(s) => s.clone(),
                     Value::Null => String::new(),
