@@ -18,6 +18,8 @@ mod codec_proptests;
 #[cfg(test)]
 mod codec_tests;
 #[cfg(test)]
+mod frr_fixture_tests;
+#[cfg(test)]
 mod fsm_tests;
 #[cfg(test)]
 mod fsm_tests2;
