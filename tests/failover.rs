@@ -6,17 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::client::connect;
 use common::pg_cluster::{PgCluster, DATABASE, SCRAM_USER};
 use common::pgcast::Pgcast;
-use tokio_postgres::{Client, NoTls};
-
-async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
 
 fn setup(c: &PgCluster) {
     c.psql(

@@ -4,32 +4,15 @@
 
 mod common;
 
+use common::client::{self, simple_value as value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 async fn connect(conninfo: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
+    client::connect(conninfo)
         .await
-        .unwrap_or_else(|e| panic!("connect {conninfo}: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
-
-async fn value(c: &Client, sql: &str) -> String {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("{sql}: no row"))
+        .unwrap_or_else(|e| panic!("connect {conninfo}: {e}"))
 }
 
 fn idle_on_primary(p: &Pgcast, at_least: i64) {

@@ -6,10 +6,11 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::client::{connect, simple_value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 
@@ -34,29 +35,6 @@ fn cluster() -> &'static PgCluster {
         }
         c
     })
-}
-
-async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
-
-/// First column of the last row the (possibly multi-statement) simple query returned.
-async fn simple_value(c: &Client, sql: &str) -> String {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .next_back()
-        .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {

@@ -1,3 +1,4 @@
 #![allow(dead_code)]
+pub mod client;
 pub mod pg_cluster;
 pub mod pgcast;
