@@ -69,13 +69,6 @@ impl Routing {
         })
     }
 
-    pub fn status(&self) -> RoutingStatus {
-        RoutingStatus {
-            prefixes: self.verdicts.borrow().clone(),
-            ospf: self.ospf.as_ref().and_then(|o| o.status()),
-        }
-    }
-
     /// A cheap handle for the admin socket.
     pub fn status_source(&self) -> RoutingStatusSource {
         RoutingStatusSource {

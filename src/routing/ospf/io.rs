@@ -67,10 +67,6 @@ impl OspfHandle {
         }
     }
 
-    pub fn status(&self) -> Option<OspfStatus> {
-        self.status.borrow().clone()
-    }
-
     pub fn status_receiver(&self) -> watch::Receiver<Option<OspfStatus>> {
         self.status.clone()
     }
