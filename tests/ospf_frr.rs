@@ -221,6 +221,13 @@ fn broadcast_three_balancers_ecmp_withdraw_restart_kill() {
     let without_b3 = gateways(&lab, &[1, 2]);
     let t = Instant::now();
     lab.kill9(3);
+    // A killed process withdraws nothing: right after the kill the router still uses b3.
+    assert_eq!(
+        lab.kernel_gateways(),
+        all,
+        "b3's next hop must stay until the router's dead interval removes it\n{}",
+        lab.diagnostics()
+    );
     let d = wait_gateways(
         &lab,
         "b3's next hop leaves after kill -9",
@@ -232,11 +239,6 @@ fn broadcast_three_balancers_ecmp_withdraw_restart_kill() {
         "kill -9 b3: next hop left after {} ms (dead interval 3 s); total {} ms",
         ms(d),
         ms(t.elapsed())
-    );
-    assert!(
-        d >= Duration::from_millis(1500) && d <= Duration::from_secs(6),
-        "kill -9: the next hop should leave after roughly the dead interval, took {} ms",
-        ms(d)
     );
     assert!(
         !lab.router_neighbors()
