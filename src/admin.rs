@@ -210,5 +210,19 @@ pub fn render_metrics(s: &Status) -> String {
     for (class, n) in &s.errors_by_sqlstate_class {
         let _ = writeln!(m, "pgcast_errors_total{{sqlstate_class=\"{class}\"}} {n}");
     }
+    let _ = writeln!(m, "# TYPE pgcast_cancel_requests_total counter");
+    let c = &s.cancel_requests;
+    for (outcome, n) in [
+        ("local", c.local),
+        ("forwarded", c.forwarded),
+        ("forward_failed", c.forward_failed),
+        ("unknown", c.unknown),
+        ("duplicate", c.duplicate),
+    ] {
+        let _ = writeln!(
+            m,
+            "pgcast_cancel_requests_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
     m
 }

@@ -51,6 +51,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut listener_tasks = Vec::new();
+    let mut listener_sockets = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(l.address)
             .await
@@ -60,6 +61,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 source,
             })?;
         tracing::info!(listener = %l.name, address = %l.address, role = %l.role, "listening");
+        let socket = Arc::new(socket);
+        listener_sockets.push((l.name.clone(), Arc::clone(&socket)));
         listener_tasks.push(tokio::spawn(proxy::run_listener(
             socket,
             l.clone(),
@@ -103,9 +106,36 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         }
     }
 
-    // Drain: withdraw the anycast prefixes first and give the routers time to move clients
-    // elsewhere, then stop accepting, let sessions finish, flush our LSAs and exit.
+    // Drain (anycast): pause new connections and let the sessions in flight end, withdraw the
+    // prefixes, give the routers time to move clients elsewhere, then stop accepting, let the
+    // remaining sessions finish, flush our LSAs and exit. The pause comes first because the
+    // router's ECMP is stateless: once the prefix is withdrawn, packets of a session still
+    // open here are hashed to another balancer, which resets it. A paused listener drops SYNs
+    // instead of refusing them, so those clients retry and their retry reaches another
+    // balancer once the withdrawal has converged.
+    let total = config.limits.max_client_connections;
+    let open_sessions = || total - ctx.client_slots.available_permits();
     if !config.prefixes.is_empty() {
+        for (name, socket) in &listener_sockets {
+            if let Err(e) = proxy::pause_accepting(socket) {
+                tracing::warn!(listener = %name, error = %e, "cannot pause the listener");
+            }
+        }
+        tracing::info!(
+            sessions = open_sessions(),
+            "shutting down: new connections paused, waiting for sessions in flight"
+        );
+        let deadline = tokio::time::Instant::now() + config.drain.quiesce;
+        while open_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = open_sessions();
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                "withdrawing with sessions still open: their clients will see resets"
+            );
+        }
         tracing::info!("shutting down: withdrawing anycast prefixes");
         let limit = config
             .ospf
@@ -120,9 +150,9 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     for t in listener_tasks {
         let _ = t.await;
     }
+    drop(listener_sockets);
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let total = config.limits.max_client_connections;
-    while ctx.client_slots.available_permits() < total && tokio::time::Instant::now() < deadline {
+    while open_sessions() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     routing.shutdown().await;
@@ -145,7 +175,7 @@ fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>) {
         tracing::warn!("reload: {what} changed but needs a restart; not applied");
     }
     tracing::info!(
-        applied = "backends, weights, health, users, routing rules",
+        applied = "backends, weights, health, users, routing rules, peers",
         "configuration reloaded"
     );
     config_tx.send_replace(Arc::new(merged));

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ListenerRole};
 use crate::health::{ClusterView, Role};
+use crate::proxy::stats::CancelCounts;
 use crate::proxy::ProxyContext;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -23,6 +24,9 @@ pub struct Status {
     pub errors_by_sqlstate_class: std::collections::BTreeMap<String, u64>,
     pub statement_cache: CacheStatus,
     pub routing: RoutingStatus,
+    /// CancelRequests by outcome (absent in the documents of older versions).
+    #[serde(default)]
+    pub cancel_requests: CancelCounts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -156,6 +160,7 @@ impl Status {
                 functions_loaded,
             },
             routing: ctx.routing.get().map(|r| r.get()).unwrap_or_default(),
+            cancel_requests: ctx.stats.cancels.snapshot(),
         }
     }
 
@@ -240,6 +245,12 @@ impl Status {
             self.statement_cache.hits,
             self.statement_cache.misses,
             if self.statement_cache.functions_loaded { "loaded" } else { "NOT loaded (all function calls go to the primary)" }
+        );
+        let c = &self.cancel_requests;
+        let _ = writeln!(
+            s,
+            "Cancel requests: local {}, forwarded {}, forward failed {}, unknown {}, duplicate {}",
+            c.local, c.forwarded, c.forward_failed, c.unknown, c.duplicate
         );
         crate::routing::render::routing_text(&self.routing, &mut s);
         s

@@ -72,6 +72,7 @@ pub(super) struct RawPrefix {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDrain {
+    quiesce_ms: Option<i64>,
     withdraw_grace_ms: Option<i64>,
 }
 
@@ -169,6 +170,11 @@ pub struct PrefixConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainConfig {
+    /// Before the withdrawal: new connections are paused (their SYNs dropped, so clients
+    /// retry) while the sessions in flight get up to this long to end. The router's ECMP is
+    /// stateless: once the prefix is withdrawn, every packet of a session still open here is
+    /// hashed to another balancer and reset.
+    pub quiesce: Duration,
     /// Between the withdrawal and closing the listeners: time for routers to converge.
     pub withdraw_grace: Duration,
 }
@@ -425,6 +431,7 @@ impl Validator<'_> {
     pub(super) fn drain(&self, raw: Option<Spanned<RawDrain>>) -> Result<DrainConfig, ConfigError> {
         let (s, d) = split(raw);
         Ok(DrainConfig {
+            quiesce: self.ms(&s, "drain.quiesce_ms", d.quiesce_ms, 2000, 0)?,
             withdraw_grace: self.ms(&s, "drain.withdraw_grace_ms", d.withdraw_grace_ms, 2000, 0)?,
         })
     }

@@ -2,10 +2,12 @@
 //! into typed values. Every error names the key and the line of the file it came from.
 
 mod anycast;
+mod peers;
 pub use anycast::{
     DrainConfig, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig, OspfNetwork,
     PrefixConfig, Requirement, WhenUnhealthy,
 };
+pub use peers::Peer;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -112,6 +114,8 @@ struct RawConfig {
     prefix: Vec<Spanned<anycast::RawPrefix>>,
     #[serde(default)]
     drain: Option<Spanned<anycast::RawDrain>>,
+    #[serde(default)]
+    peers: Vec<Spanned<peers::RawPeer>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -225,6 +229,8 @@ pub struct Config {
     pub ospf: Option<OspfConfig>,
     pub prefixes: Vec<PrefixConfig>,
     pub drain: DrainConfig,
+    /// Where CancelRequests for keys issued by other balancers are forwarded.
+    pub peers: Vec<Peer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -619,6 +625,7 @@ impl Validator<'_> {
         let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
         let prefixes = self.prefixes(raw.prefix, &names)?;
         let drain = self.drain(raw.drain)?;
+        let peers = self.peers(raw.peers, node_id, &listeners, &prefixes)?;
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -636,6 +643,7 @@ impl Validator<'_> {
             ospf,
             prefixes,
             drain,
+            peers,
         })
     }
 

@@ -135,6 +135,7 @@ fn ospf_and_prefix_sections_are_validated_into_typed_values() {
     assert_eq!(p.require, Requirement::ReadWrite);
     assert_eq!(p.when_unhealthy, WhenUnhealthy::LastResort);
     assert_eq!(c.drain.withdraw_grace, Duration::from_secs(2));
+    assert_eq!(c.drain.quiesce, Duration::from_secs(2));
 }
 
 #[test]
@@ -179,4 +180,135 @@ fn ospf_and_prefix_errors_name_key_and_line() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("helo_interval"), "{e}");
+}
+
+const PEERS: &str = r#"
+[node]
+id = 1
+
+[[peers]]
+id = 2
+address = "198.18.1.95:5432"
+
+[[peers]]
+id = 3
+address = "[2001:db8::3]:6432"
+"#;
+
+/// 1-based line, in `{MINIMAL}{PEERS}`, of the first occurrence of `needle` in `PEERS`.
+fn peers_line(needle: &str) -> usize {
+    let at = MINIMAL.len() + PEERS.find(needle).expect("needle in PEERS");
+    format!("{MINIMAL}{PEERS}")[..at].matches('\n').count() + 1
+}
+
+#[test]
+fn no_peers_by_default() {
+    assert!(parse(MINIMAL).expect("valid").peers.is_empty());
+}
+
+#[test]
+fn peers_are_validated_into_typed_values() {
+    let c = parse(&format!("{MINIMAL}{PEERS}")).expect("valid");
+    let want = [(2, "198.18.1.95:5432"), (3, "[2001:db8::3]:6432")].map(|(id, a)| Peer {
+        id,
+        address: a.parse().expect("address"),
+    });
+    assert_eq!(c.peers, want);
+}
+
+#[test]
+fn peer_errors_name_key_and_line() {
+    // (replace, with, key, words); the error must point at the line of the replacement.
+    let cases = [
+        ("id = 3", "id = 2", "peers[1].id", "duplicate peer id 2"),
+        ("id = 3", "id = 1", "peers[1].id", "own node.id"),
+        ("id = 3", "id = 256", "peers[1].id", "between 0 and 255"),
+        ("id = 2", "id = -1", "peers[0].id", "between 0 and 255"),
+        (
+            "198.18.1.95:5432",
+            "peer-b:5432",
+            "peers[0].address",
+            "IP:port",
+        ),
+        (
+            "198.18.1.95:5432",
+            "198.18.1.95",
+            "peers[0].address",
+            "IP:port",
+        ),
+        (
+            "198.18.1.95:5432",
+            "0.0.0.0:5432",
+            "peers[0].address",
+            "connected",
+        ),
+        (
+            "198.18.1.95:5432",
+            "198.18.1.95:0",
+            "peers[0].address",
+            "connected",
+        ),
+        (
+            "198.18.1.95:5432",
+            "127.0.0.1:6432",
+            "peers[0].address",
+            "listener of this balancer",
+        ),
+        (
+            "[2001:db8::3]:6432",
+            "198.18.1.95:5432",
+            "peers[1].address",
+            "already the address of peer 2",
+        ),
+    ];
+    for (from, to, key, words) in cases {
+        let text = format!("{MINIMAL}{}", PEERS.replacen(from, to, 1));
+        let e = parse(&text).unwrap_err().to_string();
+        let line = peers_line(from);
+        assert!(
+            e.starts_with(&format!("test.toml:{line}: {key}: ")),
+            "{to}: {e}"
+        );
+        assert!(e.contains(words), "{to}: {e}");
+    }
+}
+
+#[test]
+fn peer_address_must_not_be_an_anycast_address() {
+    let text = format!(
+        "{MINIMAL}{OSPF}{}",
+        PEERS.replace("198.18.1.95:5432", "198.18.2.0:5432")
+    );
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("peers[0].address") && e.contains("anycast"),
+        "{e}"
+    );
+}
+
+#[test]
+fn peer_keys_are_checked_by_serde() {
+    for (from, to, words) in [
+        ("id = 2\n", "id = 2\nport = 1\n", "port"),
+        ("address = \"198.18.1.95:5432\"\n", "", "address"),
+        ("id = 2\n", "", "id"),
+        ("id = 2\n", "id = \"2\"\n", "test.toml"),
+    ] {
+        let text = format!("{MINIMAL}{}", PEERS.replacen(from, to, 1));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(words), "{to:?}: {e}");
+    }
+}
+
+#[test]
+fn peers_change_on_reload() {
+    let old = parse(&format!("{MINIMAL}{PEERS}")).expect("valid");
+    let new = parse(&format!(
+        "{MINIMAL}{}",
+        PEERS.replace("198.18.1.95", "198.18.1.96")
+    ))
+    .expect("valid");
+    let (merged, not_applied) = crate::daemon::merge_reload(&old, new);
+    assert!(not_applied.is_empty(), "{not_applied:?}");
+    assert_eq!(merged.peers[0].address.to_string(), "198.18.1.96:5432");
 }

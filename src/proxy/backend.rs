@@ -1,13 +1,14 @@
 //! A connection from pgcast to one PostgreSQL server: connect, authenticate with the configured
 //! credentials, collect the startup parameters, then read/write framed messages.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 use super::message::{self, ErrorFields, Message};
 use super::ProxyError;
@@ -209,16 +210,39 @@ pub async fn send_cancel(
     timeout: Duration,
 ) -> Result<(), ProxyError> {
     let addr = format!("{host}:{port}");
-    let mut s = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+    deliver_cancel(addr.as_str(), &addr, pid, secret, timeout).await
+}
+
+/// Hands a client's CancelRequest, unchanged, to the peer balancer that issued the key.
+/// The peer treats it like any client's: the request needs no authentication, the key is the
+/// credential.
+pub async fn forward_cancel(
+    peer: SocketAddr,
+    pid: i32,
+    secret: i32,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    deliver_cancel(peer, &format!("peer {peer}"), pid, secret, timeout).await
+}
+
+async fn deliver_cancel(
+    addr: impl ToSocketAddrs,
+    shown: &str,
+    pid: i32,
+    secret: i32,
+    timeout: Duration,
+) -> Result<(), ProxyError> {
+    let mut s = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| {
-            ProxyError::BackendUnavailable(format!("cancel: connect to {addr} timed out"))
+            ProxyError::BackendUnavailable(format!("cancel: connect to {shown} timed out"))
         })??;
     let mut out = BytesMut::new();
     message::write_cancel_request(&mut out, pid, secret);
     s.write_all(&out).await?;
     // The server closes the connection after reading the request; wait for that so the
-    // cancel is delivered before we report success.
+    // cancel is delivered before we report success. (A peer pgcast closes only after it has
+    // passed the request on to its backends, so this also covers the forwarded case.)
     let mut sink = [0u8; 16];
     let _ = tokio::time::timeout(timeout, s.read(&mut sink)).await;
     Ok(())

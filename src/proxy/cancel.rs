@@ -4,11 +4,14 @@
 //! backend connection (so `pg_terminate_backend(pid)` and notification PIDs mean what they
 //! mean on a direct connection) and a secret that pgcast owns. The secret's top 8 bits are the
 //! issuing balancer's `node.id`: with anycast, a CancelRequest may reach another balancer, which
-//! can tell from the key which peer issued it.
+//! can tell from the key which peer issued it and forward the request there (`[[peers]]`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::config::Peer;
 
 /// The key of one backend connection, as that server issued it.
 #[derive(Debug)]
@@ -65,11 +68,60 @@ pub fn issuer_of(secret: i32) -> u8 {
     ((secret as u32) >> 24) as u8
 }
 
+/// Where a CancelRequest goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRoute {
+    /// A session of this balancer holds the key: cancel its running queries.
+    Local,
+    /// Another balancer issued the key: hand the request on to that peer.
+    Forward(SocketAddr),
+    /// Nobody we know holds the key: drop the request, as PostgreSQL does (silently).
+    Unknown,
+}
+
+/// Decides where a CancelRequest for a key issued by `issuer` goes.
+///
+/// At most one hop, no loops: a forwarded request carries the issuer's id in its secret, so when
+/// it arrives at the issuer `issuer == own_id` and it is cancelled there or dropped, never
+/// forwarded again. That relies on `peers` pointing at the right balancers; should a wrong
+/// address bounce a key between peers anyway, [`CancelRegistry::begin_forward`] breaks the cycle.
+pub fn cancel_route(own_id: u8, issuer: u8, local_hit: bool, peers: &[Peer]) -> CancelRoute {
+    if local_hit {
+        return CancelRoute::Local;
+    }
+    if issuer == own_id {
+        // Our own key and no session holds it: the session has ended.
+        return CancelRoute::Unknown;
+    }
+    peers
+        .iter()
+        .find(|p| p.id == issuer)
+        .map_or(CancelRoute::Unknown, |p| CancelRoute::Forward(p.address))
+}
+
 /// Maps the keys this balancer issued to the sessions that hold them.
 #[derive(Debug)]
 pub struct CancelRegistry {
     node_id: u8,
     sessions: Mutex<HashMap<(i32, i32), Arc<CancelTargets>>>,
+    /// Keys this balancer is forwarding right now (see [`CancelRegistry::begin_forward`]).
+    forwarding: Mutex<HashSet<(i32, i32)>>,
+}
+
+/// Marks a key as being forwarded until dropped.
+pub struct Forwarding {
+    registry: Arc<CancelRegistry>,
+    key: (i32, i32),
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.registry
+            .forwarding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
 }
 
 /// Removes a session's key from the registry when the session ends.
@@ -91,6 +143,7 @@ impl CancelRegistry {
         Arc::new(CancelRegistry {
             node_id,
             sessions: Mutex::new(HashMap::new()),
+            forwarding: Mutex::new(HashSet::new()),
         })
     }
 
@@ -123,6 +176,23 @@ impl CancelRegistry {
 
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<Arc<CancelTargets>> {
         self.sessions.lock().ok()?.get(&(pid, secret)).cloned()
+    }
+
+    /// Claims the forwarding of (pid, secret); `None` while this balancer already forwards it.
+    ///
+    /// The forwarder keeps its connection to the peer open until the peer has handled the
+    /// request, so if misconfigured peer addresses route a key in a circle, it comes back here
+    /// while still claimed and is dropped: one round at most, not a storm of connections. A
+    /// client repeating the same cancel at once loses nothing either, the first one is on its way.
+    pub fn begin_forward(self: &Arc<Self>, pid: i32, secret: i32) -> Option<Forwarding> {
+        let mut f = self
+            .forwarding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f.insert((pid, secret)).then(|| Forwarding {
+            registry: Arc::clone(self),
+            key: (pid, secret),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -158,6 +228,75 @@ mod tests {
         drop(guard);
         assert!(reg.lookup(4242, secret).is_none());
         assert!(reg.is_empty());
+    }
+
+    fn peer(id: u8, port: u16) -> Peer {
+        Peer {
+            id,
+            address: SocketAddr::from(([192, 0, 2, id], port)),
+        }
+    }
+
+    #[test]
+    fn cancel_route_decisions() {
+        let peers = [peer(2, 5432), peer(3, 6432)];
+        let to = |id: u8, port: u16| CancelRoute::Forward(peer(id, port).address);
+        // (own id, issuer, found locally, expected)
+        let cases = [
+            (1, 1, true, CancelRoute::Local),
+            // A local hit wins whatever the top byte says.
+            (1, 2, true, CancelRoute::Local),
+            (1, 1, false, CancelRoute::Unknown),
+            (1, 2, false, to(2, 5432)),
+            (1, 3, false, to(3, 6432)),
+            (1, 4, false, CancelRoute::Unknown),
+            // A forwarded request arriving at its issuer is never forwarded again, even if the
+            // peer list (say, after a reload that could not change node.id) names us.
+            (2, 2, false, CancelRoute::Unknown),
+            (3, 3, false, CancelRoute::Unknown),
+        ];
+        for (own, issuer, hit, want) in cases {
+            assert_eq!(
+                cancel_route(own, issuer, hit, &peers),
+                want,
+                "own {own}, issuer {issuer}, hit {hit}"
+            );
+        }
+        assert_eq!(cancel_route(1, 2, false, &[]), CancelRoute::Unknown);
+    }
+
+    #[test]
+    fn cancel_route_never_panics_and_forwards_only_to_the_issuer() {
+        let peers: Vec<Peer> = (0..=255u8).map(|id| peer(id, 5432)).collect();
+        for own in [0u8, 1, 128, 255] {
+            for secret in [0i32, -1, i32::MIN, i32::MAX, 0x0200_0000, -0x0100_0000] {
+                let issuer = issuer_of(secret);
+                for hit in [false, true] {
+                    match cancel_route(own, issuer, hit, &peers) {
+                        CancelRoute::Local => assert!(hit),
+                        CancelRoute::Forward(a) => {
+                            assert!(!hit && issuer != own);
+                            assert_eq!(a, peer(issuer, 5432).address);
+                        }
+                        CancelRoute::Unknown => assert!(!hit && issuer == own),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_is_forwarded_once_at_a_time() {
+        let reg = CancelRegistry::new(1);
+        let first = reg.begin_forward(7, 0x0200_0001).expect("free");
+        assert!(
+            reg.begin_forward(7, 0x0200_0001).is_none(),
+            "already in flight"
+        );
+        let other = reg.begin_forward(7, 0x0200_0002);
+        assert!(other.is_some(), "other keys are independent");
+        drop(first);
+        assert!(reg.begin_forward(7, 0x0200_0001).is_some(), "free again");
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl ProxyContext {
 
 /// Accepts clients until `stop` turns true, then returns (open sessions continue on their own).
 pub async fn run_listener(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     cfg: ListenerConfig,
     ctx: Arc<ProxyContext>,
     mut stop: watch::Receiver<bool>,
@@ -108,6 +108,9 @@ pub async fn run_listener(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&client_keepalive()) {
+            tracing::debug!(%peer, error = %e, "cannot enable TCP keepalive");
+        }
         let Ok(permit) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
             counters
                 .rejected
@@ -126,6 +129,30 @@ pub async fn run_listener(
             }
         });
     }
+}
+
+/// TCP keepalive on client connections: with anycast, a client's packets can be hashed to
+/// another balancer when the router's ECMP set changes; that balancer resets the client, and
+/// this one never hears of it. Without probes such a session would sit here forever, holding
+/// its backend connection, an open transaction and its locks. Idle 10 s, then 3 probes 5 s
+/// apart: a vanished client is noticed within ~25 s (its host answers a probe with RST).
+fn client_keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(10))
+        .with_interval(std::time::Duration::from_secs(5))
+        .with_retries(3)
+}
+
+/// Pauses a listener for a drain: new connection attempts (SYNs) are dropped silently, so a
+/// client retransmits its SYN (after ~1 s on Linux) instead of being refused — by then the
+/// anycast prefix is withdrawn and the retry reaches another balancer. Handshakes already in
+/// the accept queue are still accepted and served. The mechanism is a classic BPF socket
+/// filter returning 0 ("drop"): on a listening TCP socket the kernel applies it to incoming
+/// SYNs before it answers them.
+pub fn pause_accepting(listener: &TcpListener) -> std::io::Result<()> {
+    // BPF_RET | BPF_K with k = 0: accept zero bytes of every packet.
+    const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+    socket2::SockRef::from(listener).attach_filter(&DROP_ALL)
 }
 
 async fn reject(mut stream: TcpStream, code: &str, message: &str) {

@@ -1,6 +1,7 @@
 //! Client start-up: SSL/GSS negotiation, the StartupMessage, CancelRequest and password
 //! authentication (SCRAM-SHA-256, MD5 or trust, per configured user).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -8,7 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::auth::{self, ScramServer, ScramVerifier};
+use super::cancel::CancelRoute;
 use super::message::{self, Message, StartupPacket};
+use super::stats::CancelOutcome;
 use super::{backend, cancel, ProxyContext, ProxyError};
 use crate::config::{ClientAuthMethod, Config, UserConfig};
 
@@ -215,32 +218,76 @@ async fn authenticate(
     .map(|ok| ok && !config.users.is_empty())
 }
 
-/// Delivers a CancelRequest to the backend connections of the session that holds the key.
+/// Delivers a CancelRequest to the backend connections of the session that holds the key, or
+/// forwards it to the peer balancer that issued the key (see [`cancel::cancel_route`]).
+/// Nothing is ever answered: the client learns the outcome from its query, as with PostgreSQL.
 async fn handle_cancel(ctx: &ProxyContext, config: &Config, pid: i32, secret: i32) {
-    let Some(targets) = ctx.cancel.lookup(pid, secret) else {
-        let issuer = cancel::issuer_of(secret);
-        if issuer != ctx.cancel.node_id() {
-            tracing::info!(
-                pid,
-                issuer,
-                "cancel key issued by another balancer; peer forwarding is not configured"
-            );
-        } else {
-            tracing::debug!(pid, "cancel request for an unknown key");
+    let own = ctx.cancel.node_id();
+    let issuer = cancel::issuer_of(secret);
+    let targets = ctx.cancel.lookup(pid, secret);
+    // `config` is the snapshot taken when this connection arrived, so a reloaded peer list
+    // applies to the next CancelRequest.
+    let route = cancel::cancel_route(own, issuer, targets.is_some(), &config.peers);
+    let outcome = match (route, targets) {
+        (CancelRoute::Local, Some(targets)) => {
+            for key in targets.busy() {
+                if let Err(e) = backend::send_cancel(
+                    &key.host,
+                    key.port,
+                    key.pid,
+                    key.secret,
+                    config.limits.connect_timeout,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot deliver cancel request");
+                }
+            }
+            CancelOutcome::Local
         }
-        return;
+        (CancelRoute::Forward(peer), _) => forward(ctx, config, peer, pid, secret).await,
+        _ => {
+            if issuer != own {
+                tracing::info!(
+                    pid,
+                    issuer,
+                    "cancel key issued by another balancer that is not in [[peers]]; dropped"
+                );
+            } else {
+                tracing::debug!(pid, "cancel request for an unknown key");
+            }
+            CancelOutcome::Unknown
+        }
     };
-    for key in targets.busy() {
-        if let Err(e) = backend::send_cancel(
-            &key.host,
-            key.port,
-            key.pid,
-            key.secret,
-            config.limits.connect_timeout,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "cannot deliver cancel request");
+    ctx.stats.cancels.count(outcome);
+}
+
+async fn forward(
+    ctx: &ProxyContext,
+    config: &Config,
+    peer: SocketAddr,
+    pid: i32,
+    secret: i32,
+) -> CancelOutcome {
+    let issuer = cancel::issuer_of(secret);
+    let Some(_claim) = ctx.cancel.begin_forward(pid, secret) else {
+        tracing::info!(
+            pid,
+            issuer,
+            %peer,
+            "cancel request already being forwarded; dropped (if this repeats, a [[peers]] \
+             address may point at the wrong balancer)"
+        );
+        return CancelOutcome::Duplicate;
+    };
+    match backend::forward_cancel(peer, pid, secret, config.limits.connect_timeout).await {
+        Ok(()) => {
+            tracing::debug!(pid, issuer, %peer, "cancel request forwarded to the issuing balancer");
+            CancelOutcome::Forwarded
+        }
+        Err(e) => {
+            tracing::warn!(pid, issuer, %peer, error = %e, "cannot forward cancel request");
+            CancelOutcome::ForwardFailed
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Per-backend counters.
 #[derive(Debug, Default)]
@@ -34,6 +34,66 @@ pub struct ProxyStats {
     /// Sessions that got a pooled connection instead of opening one.
     pub pool_reused: AtomicU64,
     errors_by_class: Mutex<BTreeMap<String, u64>>,
+    pub cancels: CancelCounters,
+}
+
+/// What became of a CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// A session of this balancer held the key.
+    Local,
+    /// Handed on to the peer that issued the key.
+    Forwarded,
+    /// The issuing peer could not be reached.
+    ForwardFailed,
+    /// Nobody we know holds the key; dropped.
+    Unknown,
+    /// This balancer was already forwarding the same key; dropped (a repeat, or a loop through
+    /// wrong peer addresses).
+    Duplicate,
+}
+
+/// CancelRequests by outcome.
+#[derive(Debug, Default)]
+pub struct CancelCounters {
+    pub local: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub forward_failed: AtomicU64,
+    pub unknown: AtomicU64,
+    pub duplicate: AtomicU64,
+}
+
+impl CancelCounters {
+    pub fn count(&self, outcome: CancelOutcome) {
+        let c = match outcome {
+            CancelOutcome::Local => &self.local,
+            CancelOutcome::Forwarded => &self.forwarded,
+            CancelOutcome::ForwardFailed => &self.forward_failed,
+            CancelOutcome::Unknown => &self.unknown,
+            CancelOutcome::Duplicate => &self.duplicate,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CancelCounts {
+        CancelCounts {
+            local: self.local.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            forward_failed: self.forward_failed.load(Ordering::Relaxed),
+            unknown: self.unknown.load(Ordering::Relaxed),
+            duplicate: self.duplicate.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// CancelRequests by outcome, as reported by `pgcast status` and the metrics endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CancelCounts {
+    pub local: u64,
+    pub forwarded: u64,
+    pub forward_failed: u64,
+    pub unknown: u64,
+    pub duplicate: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]

@@ -26,10 +26,21 @@ pub fn config_text(
     admin: &std::path::Path,
     extra: &str,
 ) -> String {
+    node_config_text(cluster, 7, ports, admin, extra)
+}
+
+/// [`config_text`] for the balancer with `node.id = node_id`.
+pub fn node_config_text(
+    cluster: &PgCluster,
+    node_id: u8,
+    ports: (u16, u16, u16),
+    admin: &std::path::Path,
+    extra: &str,
+) -> String {
     let mut s = format!(
         r#"
 [node]
-id = 7
+id = {node_id}
 name = "test"
 
 [admin]
@@ -77,15 +88,26 @@ auth = "md5"
 impl Pgcast {
     /// Starts pgcast with health checks every 100 ms (rise 1, fall 2) unless `extra` sets [health].
     pub fn start(cluster: &PgCluster, extra: &str) -> Pgcast {
+        let ports = (free_port(), free_port(), free_port());
+        Pgcast::start_node(cluster, 7, ports, extra)
+    }
+
+    /// [`Pgcast::start`] with a given `node.id` and (auto, replica, primary) listener ports, for
+    /// tests with several balancers that must know each other's addresses up front.
+    pub fn start_node(
+        cluster: &PgCluster,
+        node_id: u8,
+        ports: (u16, u16, u16),
+        extra: &str,
+    ) -> Pgcast {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = dir.path().join("admin.sock");
-        let ports = (free_port(), free_port(), free_port());
         let extra = if extra.contains("[health]") {
             extra.to_string()
         } else {
             format!("{extra}\n[health]\ninterval_ms = 100\ntimeout_ms = 2000\nrise = 1\nfall = 2\ndatabase = \"app\"\n")
         };
-        let text = config_text(cluster, ports, &admin, &extra);
+        let text = node_config_text(cluster, node_id, ports, &admin, &extra);
         let config_path = dir.path().join("pgcast.toml");
         std::fs::write(&config_path, text).expect("write config");
         let log = std::fs::File::create(dir.path().join("pgcast.log")).expect("log");

@@ -1,0 +1,434 @@
+# shellcheck shell=bash
+# lab/lib.sh — the anycast PostgreSQL lab: names, state, topology, pgcast control, router and
+# client views. Sourced by lab/up, lab/down, lab/status, lab/demo and lab/scenario; building
+# blocks (namespaces, FRR, PostgreSQL, teardown) come from lab/netns/lib.sh.
+#
+# Environment (all optional):
+#   LAB_NAME     namespace prefix: "" for the lab (namespaces sw, r1, b1 ...); the tests use a
+#                unique one (namespaces t42-sw, t42-r1 ...) so they never touch a running lab
+#   LAB_STATE    state directory (default /run/pgcast-lab, or /run/pgcast-lab-NAME)
+#   LAB_ROUTING  ospf (default) or bgp
+#   LAB_ECMP     resilient (default: the router forwards through a resilient nexthop group,
+#                see lab/resilient-ecmp) or hash (FRR's own hash-threshold group)
+#   PGCAST_BIN   the pgcast binary (default: target/release/pgcast, built by lab/up)
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$LAB_DIR")
+# shellcheck source-path=SCRIPTDIR source=netns/lib.sh
+source "$LAB_DIR/netns/lib.sh"
+
+LAB_NAME=${LAB_NAME:-}
+[[ -z $LAB_NAME || $LAB_NAME =~ ^[a-z0-9]{1,12}$ ]] || nl_die "LAB_NAME: 1-12 of [a-z0-9]"
+LAB_STATE=${LAB_STATE:-/run/pgcast-lab${LAB_NAME:+-$LAB_NAME}}
+LAB_ROUTING=${LAB_ROUTING:-ospf}
+LAB_ECMP=${LAB_ECMP:-resilient}
+PGCAST_BIN=${PGCAST_BIN:-$REPO_DIR/target/release/pgcast}
+
+# The lab's interface: addresses, names and credentials that stay stable (README, docs).
+readonly NET=198.18.1
+readonly ROUTER_ADDR=$NET.90
+readonly ANYCAST=198.18.2.0
+readonly CLIENT_ADDR=198.18.3.10 ROUTER_CLIENT_ADDR=198.18.3.1
+readonly DB_USER=app DB_PASSWORD=app-secret DB_NAME=app
+readonly BALANCERS=(1 2 3) PG_HOSTS=(1 2 3)
+readonly SYNC_STANDBY=pg2
+
+# lab_ns NAME — the namespace of lab host NAME (sw, r1, c1, b1..b3, pg1..pg3).
+lab_ns() { printf '%s%s\n' "${LAB_NAME:+$LAB_NAME-}" "$1"; }
+b_addr() { printf '%s.%s\n' "$NET" $((93 + $1)); }
+pg_addr() { printf '%s.%s\n' "$NET" $((100 + $1)); }
+
+# Milliseconds since the epoch, without a fork (bash 5 $EPOCHREALTIME).
+lab_now_ms() {
+  local t=${EPOCHREALTIME/./}
+  printf '%s\n' $((t / 1000))
+}
+
+lab_is_up() { [[ -f $LAB_STATE/lab.env ]]; }
+
+# lab_load — after `up`: read the values the lab was built with (so status, scenarios and
+# down see the same binary and routing protocol).
+lab_load() {
+  lab_is_up || nl_die "no lab in $LAB_STATE (run lab/up first)"
+  # shellcheck disable=SC1091 # written by lab_build
+  source "$LAB_STATE/lab.env"
+  nl_init "$LAB_STATE"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Configuration files
+
+# lab_router_conf — r1's frr.conf: OSPF on the balancer LAN (eth0), DR with priority 100,
+# fast SPF; the client link (eth1) is just a connected network.
+lab_router_conf() {
+  cat <<EOF
+frr defaults traditional
+hostname r1
+log stdout informational
+log timestamp precision 3
+!
+interface eth0
+ ip ospf area 0
+ ip ospf hello-interval 1
+ ip ospf dead-interval 3
+ ip ospf priority 100
+!
+router ospf
+ ospf router-id $ROUTER_ADDR
+ log-adjacency-changes detail
+ timers throttle spf 0 50 1000
+ maximum-paths 16
+!
+EOF
+}
+
+# lab_pgcast_conf N — balancer bN's pgcast.toml.
+lab_pgcast_conf() {
+  local n=$1 p m
+  cat <<EOF
+# Written by lab/lib.sh for balancer b$n. The anycast service: host=$ANYCAST port=5432.
+[node]
+id = $n
+name = "b$n"
+
+[admin]
+socket = "$LAB_STATE/b$n/admin.sock"
+
+[health]
+interval_ms = 200
+timeout_ms = 1000
+rise = 2
+fall = 2
+user = "$DB_USER"
+password = "$DB_PASSWORD"
+database = "$DB_NAME"
+
+[[listeners]]
+name = "anycast"
+address = "0.0.0.0:5432"
+role = "auto"
+EOF
+  for p in "${PG_HOSTS[@]}"; do
+    printf '\n[[backends]]\nname = "pg%s"\nhost = "%s"\nport = 5432\n' "$p" "$(pg_addr "$p")"
+  done
+  cat <<EOF
+
+[[users]]
+name = "$DB_USER"
+password = "$DB_PASSWORD"
+EOF
+  # The other balancers: a CancelRequest that the router hashes to us for a session they
+  # hold is forwarded to them (their unicast address, same listener).
+  for m in "${BALANCERS[@]}"; do
+    ((m == n)) && continue
+    printf '\n[[peers]]\nid = %s\naddress = "%s:5432"\n' "$m" "$(b_addr "$m")"
+  done
+  cat <<EOF
+
+[ospf]
+router_id = "$(b_addr "$n")"
+area = "0.0.0.0"
+
+[[ospf.interfaces]]
+name = "eth0"
+network = "broadcast"
+hello_interval = 1
+dead_interval = 3
+
+[[prefix]]
+address = "$ANYCAST/32"
+require = "read"
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: a primary with a replication role and two streaming replicas
+
+# lab_pg_enable_replication — on pg1: role replicator (trusted from the lab LAN, for
+# pg_basebackup and streaming).
+lab_pg_enable_replication() {
+  local dir=$LAB_STATE/pg1
+  printf 'host replication replicator %s.0/24 trust\n' "$NET" >>"$dir/data/pg_hba.conf"
+  lab_pg_sql 1 "CREATE ROLE replicator LOGIN REPLICATION" >/dev/null
+  lab_pg_sql 1 "SELECT pg_reload_conf()" >/dev/null
+}
+
+# lab_pg_replica N — pgN as a streaming replica of pg1: pg_basebackup over the LAN (slot pgN,
+# application_name pgN), its own address, socket dir and cluster name.
+lab_pg_replica() {
+  local n=$1 ns dir
+  ns=$(lab_ns "pg$n")
+  dir=$LAB_STATE/pg$n
+  install -d -o postgres -g postgres -m 700 "$dir" "$dir/sock"
+  (cd "$dir" && nl_run ip netns exec "$ns" "${NL_AS_POSTGRES[@]}" "$NL_PG_BIN/pg_basebackup" \
+    -D "$dir/data" -d "host=$(pg_addr 1) port=5432 user=replicator application_name=pg$n" \
+    -R -X stream -C -S "pg$n" -c fast --no-sync)
+  cat >>"$dir/data/postgresql.conf" <<EOF
+
+# ---- lab/lib.sh: replica pg$n ----
+listen_addresses = '$(pg_addr "$n")'
+unix_socket_directories = '$dir/sock'
+cluster_name = '$ns'
+EOF
+  # The primary's synchronous_standby_names came along in postgresql.auto.conf: a replica
+  # promoted later must not wait for a standby that does not exist.
+  printf "synchronous_standby_names = ''\n" >>"$dir/data/postgresql.auto.conf"
+  touch "$dir/postgres.log"
+  chown postgres:postgres "$dir/postgres.log" "$dir/data/postgresql.conf" \
+    "$dir/data/postgresql.auto.conf"
+  (cd "$dir" && NL_SPAWN_SIGNAL=INT nl_spawn "$ns-postgres" "$ns" "$dir/postgres.log" \
+    "${NL_AS_POSTGRES[@]}" "$NL_PG_BIN/postgres" -D "$dir/data")
+  tail -n 1 "$LAB_STATE/pids" | cut -d' ' -f1,2 >"$dir/pid"
+  nl_wait 30 "$NL_PG_BIN/pg_isready" -q -h "$dir/sock" -p 5432 ||
+    {
+      tail -n 20 "$dir/postgres.log" >&2
+      nl_die "replica pg$n did not start"
+    }
+}
+
+# lab_pg_sql N SQL — SQL as superuser on pgN over its Unix socket (database app).
+lab_pg_sql() {
+  "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$LAB_STATE/pg$1/sock" -p 5432 \
+    -U postgres -d "$DB_NAME" -c "$2"
+}
+
+# lab_pg_postmaster N — "PID STARTTIME" of pgN's postmaster.
+lab_pg_postmaster() { cat "$LAB_STATE/pg$1/pid"; }
+
+# ---------------------------------------------------------------------------------------------
+# pgcast on the balancers
+
+# lab_pgcast_start N — start pgcast in bN (PID recorded for teardown and in STATE/bN/pid) and
+# wait until its admin socket answers.
+lab_pgcast_start() {
+  local n=$1 ns
+  ns=$(lab_ns "b$n")
+  printf '==== lab: pgcast start %s ====\n' "$(date +%T.%3N)" >>"$LAB_STATE/b$n/pgcast.log"
+  PGCAST_LOG=${LAB_PGCAST_LOG:-info} NO_COLOR=1 nl_spawn "b$n-pgcast" "$ns" \
+    "$LAB_STATE/b$n/pgcast.log" "$PGCAST_BIN" run -c "$LAB_STATE/b$n/pgcast.toml"
+  tail -n 1 "$LAB_STATE/pids" | cut -d' ' -f1,2 >"$LAB_STATE/b$n/pid"
+  nl_wait 20 "$PGCAST_BIN" status --admin "$LAB_STATE/b$n/admin.sock" --json || {
+    lab_pgcast_running "$n" || {
+      tail -n 20 "$LAB_STATE/b$n/pgcast.log" >&2
+      nl_die "pgcast in b$n exited"
+    }
+  }
+}
+
+# lab_pgcast_pid N — pgcast's PID in bN if it runs (empty otherwise).
+lab_pgcast_pid() {
+  local pid st
+  [[ -f $LAB_STATE/b$1/pid ]] || return 0
+  read -r pid st <"$LAB_STATE/b$1/pid"
+  if nl_alive "$pid" "$st"; then printf '%s\n' "$pid"; fi
+}
+
+lab_pgcast_running() { [[ -n $(lab_pgcast_pid "$1") ]]; }
+
+# lab_pgcast_signal N SIG — send SIG to pgcast in bN.
+lab_pgcast_signal() {
+  local pid
+  pid=$(lab_pgcast_pid "$1")
+  [[ -n $pid ]] || nl_die "pgcast in b$1 is not running"
+  kill "-$2" "$pid"
+}
+
+# lab_pgcast_wait_exit N SECONDS — wait until pgcast in bN has exited.
+lab_pgcast_wait_exit() {
+  local deadline=$((SECONDS + $2))
+  while lab_pgcast_running "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+}
+
+# lab_pgcast_status N [--json] — `pgcast status` of bN.
+lab_pgcast_status() { "$PGCAST_BIN" status --admin "$LAB_STATE/b$1/admin.sock" "${@:2}"; }
+
+# lab_pgcast_log_count N PATTERN — how many lines of bN's pgcast log match PATTERN.
+lab_pgcast_log_count() { grep -c -- "$2" "$LAB_STATE/b$1/pgcast.log" || true; }
+
+# lab_cut_backends N add|del — cut (or restore) bN's paths to the PostgreSQL hosts.
+lab_cut_backends() {
+  local p
+  for p in "${PG_HOSTS[@]}"; do
+    ip -n "$(lab_ns "b$1")" route "$2" blackhole "$(pg_addr "$p")/32"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# The router's view
+
+# The policy rule that makes r1 forward the anycast address through lab/resilient-ecmp's table.
+readonly RESILIENT_RULE_PREF=100 RESILIENT_TABLE=100
+
+# lab_resilient_active — does r1 forward the anycast address through the resilient group?
+lab_resilient_active() {
+  [[ -n $(ip -n "$(lab_ns r1)" rule show pref "$RESILIENT_RULE_PREF" 2>/dev/null) ]]
+}
+
+# lab_resilient on|off — switch r1's forwarding between the resilient group and FRR's group.
+lab_resilient() {
+  local r1
+  r1=$(lab_ns r1)
+  if [[ $1 == on ]]; then
+    lab_resilient_active ||
+      ip -n "$r1" rule add pref "$RESILIENT_RULE_PREF" to "$ANYCAST/32" lookup "$RESILIENT_TABLE"
+  else
+    ip -n "$r1" rule del pref "$RESILIENT_RULE_PREF" 2>/dev/null || true
+  fi
+}
+
+# lab_gateways — the next hops r1 forwards the anycast /32 to (the resilient group's when it is
+# active, FRR's route otherwise), sorted, space-separated (empty when there is no route).
+lab_gateways() {
+  local table=main
+  lab_resilient_active && table=$RESILIENT_TABLE
+  ip -n "$(lab_ns r1)" route show "$ANYCAST/32" table "$table" 2>/dev/null |
+    grep -o 'via [0-9.]*' | awk '{ print $2 }' | sort | paste -sd' ' -
+}
+
+# lab_expect_gateways BALANCER_NUMBERS... — the gateway list those balancers would give.
+lab_expect_gateways() {
+  local n
+  for n in "$@"; do b_addr "$n"; done | sort | paste -sd' ' -
+}
+
+# lab_wait_gateways SECONDS BALANCER_NUMBERS... — poll the router's kernel route (every
+# ~10 ms) until its next hops are exactly those balancers; prints the milliseconds it took.
+lab_wait_gateways() {
+  local timeout_ms=$(($1 * 1000)) want start now
+  shift
+  want=$(lab_expect_gateways "$@")
+  start=$(lab_now_ms)
+  while :; do
+    now=$(lab_now_ms)
+    [[ "$(lab_gateways)" == "$want" ]] && {
+      printf '%s\n' $((now - start))
+      return 0
+    }
+    ((now - start < timeout_ms)) || return 1
+    sleep 0.01
+  done
+}
+
+# lab_nexthop_group_type — the kernel nexthop group behind the anycast route: "resilient",
+# "hash-threshold" (the kernel's default multipath group) or "none".
+lab_nexthop_group_type() {
+  local id
+  id=$(ip -n "$(lab_ns r1)" route show "$ANYCAST/32" | grep -o 'nhid [0-9]*' | awk '{ print $2 }')
+  if [[ -z $id ]]; then
+    echo none
+  elif lab_resilient_active; then
+    echo "resilient (lab/resilient-ecmp)"
+  elif ip -n "$(lab_ns r1)" nexthop show id "$id" | grep -q resilient; then
+    echo resilient
+  else
+    echo hash-threshold
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# The client c1
+
+# lab_client_conninfo — libpq connection string of the anycast service.
+lab_client_conninfo() {
+  printf 'host=%s port=5432 user=%s password=%s dbname=%s connect_timeout=3\n' \
+    "$ANYCAST" "$DB_USER" "$DB_PASSWORD" "$DB_NAME"
+}
+
+# lab_in_client CMD... — run CMD in c1 with PG* variables pointing at the anycast service.
+lab_in_client() {
+  PGHOST=$ANYCAST PGPORT=5432 PGUSER=$DB_USER PGPASSWORD=$DB_PASSWORD PGDATABASE=$DB_NAME \
+    PGCONNECT_TIMEOUT=3 ip netns exec "$(lab_ns c1)" "$@"
+}
+
+# lab_exec_in_client CMD... — like lab_in_client, but execs: run it as `lab_exec_in_client
+# ... &` and $! is the command's own PID (ip netns exec execs too), e.g. to signal psql.
+lab_exec_in_client() {
+  PGHOST=$ANYCAST PGPORT=5432 PGUSER=$DB_USER PGPASSWORD=$DB_PASSWORD PGDATABASE=$DB_NAME \
+    PGCONNECT_TIMEOUT=3 exec ip netns exec "$(lab_ns c1)" "$@"
+}
+
+# lab_client_sql SQL — one psql session from c1 through the anycast address.
+lab_client_sql() { lab_in_client "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -c "$1"; }
+
+# ---------------------------------------------------------------------------------------------
+# Build and teardown
+
+# lab_build — create the whole lab in LAB_STATE and start pgcast on the balancers; waits until
+# the router routes the anycast address to all three. A failure tears everything down.
+lab_build() {
+  [[ $LAB_ECMP == resilient || $LAB_ECMP == hash ]] || nl_die "LAB_ECMP: resilient or hash"
+  case $LAB_ROUTING in
+  ospf) ;;
+  bgp) nl_die "LAB_ROUTING=bgp: pgcast's BGP speaker is not there yet (open issue); use ospf" ;;
+  *) nl_die "LAB_ROUTING: ospf or bgp, not '$LAB_ROUTING'" ;;
+  esac
+  [[ -x $PGCAST_BIN ]] || nl_die "no pgcast binary at $PGCAST_BIN"
+  ! lab_is_up || nl_die "a lab is already up in $LAB_STATE: run lab/down first"
+  [[ ! -s $LAB_STATE/namespaces ]] || nl_die "$LAB_STATE holds a half-built lab: run lab/down"
+  nl_init "$LAB_STATE"
+  local n r1 c1 sw
+  # Until the lab is complete, any exit (failed command, nl_die, signal) tears it down.
+  # shellcheck disable=SC2064 # expand now: the trap must tear down this state dir
+  trap "nl_log 'setup failed: tearing down'; nl_teardown '$LAB_STATE'" EXIT
+
+  sw=$(lab_ns sw) r1=$(lab_ns r1) c1=$(lab_ns c1)
+  nl_log "namespaces: $sw $r1 $c1 $(lab_ns b1)..b3 $(lab_ns pg1)..pg3"
+  nl_switch "$sw"
+  nl_router "$r1"
+  nl_attach "$r1" eth0 "$sw" r1 "$ROUTER_ADDR/24"
+  nl_ns_add "$c1"
+  nl_p2p "$r1" eth1 "$ROUTER_CLIENT_ADDR/24" "$c1" eth0 "$CLIENT_ADDR/24"
+  ip -n "$c1" route add default via "$ROUTER_CLIENT_ADDR"
+  for n in "${PG_HOSTS[@]}"; do
+    nl_host "$(lab_ns "pg$n")" "$sw" "pg$n" "$(pg_addr "$n")/24"
+    ip -n "$(lab_ns "pg$n")" route add default via "$ROUTER_ADDR"
+  done
+  for n in "${BALANCERS[@]}"; do
+    nl_host "$(lab_ns "b$n")" "$sw" "b$n" "$(b_addr "$n")/24" "$ANYCAST/32"
+    ip -n "$(lab_ns "b$n")" route add default via "$ROUTER_ADDR"
+    mkdir -p "$LAB_STATE/b$n"
+    lab_pgcast_conf "$n" >"$LAB_STATE/b$n/pgcast.toml"
+  done
+  {
+    printf 'LAB_NAME=%q\nLAB_ROUTING=%q\nLAB_ECMP=%q\nPGCAST_BIN=%q\n' \
+      "$LAB_NAME" "$LAB_ROUTING" "$LAB_ECMP" "$PGCAST_BIN"
+  } >"$LAB_STATE/lab.env.tmp"
+
+  nl_log "router r1: FRR zebra + ospfd"
+  lab_router_conf >"$LAB_STATE/r1-frr.conf"
+  nl_frr_start "$r1" "$LAB_STATE/r1-frr.conf" zebra ospfd
+  nl_spawn r1-resilient-ecmp "$r1" "$LAB_STATE/r1-resilient-ecmp.log" \
+    "$LAB_DIR/resilient-ecmp" "$ANYCAST"
+  nl_wait 5 lab_resilient_active || nl_die "lab/resilient-ecmp did not start"
+  [[ $LAB_ECMP == resilient ]] || lab_resilient off
+
+  nl_log "PostgreSQL: pg1 primary, pg2 (synchronous) and pg3 streaming replicas"
+  nl_pg_primary "$(lab_ns pg1)" "$LAB_STATE/pg1" "$(pg_addr 1)" "$DB_USER" "$DB_PASSWORD" "$DB_NAME"
+  grep "$(lab_ns pg1)-postgres" "$LAB_STATE/pids" | tail -n 1 | cut -d' ' -f1,2 >"$LAB_STATE/pg1/pid"
+  lab_pg_enable_replication
+  lab_pg_replica 2
+  lab_pg_replica 3
+  lab_pg_sql 1 "ALTER SYSTEM SET synchronous_standby_names = '$SYNC_STANDBY'" >/dev/null
+  lab_pg_sql 1 "SELECT pg_reload_conf()" >/dev/null
+  nl_wait 20 bash -c "[[ \$('$NL_PG_BIN/psql' -X -At -h '$LAB_STATE/pg1/sock' -U postgres -d postgres \
+    -c \"SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'\") == 1 ]]" ||
+    nl_die "pg1 has no synchronous standby"
+  lab_pg_sql 1 "CREATE TABLE IF NOT EXISTS lab_ledger (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now()); ALTER TABLE lab_ledger OWNER TO $DB_USER" >/dev/null
+
+  nl_log "balancers b1..b3: pgcast ($PGCAST_BIN)"
+  for n in "${BALANCERS[@]}"; do
+    lab_pgcast_start "$n"
+  done
+  mv "$LAB_STATE/lab.env.tmp" "$LAB_STATE/lab.env"
+  local ms
+  ms=$(lab_wait_gateways 60 "${BALANCERS[@]}") ||
+    nl_die "the router has no anycast route via all three balancers (has: $(lab_gateways))"
+  nl_log "router r1 routes $ANYCAST/32 via $(lab_gateways) (${ms} ms after the last start)"
+  trap - EXIT
+}
+
+# lab_teardown — stop and remove everything lab_build created (also after a failed build).
+lab_teardown() { nl_teardown "$LAB_STATE"; }
