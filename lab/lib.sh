@@ -279,6 +279,19 @@ lab_resilient() {
   fi
 }
 
+# lab_rebalance — rebuild the resilient group from scratch, so that a balancer that rejoined
+# gets its share of buckets now rather than after the idle timer. Only between scenarios: it
+# moves flows, exactly what the resilient group exists to avoid.
+lab_rebalance() {
+  local log=$LAB_STATE/r1-resilient-ecmp.log pid st before
+  read -r pid st _ < <(grep ' r1-resilient-ecmp$' "$LAB_STATE/pids" | tail -n 1)
+  nl_alive "$pid" "$st" || nl_die "lab/resilient-ecmp is not running"
+  before=$(grep -c ' rebuilt$' "$log" || true)
+  kill -USR1 "$pid"
+  nl_wait 5 bash -c "(( \$(grep -c ' rebuilt\$' '$log') > $before ))" ||
+    nl_log "resilient group not rebuilt"
+}
+
 # lab_gateways — the next hops r1 forwards the anycast /32 to (the resilient group's when it is
 # active, FRR's route otherwise), sorted, space-separated (empty when there is no route).
 lab_gateways() {

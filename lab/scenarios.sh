@@ -62,7 +62,12 @@ sc_restore_b1() {
     sc_note "b1 did not return to the ECMP set (router has: $(lab_gateways))"
     SC_FAILED=1
   }
+  sc_rebalance
 }
+
+# sc_rebalance — between scenarios: give a balancer that rejoined its share of the resilient
+# group now (a real router hands it only buckets idle for the idle timer, 60 s here).
+sc_rebalance() { if lab_resilient_active; then lab_rebalance; fi; }
 
 # ---------------------------------------------------------------------------------------------
 
@@ -118,6 +123,7 @@ scenario_backends() {
   else
     sc_check "b3 back in the ECMP set (has: $(lab_gateways))" false
   fi
+  sc_rebalance
   sc_result
 }
 
@@ -238,6 +244,7 @@ scenario_restart() {
     sleep 0.05
   done
   sc_check "no flap: $bad of $samples samples over 10 s lacked a balancer" sc_eq "$bad" 0
+  sc_rebalance
   sc_result
 }
 
@@ -347,6 +354,7 @@ scenario_sessions() {
   sc_check "with resilient ECMP no session on b2/b3 was reset" sc_eq "$SC_LOST_LEAVE/$SC_LOST_JOIN" 0/0
   trap - PIPE
   if [[ $LAB_ECMP == resilient ]]; then lab_resilient on; else lab_resilient off; fi
+  sc_rebalance
   sc_result
 }
 

@@ -144,6 +144,8 @@ nl_spawn() {
   shift 3
   setsid ip netns exec "$ns" "$@" </dev/null >>"$log" 2>&1 &
   nl_record_pid "$!" "${NL_SPAWN_SIGNAL:-TERM}" "$name"
+  # Not a job of this shell: no "Killed" line when a scenario kills it on purpose.
+  disown "$!"
 }
 
 # ---------------------------------------------------------------------------------------------
