@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # lab/scenarios.sh — the lab's failure scenarios. Each `scenario_NAME` runs against a lab that
 # is up with all three balancers in the router's ECMP set, prints its part of the report
-# (also appended to STATE/report.txt), checks outcomes (never timings: those are reported) and
-# returns non-zero when a check failed. Each leaves the lab as it found it (three balancers
+# (also appended to $LAB_REPORT, default STATE/report.txt), checks outcomes (never timings:
+# those are reported) and returns non-zero when a check failed. Each leaves the lab as it found it (three balancers
 # announced), except `failover`, which leaves pg2 as the primary and pg1 stopped.
 # Sourced by lab/scenario after lab/lib.sh; run one with `lab/scenario NAME`.
 
@@ -11,7 +11,10 @@ SCENARIOS=(spread split backends drain crash cancel restart sessions failover)
 
 SC_FAILED=0
 
-sc_say() { printf '%s\n' "$*" | tee -a "$LAB_STATE/report.txt"; }
+# Where the report goes (besides stdout); lab/demo keeps one report across several labs.
+LAB_REPORT=${LAB_REPORT:-$LAB_STATE/report.txt}
+
+sc_say() { printf '%s\n' "$*" | tee -a "$LAB_REPORT"; }
 sc_title() {
   SC_FAILED=0
   sc_say ""
@@ -150,7 +153,7 @@ scenario_drain() {
   processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$d/pgbench.log")
   sc_check "pgbench exit code 0 (was $rc)" sc_eq "$rc" 0
   sc_check "failed transactions: ${failed:-?} of ${processed:-?}" sc_eq "${failed:-x}" 0
-  grep -m3 -i -E 'error|abort' "$d/pgbench.log" | sed 's/^/   pgbench: /' | tee -a "$LAB_STATE/report.txt" || true
+  grep -m3 -i -E 'error|abort' "$d/pgbench.log" | sed 's/^/   pgbench: /' | tee -a "$LAB_REPORT" || true
   lab_pgcast_wait_exit 1 40 || sc_check "b1 exited after its drain" false
   sc_restore_b1
   sc_result
