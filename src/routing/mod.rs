@@ -4,6 +4,7 @@
 //! health verdicts and the drain flag and tells every speaker what to announce.
 
 pub mod announce;
+pub mod bgp;
 pub mod ospf;
 pub mod render;
 
