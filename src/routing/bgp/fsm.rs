@@ -34,9 +34,8 @@ use super::update::{Update, UpdateEncoding};
 /// suggests 4 minutes).
 const OPEN_WAIT_HOLD_TIME: Duration = Duration::from_secs(240);
 
-/// IPv4 unicast, the one family we announce (RFC 4760 AFI/SAFI).
-const AFI_IPV4: u16 = 1;
-const SAFI_UNICAST: u8 = 1;
+// IPv4 unicast is the one family we announce.
+use super::{AFI_IPV4, SAFI_UNICAST};
 
 /// RFC 4271 §8.2.2 states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

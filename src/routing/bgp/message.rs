@@ -24,7 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::notification::{code, header_subcode, open_subcode, update_subcode, Notification};
 use super::update::Update;
-use super::{AS_TRANS, BGP_VERSION, HEADER_LEN, MAX_MESSAGE_LEN};
+use super::{AFI_IPV4, AFI_IPV6, AS_TRANS, BGP_VERSION, HEADER_LEN, MAX_MESSAGE_LEN, SAFI_UNICAST};
 
 /// Message type codes (RFC 4271 §4.1, RFC 2918 §3).
 pub mod message_type {
@@ -57,10 +57,6 @@ const PARAM_EXTENDED_LENGTH: u8 = 255;
 const CAP_MULTIPROTOCOL: u8 = 1;
 const CAP_ROUTE_REFRESH: u8 = 2;
 const CAP_FOUR_OCTET_AS: u8 = 65;
-
-const AFI_IPV4: u16 = 1;
-const AFI_IPV6: u16 = 2;
-const SAFI_UNICAST: u8 = 1;
 
 /// Session facts that change how a message body is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -54,6 +54,11 @@ pub const BGP_VERSION: u8 = 4;
 /// 16 bits (RFC 6793 §9).
 pub const AS_TRANS: u16 = 23456;
 
+/// Address families and the subsequent AFI we read or send (RFC 4760, IANA registries).
+pub const AFI_IPV4: u16 = 1;
+pub const AFI_IPV6: u16 = 2;
+pub const SAFI_UNICAST: u8 = 1;
+
 /// Length of the fixed message header: marker, length, type (RFC 4271 §4.1).
 pub const HEADER_LEN: usize = 19;
 

@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use super::message::MessageError;
 use super::update::UpdateSummary;
+use super::{AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
 
 /// Attribute type codes we check (IANA "BGP Path Attributes").
 mod attribute_type {
@@ -48,10 +49,6 @@ const FLAG_OPTIONAL: u8 = 0x80;
 const FLAG_TRANSITIVE: u8 = 0x40;
 const FLAG_PARTIAL: u8 = 0x20;
 const FLAG_EXTENDED_LENGTH: u8 = 0x10;
-
-const AFI_IPV4: u16 = 1;
-const AFI_IPV6: u16 = 2;
-const SAFI_UNICAST: u8 = 1;
 
 /// How RFC 7606 says to handle a bad attribute.
 enum AttributeProblem {
