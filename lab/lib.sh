@@ -144,6 +144,9 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL: a primary with a replication role and two streaming replicas
 
+# lab_save_spawned_pid FILE — "PID STARTTIME" of the process nl_spawn started last.
+lab_save_spawned_pid() { tail -n 1 "$LAB_STATE/pids" | cut -d' ' -f1,2 >"$1"; }
+
 # lab_pg_enable_replication — on pg1: role replicator (trusted from the lab LAN, for
 # pg_basebackup and streaming).
 lab_pg_enable_replication() {
@@ -178,7 +181,7 @@ EOF
     "$dir/data/postgresql.auto.conf"
   (cd "$dir" && NL_SPAWN_SIGNAL=INT nl_spawn "$ns-postgres" "$ns" "$dir/postgres.log" \
     "${NL_AS_POSTGRES[@]}" "$NL_PG_BIN/postgres" -D "$dir/data")
-  tail -n 1 "$LAB_STATE/pids" | cut -d' ' -f1,2 >"$dir/pid"
+  lab_save_spawned_pid "$dir/pid"
   nl_wait 30 "$NL_PG_BIN/pg_isready" -q -h "$dir/sock" -p 5432 ||
     {
       tail -n 20 "$dir/postgres.log" >&2
@@ -190,6 +193,10 @@ EOF
 lab_pg_sql() {
   "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -h "$LAB_STATE/pg$1/sock" -p 5432 \
     -U postgres -d "$DB_NAME" -c "$2"
+}
+
+lab_pg_has_sync_standby() {
+  [[ $(lab_pg_sql 1 "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == 1 ]]
 }
 
 # lab_pg_postmaster N — "PID STARTTIME" of pgN's postmaster.
@@ -206,7 +213,7 @@ lab_pgcast_start() {
   printf '==== lab: pgcast start %s ====\n' "$(date +%T.%3N)" >>"$LAB_STATE/b$n/pgcast.log"
   PGCAST_LOG=${LAB_PGCAST_LOG:-info} NO_COLOR=1 nl_spawn "b$n-pgcast" "$ns" \
     "$LAB_STATE/b$n/pgcast.log" "$PGCAST_BIN" run -c "$LAB_STATE/b$n/pgcast.toml"
-  tail -n 1 "$LAB_STATE/pids" | cut -d' ' -f1,2 >"$LAB_STATE/b$n/pid"
+  lab_save_spawned_pid "$LAB_STATE/b$n/pid"
   nl_wait 20 "$PGCAST_BIN" status --admin "$LAB_STATE/b$n/admin.sock" --json || {
     lab_pgcast_running "$n" || {
       tail -n 20 "$LAB_STATE/b$n/pgcast.log" >&2
@@ -234,19 +241,11 @@ lab_pgcast_signal() {
 }
 
 # lab_pgcast_wait_exit N SECONDS — wait until pgcast in bN has exited.
-lab_pgcast_wait_exit() {
-  local deadline=$((SECONDS + $2))
-  while lab_pgcast_running "$1"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.05
-  done
-}
+lab_pgcast_wait_exit() { nl_wait "$2" lab_pgcast_stopped "$1"; }
+lab_pgcast_stopped() { ! lab_pgcast_running "$1"; }
 
 # lab_pgcast_status N [--json] — `pgcast status` of bN.
 lab_pgcast_status() { "$PGCAST_BIN" status --admin "$LAB_STATE/b$1/admin.sock" "${@:2}"; }
-
-# lab_pgcast_log_count N PATTERN — how many lines of bN's pgcast log match PATTERN.
-lab_pgcast_log_count() { grep -c -- "$2" "$LAB_STATE/b$1/pgcast.log" || true; }
 
 # lab_cut_backends N add|del — cut (or restore) bN's paths to the PostgreSQL hosts.
 lab_cut_backends() {
@@ -283,14 +282,16 @@ lab_resilient() {
 # gets its share of buckets now rather than after the idle timer. Only between scenarios: it
 # moves flows, exactly what the resilient group exists to avoid.
 lab_rebalance() {
-  local log=$LAB_STATE/r1-resilient-ecmp.log pid st before
+  local pid st before
   read -r pid st _ < <(grep ' r1-resilient-ecmp$' "$LAB_STATE/pids" | tail -n 1)
   nl_alive "$pid" "$st" || nl_die "lab/resilient-ecmp is not running"
-  before=$(grep -c ' rebuilt$' "$log" || true)
+  before=$(grep -c ' rebuilt$' "$LAB_STATE/r1-resilient-ecmp.log" || true)
   kill -USR1 "$pid"
-  nl_wait 5 bash -c "(( \$(grep -c ' rebuilt\$' '$log') > $before ))" ||
-    nl_log "resilient group not rebuilt"
+  nl_wait 5 lab_rebuilt_since "$before" || nl_log "resilient group not rebuilt"
 }
+
+# lab_rebuilt_since N — has lab/resilient-ecmp logged more than N rebuilds?
+lab_rebuilt_since() { (($(grep -c ' rebuilt$' "$LAB_STATE/r1-resilient-ecmp.log") > $1)); }
 
 # lab_gateways — the next hops r1 forwards the anycast /32 to (the resilient group's when it is
 # active, FRR's route otherwise), sorted, space-separated (empty when there is no route).
@@ -344,24 +345,16 @@ lab_nexthop_group_type() {
 # ---------------------------------------------------------------------------------------------
 # The client c1
 
-# lab_client_conninfo — libpq connection string of the anycast service.
-lab_client_conninfo() {
-  printf 'host=%s port=5432 user=%s password=%s dbname=%s connect_timeout=3\n' \
-    "$ANYCAST" "$DB_USER" "$DB_PASSWORD" "$DB_NAME"
-}
+# The PG* variables that point libpq at the anycast service.
+LAB_CLIENT_ENV=(PGHOST="$ANYCAST" PGPORT=5432 PGUSER="$DB_USER" PGPASSWORD="$DB_PASSWORD"
+  PGDATABASE="$DB_NAME" PGCONNECT_TIMEOUT=3)
 
 # lab_in_client CMD... — run CMD in c1 with PG* variables pointing at the anycast service.
-lab_in_client() {
-  PGHOST=$ANYCAST PGPORT=5432 PGUSER=$DB_USER PGPASSWORD=$DB_PASSWORD PGDATABASE=$DB_NAME \
-    PGCONNECT_TIMEOUT=3 ip netns exec "$(lab_ns c1)" "$@"
-}
+lab_in_client() { env "${LAB_CLIENT_ENV[@]}" ip netns exec "$(lab_ns c1)" "$@"; }
 
 # lab_exec_in_client CMD... — like lab_in_client, but execs: run it as `lab_exec_in_client
-# ... &` and $! is the command's own PID (ip netns exec execs too), e.g. to signal psql.
-lab_exec_in_client() {
-  PGHOST=$ANYCAST PGPORT=5432 PGUSER=$DB_USER PGPASSWORD=$DB_PASSWORD PGDATABASE=$DB_NAME \
-    PGCONNECT_TIMEOUT=3 exec ip netns exec "$(lab_ns c1)" "$@"
-}
+# ... &` and $! is the command's own PID (env and ip netns exec exec too), e.g. to signal psql.
+lab_exec_in_client() { exec env "${LAB_CLIENT_ENV[@]}" ip netns exec "$(lab_ns c1)" "$@"; }
 
 # lab_client_sql SQL — one psql session from c1 through the anycast address.
 lab_client_sql() { lab_in_client "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 -c "$1"; }
@@ -420,15 +413,13 @@ lab_build() {
 
   nl_log "PostgreSQL: pg1 primary, pg2 (synchronous) and pg3 streaming replicas"
   nl_pg_primary "$(lab_ns pg1)" "$LAB_STATE/pg1" "$(pg_addr 1)" "$DB_USER" "$DB_PASSWORD" "$DB_NAME"
-  grep "$(lab_ns pg1)-postgres" "$LAB_STATE/pids" | tail -n 1 | cut -d' ' -f1,2 >"$LAB_STATE/pg1/pid"
+  lab_save_spawned_pid "$LAB_STATE/pg1/pid"
   lab_pg_enable_replication
   lab_pg_replica 2
   lab_pg_replica 3
   lab_pg_sql 1 "ALTER SYSTEM SET synchronous_standby_names = '$SYNC_STANDBY'" >/dev/null
   lab_pg_sql 1 "SELECT pg_reload_conf()" >/dev/null
-  nl_wait 20 bash -c "[[ \$('$NL_PG_BIN/psql' -X -At -h '$LAB_STATE/pg1/sock' -U postgres -d postgres \
-    -c \"SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'\") == 1 ]]" ||
-    nl_die "pg1 has no synchronous standby"
+  nl_wait 20 lab_pg_has_sync_standby || nl_die "pg1 has no synchronous standby"
   lab_pg_sql 1 "CREATE TABLE IF NOT EXISTS lab_ledger (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now()); ALTER TABLE lab_ledger OWNER TO $DB_USER" >/dev/null
 
   nl_log "balancers b1..b3: pgcast ($PGCAST_BIN)"

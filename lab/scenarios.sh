@@ -361,6 +361,21 @@ scenario_sessions() {
   sc_result
 }
 
+sc_process_gone() { [[ ! -d /proc/$1 ]]; }
+
+# sc_primary_is N BACKEND — does bN's pgcast status show BACKEND as its primary, up?
+# (`pgcast status` exits 1 while degraded, so its output is read before grep, not piped.)
+sc_primary_is() {
+  local out
+  out=$(lab_pgcast_status "$1") || true
+  grep -q -E "^ *$2 .* primary +up" <<<"$out"
+}
+
+# sc_acked_after FILE T0 COUNT — has FILE ("ID MS" lines) at least COUNT acks after T0 (ms)?
+sc_acked_after() {
+  [[ -s $1 ]] && (($(awk -v t="$2" '$2 > t' "$1" | wc -l) >= $3))
+}
+
 scenario_failover() {
   sc_title "6. Primary failure: pg1 stops, pg2 is promoted, the balancers follow"
   local d t0 pid st via_anycast direct outage missing acked n
@@ -381,7 +396,7 @@ scenario_failover() {
   t0=$(lab_now_ms)
   # Immediate shutdown: as abrupt as a crash for the clients, but leaves no orphans behind.
   nl_alive "$pid" "$st" && kill -QUIT "$pid"
-  nl_wait 10 bash -c "! [[ -d /proc/$pid ]]" || sc_check "pg1 stopped" false
+  nl_wait 10 sc_process_gone "$pid" || sc_check "pg1 stopped" false
   sc_note "pg1 stopped; the lab (as failover manager) promotes pg2 and points pg3 at it"
   lab_pg_sql 2 "SELECT pg_promote(true, 30)" >/dev/null || sc_check "pg2 promoted" false
   lab_pg_sql 2 "SELECT pg_create_physical_replication_slot('pg3')" >/dev/null || true
@@ -389,15 +404,10 @@ scenario_failover() {
   lab_pg_sql 3 "SELECT pg_reload_conf()" >/dev/null
   # Every balancer must see pg2 as the primary, with no configuration edit.
   for n in "${BALANCERS[@]}"; do
-    if nl_wait 20 bash -c "'$PGCAST_BIN' status --admin '$LAB_STATE/b$n/admin.sock' | grep -q -E '^ *pg2 .* primary +up'"; then
-      sc_check "b$n follows: pg2 is its primary" true
-    else
-      sc_check "b$n follows: pg2 is its primary" false
-    fi
+    sc_check "b$n follows: pg2 is its primary" nl_wait 20 sc_primary_is "$n" pg2
   done
   # Keep writing until a few writes made it through the new primary.
-  nl_wait 20 bash -c "[[ -s '$d/acked' ]] && (( \$(awk -v t=$t0 '\$2 > t' '$d/acked' | wc -l) >= 5 ))" ||
-    sc_check "writes succeed after the failover" false
+  nl_wait 20 sc_acked_after "$d/acked" "$t0" 5 || sc_check "writes succeed after the failover" false
   rm -f "$d/run"
   wait "$writer" || true
   acked=$(wc -l <"$d/acked")

@@ -125,11 +125,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             sessions = open_sessions(),
             "shutting down: new connections paused, waiting for sessions in flight"
         );
-        let deadline = tokio::time::Instant::now() + config.drain.quiesce;
-        while open_sessions() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let left = open_sessions();
+        // Polled every 5 ms: the withdrawal waits for this, and short sessions end in ms.
+        let left = wait_for_sessions(&open_sessions, config.drain.quiesce, 5).await;
         if left > 0 {
             tracing::warn!(
                 sessions = left,
@@ -151,13 +148,24 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         let _ = t.await;
     }
     drop(listener_sockets);
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while open_sessions() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_sessions(&open_sessions, DRAIN_TIMEOUT, 50).await;
     routing.shutdown().await;
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
+}
+
+/// Waits until `open_sessions()` is 0 or `limit` has passed, polling every `poll_ms`; returns
+/// how many sessions are still open.
+async fn wait_for_sessions(
+    open_sessions: &impl Fn() -> usize,
+    limit: Duration,
+    poll_ms: u64,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    while open_sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+    }
+    open_sessions()
 }
 
 /// SIGHUP: applies what can change at run time and says what could not be applied.

@@ -11,38 +11,21 @@
 //! Needs root and `ip netns`; without them the tests say why and pass, except under CI
 //! (`CI=true`), where they fail.
 
+#[path = "common/netlab.rs"]
+mod netlab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use netlab::lossy;
 
 /// One lab at a time in this process.
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn skip_reason() -> Option<String> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        });
-    if uid.as_deref() != Some("0") {
-        return Some("not running as root (network namespaces need it)".into());
-    }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!("`ip netns` fails: {}", lossy(&o.stderr).trim())),
-        Err(e) => Some(format!("`ip` (iproute2) is not available: {e}")),
-    }
 }
 
 struct Lab {
@@ -54,7 +37,7 @@ struct Lab {
 impl Lab {
     /// `lab/up` with a fresh prefix; `None` (after saying why) when labs cannot run here.
     fn up() -> Option<Lab> {
-        if let Some(reason) = skip_reason() {
+        if let Some(reason) = netlab::skip_reason() {
             assert!(
                 std::env::var("CI").is_err(),
                 "lab tests cannot run under CI: {reason}"

@@ -73,7 +73,7 @@ fn topology_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/netns/ospf-topology")
 }
 
-fn lossy(b: &[u8]) -> String {
+pub fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
