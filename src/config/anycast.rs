@@ -47,6 +47,7 @@ struct RawOspfInterface {
     priority: Option<i64>,
     mtu_ignore: Option<bool>,
     auth: Option<RawAuth>,
+    bfd: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +119,8 @@ pub struct OspfInterfaceConfig {
     pub priority: u8,
     pub mtu_ignore: bool,
     pub auth: OspfAuth,
+    /// BFD sessions to every neighbour on this interface.
+    pub bfd: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +284,7 @@ impl Validator<'_> {
                 priority: self.count(&s, "ospf.interfaces.priority", i.priority, 0, 0, 255)? as u8,
                 mtu_ignore: i.mtu_ignore.unwrap_or(false),
                 auth: self.ospf_auth(&s, i.auth)?,
+                bfd: i.bfd.unwrap_or(false),
                 name: i.name,
             });
         }
@@ -436,7 +440,12 @@ impl Validator<'_> {
         })
     }
 
-    fn ipv4(&self, s: &Range<usize>, key: &str, text: &str) -> Result<Ipv4Addr, ConfigError> {
+    pub(super) fn ipv4(
+        &self,
+        s: &Range<usize>,
+        key: &str,
+        text: &str,
+    ) -> Result<Ipv4Addr, ConfigError> {
         text.parse()
             .map_err(|_| self.err(s.clone(), key, format!("not an IPv4 address: {text:?}")))
     }

@@ -2,14 +2,16 @@
 //! into typed values. Every error names the key and the line of the file it came from.
 
 mod anycast;
+mod bgp;
+mod cluster;
 mod peers;
 pub use anycast::{
     DrainConfig, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig, OspfNetwork,
     PrefixConfig, Requirement, WhenUnhealthy,
 };
+pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use peers::Peer;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -116,6 +118,10 @@ struct RawConfig {
     drain: Option<Spanned<anycast::RawDrain>>,
     #[serde(default)]
     peers: Vec<Spanned<peers::RawPeer>>,
+    #[serde(default)]
+    bgp: Option<Spanned<bgp::RawBgp>>,
+    #[serde(default)]
+    bfd: Option<Spanned<bgp::RawBfd>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -231,6 +237,8 @@ pub struct Config {
     pub drain: DrainConfig,
     /// Where CancelRequests for keys issued by other balancers are forwarded.
     pub peers: Vec<Peer>,
+    pub bgp: Option<BgpConfig>,
+    pub bfd: BfdConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,6 +634,8 @@ impl Validator<'_> {
         let prefixes = self.prefixes(raw.prefix, &names)?;
         let drain = self.drain(raw.drain)?;
         let peers = self.peers(raw.peers, node_id, &listeners, &prefixes)?;
+        let bgp = self.bgp(raw.bgp, ospf.as_ref().map(|o| o.router_id))?;
+        let bfd = self.bfd(raw.bfd)?;
 
         Ok(Config {
             path: path.to_path_buf(),
@@ -644,124 +654,9 @@ impl Validator<'_> {
             prefixes,
             drain,
             peers,
+            bgp,
+            bfd,
         })
-    }
-
-    fn listeners(
-        &self,
-        raw: Vec<Spanned<RawListener>>,
-    ) -> Result<Vec<ListenerConfig>, ConfigError> {
-        if raw.is_empty() {
-            return Err(self.err(
-                0..0,
-                "listeners",
-                "at least one [[listeners]] entry is required",
-            ));
-        }
-        let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
-        let mut out = Vec::new();
-        for (i, item) in raw.into_iter().enumerate() {
-            let span = item.span();
-            let l = item.into_inner();
-            let key = |k: &str| format!("listeners[{i}].{k}");
-            if !names.insert(l.name.clone()) {
-                return Err(self.err(
-                    span,
-                    &key("name"),
-                    format!("duplicate listener name {:?}", l.name),
-                ));
-            }
-            let address: SocketAddr = l.address.parse().map_err(|e| {
-                self.err(
-                    span.clone(),
-                    &key("address"),
-                    format!("not an address:port ({e})"),
-                )
-            })?;
-            if !addrs.insert(address) {
-                return Err(self.err(
-                    span,
-                    &key("address"),
-                    format!("{address} is used by another listener"),
-                ));
-            }
-            out.push(ListenerConfig {
-                name: l.name,
-                address,
-                role: l.role,
-            });
-        }
-        Ok(out)
-    }
-
-    fn backends(&self, raw: Vec<Spanned<RawBackend>>) -> Result<Vec<BackendConfig>, ConfigError> {
-        if raw.is_empty() {
-            return Err(self.err(
-                0..0,
-                "backends",
-                "at least one [[backends]] entry is required",
-            ));
-        }
-        let mut names = HashSet::new();
-        let mut out = Vec::new();
-        for (i, item) in raw.into_iter().enumerate() {
-            let span = item.span();
-            let b = item.into_inner();
-            let key = |k: &str| format!("backends[{i}].{k}");
-            if b.name.is_empty() || !names.insert(b.name.clone()) {
-                return Err(self.err(
-                    span,
-                    &key("name"),
-                    format!("empty or duplicate backend name {:?}", b.name),
-                ));
-            }
-            if b.host.is_empty() {
-                return Err(self.err(span, &key("host"), "must not be empty"));
-            }
-            let port = self.count(&span, &key("port"), b.port, 5432, 1, 65535)? as u16;
-            let weight = self.count(&span, &key("weight"), b.weight, 1, 0, 1000)? as u32;
-            out.push(BackendConfig {
-                name: b.name,
-                host: b.host,
-                port,
-                weight,
-            });
-        }
-        Ok(out)
-    }
-
-    fn users(&self, raw: Vec<Spanned<RawUser>>) -> Result<Vec<UserConfig>, ConfigError> {
-        let mut names = HashSet::new();
-        let mut out = Vec::new();
-        for (i, item) in raw.into_iter().enumerate() {
-            let span = item.span();
-            let u = item.into_inner();
-            let key = |k: &str| format!("users[{i}].{k}");
-            if u.name.is_empty() || !names.insert(u.name.clone()) {
-                return Err(self.err(
-                    span,
-                    &key("name"),
-                    format!("empty or duplicate user name {:?}", u.name),
-                ));
-            }
-            let auth = u.auth.unwrap_or(ClientAuthMethod::ScramSha256);
-            if auth != ClientAuthMethod::Trust && u.password.is_none() {
-                return Err(self.err(span, &key("password"), "required unless auth = \"trust\""));
-            }
-            let scram = match (&u.password, auth) {
-                (Some(p), ClientAuthMethod::ScramSha256) => Some(ScramVerifier::generate(p)),
-                _ => None,
-            };
-            out.push(UserConfig {
-                name: u.name,
-                auth,
-                password: u.password,
-                backend_password: u.backend_password,
-                scram,
-            });
-        }
-        Ok(out)
     }
 }
 

@@ -312,3 +312,96 @@ fn peers_change_on_reload() {
     assert!(not_applied.is_empty(), "{not_applied:?}");
     assert_eq!(merged.peers[0].address.to_string(), "198.18.1.96:5432");
 }
+
+const BGP: &str = r#"
+[bgp]
+local_as = 4200000001
+router_id = "198.18.1.94"
+hold_time = 30
+
+[[bgp.neighbors]]
+address = "198.18.1.90"
+remote_as = 65000
+password = "s3cret"
+med = 10
+communities = ["65000:100", "graceful-shutdown"]
+large_communities = ["65000:1:2"]
+bfd = true
+
+[[bgp.neighbors]]
+address = "198.18.1.91"
+remote_as = 4200000001
+hold_time = 0
+passive = true
+
+[bfd]
+desired_min_tx_ms = 100
+"#;
+
+#[test]
+fn bgp_neighbors_and_bfd_timers() {
+    let c = parse(&format!("{MINIMAL}{BGP}")).expect("valid");
+    let b = c.bgp.expect("bgp configured");
+    assert_eq!(b.local_as, 4_200_000_001);
+    assert_eq!(b.listen, Some("0.0.0.0:179".parse().unwrap()));
+    assert_eq!(b.graceful_shutdown, Duration::from_millis(1000));
+    let n = &b.neighbors[0];
+    assert_eq!((n.remote_as, n.port, n.hold_time), (65000, 179, 30));
+    assert_eq!(n.password.as_deref(), Some("s3cret"));
+    assert!(
+        !format!("{n:?}").contains("s3cret"),
+        "key must not be logged"
+    );
+    assert_eq!(n.med, Some(10));
+    assert_eq!(
+        n.communities,
+        vec![
+            crate::routing::bgp::StandardCommunity::new(65000, 100),
+            crate::routing::bgp::StandardCommunity::GRACEFUL_SHUTDOWN
+        ]
+    );
+    assert_eq!(n.large_communities[0].local_data_2, 2);
+    assert!(n.bfd && !n.passive);
+    let n = &b.neighbors[1];
+    assert_eq!((n.hold_time, n.passive, n.local_pref), (0, true, 100));
+    assert_eq!(c.bfd.desired_min_tx, Duration::from_millis(100));
+    assert_eq!(c.bfd.required_min_rx, Duration::from_millis(300));
+    assert_eq!(c.bfd.detect_multiplier, 3);
+}
+
+#[test]
+fn bgp_errors_name_the_key_and_line() {
+    let cases = [
+        ("hold_time = 30", "hold_time = 2", "bgp.hold_time"),
+        ("local_as = 4200000001", "local_as = 23456", "bgp.local_as"),
+        (
+            "\"65000:100\"",
+            "\"65000:70000\"",
+            "bgp.neighbors[0].communities",
+        ),
+        (
+            "\"65000:1:2\"",
+            "\"65000:1\"",
+            "bgp.neighbors[0].large_communities",
+        ),
+        (
+            "address = \"198.18.1.91\"",
+            "address = \"198.18.1.90\"",
+            "bgp.neighbors[1].address",
+        ),
+        ("router_id = \"198.18.1.94\"\n", "", "bgp.router_id"),
+        ("passive = true", "passive = true\nlisten = 1", "listen"),
+    ];
+    for (from, to, key) in cases {
+        let text = format!("{MINIMAL}{}", BGP.replacen(from, to, 1));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains(key), "{from} -> {to}: {e}");
+        assert!(e.contains("test.toml"), "{e}");
+    }
+    let text = format!(
+        "{MINIMAL}{}",
+        BGP.replace("[bgp]\n", "[bgp]\nlisten = \"off\"\n")
+    );
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("bgp.neighbors[1].passive"), "{e}");
+}

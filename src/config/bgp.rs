@@ -1,0 +1,365 @@
+//! `[bgp]`, `[[bgp.neighbors]]` and `[bfd]`: the BGP speaker that announces the same prefixes
+//! as OSPF (either or both may be configured), and the BFD timers shared by every BFD session.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{split, ConfigError, Validator};
+use crate::routing::bgp::{LargeCommunity, StandardCommunity, AS_TRANS};
+
+// ---------------------------------------------------------------------------------------------
+// Raw (serde) layer
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    local_as: Option<i64>,
+    router_id: Option<String>,
+    hold_time: Option<i64>,
+    connect_retry_ms: Option<i64>,
+    graceful_shutdown_ms: Option<i64>,
+    listen: Option<String>,
+    #[serde(default)]
+    neighbors: Vec<Spanned<RawNeighbor>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbor {
+    address: Option<String>,
+    remote_as: Option<i64>,
+    port: Option<i64>,
+    local_address: Option<String>,
+    passive: Option<bool>,
+    hold_time: Option<i64>,
+    password: Option<String>,
+    ttl_security: Option<bool>,
+    next_hop: Option<String>,
+    med: Option<i64>,
+    local_pref: Option<i64>,
+    #[serde(default)]
+    communities: Vec<String>,
+    #[serde(default)]
+    large_communities: Vec<String>,
+    bfd: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBfd {
+    desired_min_tx_ms: Option<i64>,
+    required_min_rx_ms: Option<i64>,
+    detect_multiplier: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated layer
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpConfig {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Where peers may connect to us; `None`: we only connect out.
+    pub listen: Option<SocketAddr>,
+    /// Drain: how long the routes carry GRACEFUL_SHUTDOWN (RFC 8326) before the withdrawal.
+    pub graceful_shutdown: Duration,
+    pub neighbors: Vec<BgpNeighborConfig>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct BgpNeighborConfig {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub remote_as: u32,
+    pub local_address: Option<Ipv4Addr>,
+    pub passive: bool,
+    pub hold_time: u16,
+    pub connect_retry: Duration,
+    /// TCP-MD5 key (RFC 2385); never logged.
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): send with TTL 255, accept only TTL 254 or more (one hop).
+    pub ttl_security: bool,
+    /// `None`: the local address of the session's TCP connection (NEXT_HOP self).
+    pub next_hop: Option<Ipv4Addr>,
+    pub med: Option<u32>,
+    pub local_pref: u32,
+    pub communities: Vec<StandardCommunity>,
+    pub large_communities: Vec<LargeCommunity>,
+    pub bfd: bool,
+}
+
+impl std::fmt::Debug for BgpNeighborConfig {
+    // The TCP-MD5 key never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BgpNeighborConfig")
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("remote_as", &self.remote_as)
+            .field("local_address", &self.local_address)
+            .field("passive", &self.passive)
+            .field("hold_time", &self.hold_time)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("ttl_security", &self.ttl_security)
+            .field("next_hop", &self.next_hop)
+            .field("med", &self.med)
+            .field("bfd", &self.bfd)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Timers of every BFD session (RFC 5880 §6.8.1 bfd.DesiredMinTxInterval,
+/// bfd.RequiredMinRxInterval, bfd.DetectMult).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BfdConfig {
+    pub desired_min_tx: Duration,
+    pub required_min_rx: Duration,
+    pub detect_multiplier: u8,
+}
+
+impl Validator<'_> {
+    pub(super) fn bgp(
+        &self,
+        raw: Option<Spanned<RawBgp>>,
+        ospf_router_id: Option<Ipv4Addr>,
+    ) -> Result<Option<BgpConfig>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let b = raw.into_inner();
+        let local_as = self.asn(&span, "bgp.local_as", b.local_as)?;
+        let router_id = match (b.router_id.as_deref(), ospf_router_id) {
+            (Some(text), _) => self.ipv4(&span, "bgp.router_id", text)?,
+            (None, Some(id)) => id,
+            (None, None) => {
+                return Err(self.err(
+                    span,
+                    "bgp.router_id",
+                    "missing (an IPv4 address; it defaults to ospf.router_id only when [ospf] is configured)",
+                ))
+            }
+        };
+        if router_id.is_unspecified() {
+            return Err(self.err(span, "bgp.router_id", "0.0.0.0 is not a BGP Identifier"));
+        }
+        let hold_time = self.hold_time(&span, "bgp.hold_time", b.hold_time, 90)?;
+        let connect_retry =
+            self.ms(&span, "bgp.connect_retry_ms", b.connect_retry_ms, 5000, 100)?;
+        let graceful_shutdown = self.ms(
+            &span,
+            "bgp.graceful_shutdown_ms",
+            b.graceful_shutdown_ms,
+            1000,
+            0,
+        )?;
+        let listen = match b.listen.as_deref() {
+            None => Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179))),
+            Some("off") => None,
+            Some(text) => Some(text.parse().map_err(|e| {
+                self.err(
+                    span.clone(),
+                    "bgp.listen",
+                    format!("not an IP:port or \"off\" ({e}): {text:?}"),
+                )
+            })?),
+        };
+        if b.neighbors.is_empty() {
+            return Err(self.err(
+                span,
+                "bgp.neighbors",
+                "at least one [[bgp.neighbors]] entry is required",
+            ));
+        }
+        let mut neighbors: Vec<BgpNeighborConfig> = Vec::new();
+        for (i, item) in b.neighbors.into_iter().enumerate() {
+            let s = item.span();
+            let n = item.into_inner();
+            let key = |k: &str| format!("bgp.neighbors[{i}].{k}");
+            let address = self.ipv4(
+                &s,
+                &key("address"),
+                n.address
+                    .as_deref()
+                    .ok_or_else(|| self.err(s.clone(), &key("address"), "missing"))?,
+            )?;
+            if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
+                return Err(self.err(s, &key("address"), format!("{address} is not a peer")));
+            }
+            if neighbors.iter().any(|x| x.address == address) {
+                return Err(self.err(s, &key("address"), format!("duplicate neighbor {address}")));
+            }
+            let passive = n.passive.unwrap_or(false);
+            if passive && listen.is_none() {
+                return Err(self.err(
+                    s,
+                    &key("passive"),
+                    "a passive neighbor must connect to us, but bgp.listen is \"off\"",
+                ));
+            }
+            let opt_ipv4 = |k: &str, v: Option<&str>| -> Result<Option<Ipv4Addr>, ConfigError> {
+                v.map(|t| self.ipv4(&s, &key(k), t)).transpose()
+            };
+            let password = match n.password {
+                // Linux keeps at most TCP_MD5SIG_MAXKEYLEN (80) bytes.
+                Some(p) if p.is_empty() || p.len() > 80 => {
+                    return Err(self.err(s, &key("password"), "must be 1 to 80 bytes"))
+                }
+                other => other,
+            };
+            let med = match n.med {
+                None => None,
+                Some(v) => {
+                    Some(self.count(&s, &key("med"), Some(v), 0, 0, u32::MAX as u64)? as u32)
+                }
+            };
+            neighbors.push(BgpNeighborConfig {
+                address,
+                port: self.count(&s, &key("port"), n.port, 179, 1, 65535)? as u16,
+                remote_as: self.asn(&s, &key("remote_as"), n.remote_as)?,
+                local_address: opt_ipv4("local_address", n.local_address.as_deref())?,
+                passive,
+                hold_time: match n.hold_time {
+                    None => hold_time,
+                    Some(v) => self.hold_time(&s, &key("hold_time"), Some(v), 90)?,
+                },
+                connect_retry,
+                password,
+                ttl_security: n.ttl_security.unwrap_or(false),
+                next_hop: opt_ipv4("next_hop", n.next_hop.as_deref())?,
+                med,
+                local_pref: self.count(
+                    &s,
+                    &key("local_pref"),
+                    n.local_pref,
+                    100,
+                    0,
+                    u32::MAX as u64,
+                )? as u32,
+                communities: n
+                    .communities
+                    .iter()
+                    .map(|c| self.community(&s, &key("communities"), c))
+                    .collect::<Result<_, _>>()?,
+                large_communities: n
+                    .large_communities
+                    .iter()
+                    .map(|c| self.large_community(&s, &key("large_communities"), c))
+                    .collect::<Result<_, _>>()?,
+                bfd: n.bfd.unwrap_or(false),
+            });
+        }
+        Ok(Some(BgpConfig {
+            local_as,
+            router_id,
+            listen,
+            graceful_shutdown,
+            neighbors,
+        }))
+    }
+
+    pub(super) fn bfd(&self, raw: Option<Spanned<RawBfd>>) -> Result<BfdConfig, ConfigError> {
+        let (s, b) = split(raw);
+        Ok(BfdConfig {
+            desired_min_tx: self.ms(&s, "bfd.desired_min_tx_ms", b.desired_min_tx_ms, 300, 10)?,
+            required_min_rx: self.ms(
+                &s,
+                "bfd.required_min_rx_ms",
+                b.required_min_rx_ms,
+                300,
+                10,
+            )?,
+            detect_multiplier: self.count(
+                &s,
+                "bfd.detect_multiplier",
+                b.detect_multiplier,
+                3,
+                1,
+                255,
+            )? as u8,
+        })
+    }
+
+    fn asn(&self, s: &Range<usize>, key: &str, v: Option<i64>) -> Result<u32, ConfigError> {
+        let v = v.ok_or_else(|| self.err(s.clone(), key, "missing (an AS number)"))?;
+        let asn = self.count(s, key, Some(v), 0, 1, u32::MAX as u64)? as u32;
+        if asn == u32::from(AS_TRANS) {
+            return Err(self.err(
+                s.clone(),
+                key,
+                "23456 is AS_TRANS, reserved (RFC 6793 section 9)",
+            ));
+        }
+        Ok(asn)
+    }
+
+    fn hold_time(
+        &self,
+        s: &Range<usize>,
+        key: &str,
+        v: Option<i64>,
+        default: u64,
+    ) -> Result<u16, ConfigError> {
+        let h = self.count(s, key, v, default, 0, 65535)? as u16;
+        // RFC 4271 section 4.2: zero or at least three seconds.
+        if matches!(h, 1 | 2) {
+            return Err(self.err(s.clone(), key, "must be 0 or at least 3 seconds"));
+        }
+        Ok(h)
+    }
+
+    fn community(
+        &self,
+        s: &Range<usize>,
+        key: &str,
+        text: &str,
+    ) -> Result<StandardCommunity, ConfigError> {
+        let bad = || {
+            self.err(
+                s.clone(),
+                key,
+                format!("{text:?} is not a community (ASN:VALUE, both 0..65535, or \"graceful-shutdown\"/\"no-export\"/\"no-advertise\")"),
+            )
+        };
+        match text {
+            "graceful-shutdown" => return Ok(StandardCommunity::GRACEFUL_SHUTDOWN),
+            "no-export" => return Ok(StandardCommunity::NO_EXPORT),
+            "no-advertise" => return Ok(StandardCommunity::NO_ADVERTISE),
+            _ => {}
+        }
+        let (a, v) = text.split_once(':').ok_or_else(bad)?;
+        let a: u16 = a.parse().map_err(|_| bad())?;
+        let v: u16 = v.parse().map_err(|_| bad())?;
+        Ok(StandardCommunity::new(a, v))
+    }
+
+    fn large_community(
+        &self,
+        s: &Range<usize>,
+        key: &str,
+        text: &str,
+    ) -> Result<LargeCommunity, ConfigError> {
+        let bad = || {
+            self.err(
+                s.clone(),
+                key,
+                format!(
+                    "{text:?} is not a large community (GLOBAL:LOCAL1:LOCAL2, each 0..4294967295)"
+                ),
+            )
+        };
+        let parts: Vec<u32> = text
+            .split(':')
+            .map(|p| p.parse::<u32>().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        match parts[..] {
+            [global_admin, local_data_1, local_data_2] => Ok(LargeCommunity {
+                global_admin,
+                local_data_1,
+                local_data_2,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
