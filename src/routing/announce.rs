@@ -1,5 +1,5 @@
 //! Which prefixes to announce, and why: the pure link between the health verdicts and the
-//! routing protocols. Every speaker (OSPF now, BGP later) announces exactly what this decides.
+//! routing protocols. Every speaker (OSPF and BGP) announces exactly what this decides.
 
 use std::net::Ipv4Addr;
 

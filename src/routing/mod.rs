@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use crate::config::{Config, PrefixConfig};
 use crate::health::ClusterView;
 use announce::PrefixVerdict;
+use bgp::io::{BgpHandle, BgpIoError, BgpStatusSource};
+use bgp::status::BgpStatus;
 use ospf::instance::Announcement;
 use ospf::io::{OspfHandle, OspfIoError};
 use ospf::status::OspfStatus;
@@ -25,6 +27,8 @@ use ospf::status::OspfStatus;
 pub enum RoutingError {
     #[error("ospf: {0}")]
     Ospf(#[from] OspfIoError),
+    #[error("bgp: {0}")]
+    Bgp(#[from] BgpIoError),
 }
 
 /// The routing part of `pgcast status`.
@@ -34,6 +38,9 @@ pub struct RoutingStatus {
     pub prefixes: Vec<PrefixVerdict>,
     /// The OSPF speaker, when configured.
     pub ospf: Option<OspfStatus>,
+    /// The BGP speaker, when configured.
+    #[serde(default)]
+    pub bgp: Option<BgpStatus>,
 }
 
 /// The running speakers and the task that couples them to health.
@@ -41,6 +48,7 @@ pub struct Routing {
     verdicts: watch::Receiver<Vec<PrefixVerdict>>,
     draining: watch::Sender<bool>,
     ospf: Option<OspfHandle>,
+    bgp: Option<Arc<BgpHandle>>,
 }
 
 impl Routing {
@@ -53,6 +61,10 @@ impl Routing {
             Some(o) => Some(ospf::io::spawn(o)?),
             None => None,
         };
+        let bgp = match &config.bgp {
+            Some(b) => Some(Arc::new(bgp::io::spawn(b)?)),
+            None => None,
+        };
         let (draining_tx, draining_rx) = watch::channel(false);
         let initial = announce::evaluate(&config.prefixes, &cluster.borrow(), false);
         let (verdict_tx, verdict_rx) = watch::channel(initial);
@@ -62,11 +74,13 @@ impl Routing {
             draining_rx,
             verdict_tx,
             ospf.clone(),
+            bgp.clone(),
         ));
         Ok(Routing {
             verdicts: verdict_rx,
             draining: draining_tx,
             ospf,
+            bgp,
         })
     }
 
@@ -75,26 +89,49 @@ impl Routing {
         RoutingStatusSource {
             verdicts: self.verdicts.clone(),
             ospf: self.ospf.as_ref().map(|o| o.status_receiver()),
+            bgp: self.bgp.as_ref().map(|b| b.status_source()),
         }
     }
 
     /// Withdraws every prefix and waits (at most `limit`) until every speaker has sent the
     /// withdrawal; OSPF may hold it back for MinLSInterval after the previous origination.
+    /// BGP first re-announces with GRACEFUL_SHUTDOWN (RFC 8326) for its grace period, so
+    /// routers move traffic before the route disappears.
     pub async fn withdraw_all(&self, limit: Duration) {
-        self.draining.send_replace(true);
-        let Some(o) = &self.ospf else { return };
-        let mut rx = o.status_receiver();
-        let sent = rx.wait_for(|s| {
-            s.as_ref()
-                .is_some_and(|s| s.announced.is_empty() && s.desired.is_empty())
-        });
-        if tokio::time::timeout(limit, sent).await.is_err() {
-            tracing::warn!("withdrawal not confirmed by the OSPF speaker within {limit:?}");
+        if let Some(b) = &self.bgp {
+            let grace = b.graceful_shutdown_time();
+            if !grace.is_zero() && b.any_established() {
+                b.graceful_shutdown().await;
+                tracing::info!(?grace, "BGP routes re-announced with GRACEFUL_SHUTDOWN");
+                tokio::time::sleep(grace).await;
+            }
         }
+        self.draining.send_replace(true);
+        let ospf_done = async {
+            let Some(o) = &self.ospf else { return };
+            let mut rx = o.status_receiver();
+            let sent = rx.wait_for(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.announced.is_empty() && s.desired.is_empty())
+            });
+            if tokio::time::timeout(limit, sent).await.is_err() {
+                tracing::warn!("withdrawal not confirmed by the OSPF speaker within {limit:?}");
+            }
+        };
+        let bgp_done = async {
+            let Some(b) = &self.bgp else { return };
+            if !b.wait_withdrawn(limit).await {
+                tracing::warn!("withdrawal not confirmed by every BGP neighbor within {limit:?}");
+            }
+        };
+        tokio::join!(ospf_done, bgp_done);
     }
 
-    /// Flushes what the speakers originated and stops them.
+    /// Flushes what the speakers originated, sends BGP Cease, and stops them.
     pub async fn shutdown(&self) {
+        if let Some(b) = &self.bgp {
+            b.stop("pgcast is shutting down").await;
+        }
         if let Some(o) = &self.ospf {
             o.shutdown().await;
         }
@@ -106,13 +143,16 @@ impl Routing {
 pub struct RoutingStatusSource {
     verdicts: watch::Receiver<Vec<PrefixVerdict>>,
     ospf: Option<watch::Receiver<Option<OspfStatus>>>,
+    bgp: Option<BgpStatusSource>,
 }
 
 impl RoutingStatusSource {
     pub fn get(&self) -> RoutingStatus {
+        let prefixes = self.verdicts.borrow().clone();
         RoutingStatus {
-            prefixes: self.verdicts.borrow().clone(),
             ospf: self.ospf.as_ref().and_then(|o| o.borrow().clone()),
+            bgp: self.bgp.as_ref().map(|b| b.get(&prefixes)),
+            prefixes,
         }
     }
 }
@@ -124,6 +164,7 @@ async fn couple(
     mut draining: watch::Receiver<bool>,
     verdicts: watch::Sender<Vec<PrefixVerdict>>,
     ospf: Option<OspfHandle>,
+    bgp: Option<Arc<BgpHandle>>,
 ) {
     let mut last: Option<Vec<Announcement>> = None;
     loop {
@@ -151,6 +192,11 @@ async fn couple(
             }
             if let Some(o) = &ospf {
                 o.announce(wanted.clone()).await;
+            }
+            if let Some(b) = &bgp {
+                let prefixes: Vec<(std::net::Ipv4Addr, u8)> =
+                    wanted.iter().map(|a| (a.prefix, a.prefix_len)).collect();
+                b.announce(&prefixes).await;
             }
             last = Some(wanted);
         }

@@ -20,6 +20,7 @@ pub fn routing_text(r: &RoutingStatus, s: &mut String) {
             p.reason
         );
     }
+    bgp_text(r, s);
     let Some(o) = &r.ospf else {
         let _ = writeln!(s, "\nOSPF: not configured");
         return;
@@ -68,5 +69,52 @@ pub fn routing_text(r: &RoutingStatus, s: &mut String) {
     if !o.dropped.is_empty() {
         let dropped: Vec<String> = o.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(s, "  dropped packets: {}", dropped.join(", "));
+    }
+}
+
+fn bgp_text(r: &RoutingStatus, s: &mut String) {
+    let Some(b) = &r.bgp else {
+        let _ = writeln!(s, "\nBGP: not configured");
+        return;
+    };
+    let id = b.router_id.map(|i| i.to_string()).unwrap_or_default();
+    let _ = writeln!(s, "\nBGP AS {} router-id {id}", b.local_as);
+    let _ = writeln!(
+        s,
+        "  {:<16} {:<10} {:<12} {:>8} {:>5} {:>7} {:>7}  prefixes",
+        "neighbor", "AS", "state", "up", "hold", "msg in", "msg out"
+    );
+    for n in &b.neighbors {
+        let up = n
+            .uptime_s
+            .map(|u| format!("{u}s"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "  {:<16} {:<10} {:<12} {:>8} {:>5} {:>7} {:>7}  {}{}",
+            n.address.to_string(),
+            n.remote_as,
+            n.state,
+            up,
+            n.hold_time,
+            n.messages_in,
+            n.messages_out,
+            if n.sent.is_empty() {
+                "-".to_string()
+            } else {
+                n.sent.join(" ")
+            },
+            if n.graceful_shutdown {
+                " (GRACEFUL_SHUTDOWN)"
+            } else {
+                ""
+            }
+        );
+        for p in n.prefixes.iter().filter(|p| !p.announced) {
+            let _ = writeln!(s, "    {} not announced: {}", p.prefix, p.reason);
+        }
+        if let Some(e) = &n.last_error {
+            let _ = writeln!(s, "    last error: {e}");
+        }
     }
 }

@@ -28,7 +28,7 @@ use super::collision::ConnectionOrigin;
 use super::message::{Capabilities, DecodeContext, Message, MessageError, Open};
 use super::notification::{fsm_subcode, Notification};
 use super::session_config::{ConfigError, SessionConfig};
-use super::update::{Update, UpdateEncoding};
+use super::update::{Ipv4Prefix, Update, UpdateEncoding};
 
 /// HoldTimer value while waiting for the peer's OPEN (RFC 4271 §8.2.2
 /// suggests 4 minutes).
@@ -234,6 +234,26 @@ impl Session {
     /// Why the last attempt or session ended, for status pages.
     pub fn last_down_reason(&self) -> Option<&DownReason> {
         self.last_down_reason.as_ref()
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Sets NEXT_HOP for the routes sent from now on. The actor calls it with the local address
+    /// of each new connection when no next hop is configured ("next hop self" for eBGP).
+    pub fn set_next_hop(&mut self, next_hop: Ipv4Addr) {
+        self.config.next_hop = next_hop;
+    }
+
+    /// The prefixes the peer currently has from us.
+    pub fn sent_prefixes(&self) -> Vec<Ipv4Prefix> {
+        self.rib.sent_prefixes().copied().collect()
+    }
+
+    /// When the current session reached Established.
+    pub fn established_at(&self) -> Option<Instant> {
+        self.established_at
     }
 
     /// When to step [`Input::Tick`] next; `None` when no timer runs.

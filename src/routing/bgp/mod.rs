@@ -23,13 +23,19 @@
 //! - [`fsm`]: the RFC 4271 §8 session state machine.
 //! - [`session_config`]: what a session is configured with.
 //! - [`collision`]: RFC 4271 §6.8 connection collision resolution.
+//! - [`io`], `neighbor`: the actor (TCP, listener, one task per neighbour); [`sockopt`]:
+//!   TCP-MD5 and GTSM; [`status`]: what `pgcast status` shows.
 
 pub mod adj_rib_out;
 pub mod collision;
 pub mod fsm;
+pub mod io;
 pub mod message;
+mod neighbor;
 pub mod notification;
 pub mod session_config;
+pub mod sockopt;
+pub mod status;
 pub mod update;
 pub mod update_check;
 

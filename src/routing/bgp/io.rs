@@ -1,0 +1,276 @@
+//! The BGP speaker's I/O: one actor per neighbour (see `neighbor.rs`) and one listener that
+//! hands each accepted connection to the neighbour it comes from.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::neighbor::{Command, Event, NeighborTask};
+use super::sockopt::{set_gtsm, set_tcp_md5, SockoptError};
+use super::status::{BgpNeighborStatus, BgpStatus};
+use super::{ConfigError, Session, SessionConfig, SpeakerIdentity};
+use crate::config::BgpConfig;
+use crate::routing::announce::PrefixVerdict;
+
+/// Events waiting for one neighbour's actor; received frames wait here too, so a fast peer is
+/// slowed down by TCP instead of growing memory.
+const EVENT_QUEUE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BgpIoError {
+    #[error("bgp.listen {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("bgp.listen: {0}")]
+    ListenOption(#[from] SockoptError),
+    #[error("neighbor {address}: {source}")]
+    Session {
+        address: Ipv4Addr,
+        source: ConfigError,
+    },
+}
+
+struct NeighborHandle {
+    address: Ipv4Addr,
+    events: mpsc::Sender<Event>,
+    status: watch::Receiver<BgpNeighborStatus>,
+}
+
+/// The running speaker.
+pub struct BgpHandle {
+    local_as: u32,
+    router_id: Ipv4Addr,
+    graceful_shutdown: Duration,
+    neighbors: Vec<NeighborHandle>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts one actor per neighbour (they connect at once unless passive) and the listener.
+pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
+    let us = SpeakerIdentity {
+        router_id: cfg.router_id,
+        asn: cfg.local_as,
+    };
+    let mut neighbors = Vec::new();
+    let mut tasks = Vec::new();
+    for n in &cfg.neighbors {
+        let mut sc = SessionConfig::new(
+            cfg.local_as,
+            n.remote_as,
+            cfg.router_id,
+            n.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        );
+        sc.hold_time = n.hold_time;
+        sc.local_pref = n.local_pref;
+        sc.passive = n.passive;
+        sc.connect_retry_time = n.connect_retry;
+        sc.connect_retry_max = sc.connect_retry_max.max(n.connect_retry);
+        let session = Session::new(sc).map_err(|source| BgpIoError::Session {
+            address: n.address,
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (status_tx, status_rx) = watch::channel(initial_status(n));
+        tasks.push((
+            NeighborTask::new(n.clone(), us, session, tx.clone(), status_tx),
+            rx,
+        ));
+        neighbors.push(NeighborHandle {
+            address: n.address,
+            events: tx,
+            status: status_rx,
+        });
+    }
+    let listener = match cfg.listen {
+        Some(addr) => Some(bind_listener(addr, cfg)?),
+        None => None,
+    };
+    for (task, rx) in tasks {
+        tokio::spawn(task.run(rx));
+    }
+    let listener = listener.map(|l| {
+        let routes: Vec<(Ipv4Addr, mpsc::Sender<Event>)> = neighbors
+            .iter()
+            .map(|n| (n.address, n.events.clone()))
+            .collect();
+        tokio::spawn(accept_loop(l, routes))
+    });
+    Ok(BgpHandle {
+        local_as: cfg.local_as,
+        router_id: cfg.router_id,
+        graceful_shutdown: cfg.graceful_shutdown,
+        neighbors,
+        listener,
+    })
+}
+
+fn initial_status(n: &crate::config::BgpNeighborConfig) -> BgpNeighborStatus {
+    BgpNeighborStatus {
+        address: n.address,
+        remote_as: n.remote_as,
+        state: "Idle".into(),
+        uptime_s: None,
+        established_at: None,
+        hold_time: n.hold_time,
+        connection: None,
+        local_address: None,
+        messages_in: 0,
+        messages_out: 0,
+        updates_in: 0,
+        sent: Vec::new(),
+        prefixes: Vec::new(),
+        graceful_shutdown: false,
+        last_error: None,
+        bfd: n.bfd,
+    }
+}
+
+/// The listening socket carries every neighbour's TCP-MD5 key (accepted connections inherit
+/// them; a SYN from a keyed address without the right signature is dropped by the kernel).
+fn bind_listener(addr: SocketAddr, cfg: &BgpConfig) -> Result<TcpListener, BgpIoError> {
+    let err = |source| BgpIoError::Listen { addr, source };
+    let socket = tokio::net::TcpSocket::new_v4().map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    for n in &cfg.neighbors {
+        if let Some(password) = &n.password {
+            set_tcp_md5(socket.as_fd(), n.address, password.as_bytes())?;
+        }
+    }
+    // IP_MINTTL on the listener checks SYNs too, but applies to every peer: only when all of
+    // them use GTSM. Otherwise it is set per accepted connection.
+    if cfg.neighbors.iter().all(|n| n.ttl_security) {
+        set_gtsm(socket.as_fd())?;
+    }
+    socket.bind(addr).map_err(err)?;
+    socket.listen(16).map_err(err)
+}
+
+async fn accept_loop(listener: TcpListener, routes: Vec<(Ipv4Addr, mpsc::Sender<Event>)>) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("bgp accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let IpAddr::V4(ip) = from.ip() else { continue };
+        match routes.iter().find(|(a, _)| *a == ip) {
+            Some((_, events)) => {
+                let _ = events.send(Event::Accepted(stream)).await;
+            }
+            None => {
+                tracing::warn!(%from, "BGP connection from an address that is not a configured neighbor, closed")
+            }
+        }
+    }
+}
+
+impl BgpHandle {
+    /// Announce exactly these prefixes to every neighbour.
+    pub async fn announce(&self, prefixes: &[(Ipv4Addr, u8)]) {
+        for n in &self.neighbors {
+            let _ = n
+                .events
+                .send(Event::Command(Command::Announce(prefixes.to_vec())))
+                .await;
+        }
+    }
+
+    /// How long the drain keeps GRACEFUL_SHUTDOWN routes before withdrawing them.
+    pub fn graceful_shutdown_time(&self) -> Duration {
+        self.graceful_shutdown
+    }
+
+    /// Whether any session is Established (draining one makes sense).
+    pub fn any_established(&self) -> bool {
+        self.neighbors
+            .iter()
+            .any(|n| n.status.borrow().state == "Established")
+    }
+
+    /// RFC 8326: every route re-announced with GRACEFUL_SHUTDOWN.
+    pub async fn graceful_shutdown(&self) {
+        for n in &self.neighbors {
+            let _ = n
+                .events
+                .send(Event::Command(Command::GracefulShutdown))
+                .await;
+        }
+    }
+
+    /// Waits (at most `limit`) until no Established neighbour still has a route from us.
+    pub async fn wait_withdrawn(&self, limit: Duration) -> bool {
+        let all = async {
+            for n in &self.neighbors {
+                let mut rx = n.status.clone();
+                let _ = rx
+                    .wait_for(|s| s.state != "Established" || s.sent.is_empty())
+                    .await;
+            }
+        };
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
+
+    /// Cease / Administrative Shutdown to every neighbour (RFC 8203 `reason`), then stop.
+    pub async fn stop(&self, reason: &str) {
+        let mut waits = Vec::new();
+        for n in &self.neighbors {
+            let (done, wait) = oneshot::channel();
+            let cmd = Command::Stop {
+                reason: reason.to_string(),
+                done,
+            };
+            if n.events.send(Event::Command(cmd)).await.is_ok() {
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+        }
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
+    }
+
+    pub fn status_source(&self) -> BgpStatusSource {
+        BgpStatusSource {
+            local_as: self.local_as,
+            router_id: self.router_id,
+            neighbors: self.neighbors.iter().map(|n| n.status.clone()).collect(),
+        }
+    }
+}
+
+/// What the admin socket reads.
+#[derive(Clone)]
+pub struct BgpStatusSource {
+    local_as: u32,
+    router_id: Ipv4Addr,
+    neighbors: Vec<watch::Receiver<BgpNeighborStatus>>,
+}
+
+impl BgpStatusSource {
+    pub fn get(&self, verdicts: &[PrefixVerdict]) -> BgpStatus {
+        let now = Instant::now();
+        BgpStatus {
+            local_as: self.local_as,
+            router_id: Some(self.router_id),
+            neighbors: self
+                .neighbors
+                .iter()
+                .map(|n| {
+                    let mut s = n.borrow().clone();
+                    s.complete(now, verdicts);
+                    s
+                })
+                .collect(),
+        }
+    }
+}

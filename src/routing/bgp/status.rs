@@ -1,0 +1,80 @@
+//! What `pgcast status` shows of the BGP speaker.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::announce::PrefixVerdict;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BgpStatus {
+    pub local_as: u32,
+    pub router_id: Option<Ipv4Addr>,
+    pub neighbors: Vec<BgpNeighborStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpNeighborStatus {
+    pub address: Ipv4Addr,
+    pub remote_as: u32,
+    /// RFC 4271 section 8.2.2 state name.
+    pub state: String,
+    /// Seconds since the session reached Established.
+    pub uptime_s: Option<u64>,
+    #[serde(skip)]
+    pub established_at: Option<Instant>,
+    /// Negotiated hold time while a session is open; otherwise the configured one.
+    pub hold_time: u16,
+    /// Who opened the current connection: "local" or "remote".
+    pub connection: Option<String>,
+    pub local_address: Option<Ipv4Addr>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub updates_in: u64,
+    /// Prefixes the peer has from us now.
+    pub sent: Vec<String>,
+    /// Every configured prefix: announced to this neighbour or not, and why.
+    pub prefixes: Vec<BgpPrefixStatus>,
+    /// The routes carry GRACEFUL_SHUTDOWN (draining).
+    pub graceful_shutdown: bool,
+    pub last_error: Option<String>,
+    pub bfd: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpPrefixStatus {
+    pub prefix: String,
+    pub announced: bool,
+    pub reason: String,
+}
+
+impl BgpNeighborStatus {
+    /// Fills the fields that depend on the time of the query and on the health verdicts.
+    pub fn complete(&mut self, now: Instant, verdicts: &[PrefixVerdict]) {
+        self.uptime_s = self
+            .established_at
+            .map(|t| now.saturating_duration_since(t).as_secs());
+        self.prefixes = verdicts
+            .iter()
+            .map(|v| {
+                let prefix = format!("{}/{}", v.prefix, v.prefix_len);
+                let announced = self.sent.contains(&prefix);
+                let reason = if announced && self.graceful_shutdown {
+                    format!("draining: sent with GRACEFUL_SHUTDOWN; {}", v.reason)
+                } else if announced || !v.announce {
+                    v.reason.clone()
+                } else if self.state == "Established" {
+                    format!("being announced; {}", v.reason)
+                } else {
+                    format!("session {}; {}", self.state, v.reason)
+                };
+                BgpPrefixStatus {
+                    prefix,
+                    announced,
+                    reason,
+                }
+            })
+            .collect();
+    }
+}
