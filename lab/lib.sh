@@ -58,15 +58,37 @@ lab_load() {
 # ---------------------------------------------------------------------------------------------
 # Configuration files
 
-# lab_router_conf — r1's frr.conf: OSPF on the balancer LAN (eth0), DR with priority 100,
-# fast SPF; the client link (eth1) is just a connected network.
+# lab_router_conf — r1's frr.conf. OSPF: on the balancer LAN (eth0), DR with priority 100,
+# fast SPF. BGP: AS 65000, one eBGP neighbour per balancer (AS 65001), keepalive 1 s / hold 3 s,
+# reconnect every second, ECMP over all of them. The client link (eth1) is just a connected
+# network.
 lab_router_conf() {
+  local n
   cat <<EOF
 frr defaults traditional
 hostname r1
 log stdout informational
 log timestamp precision 3
 !
+EOF
+  if [[ $LAB_ROUTING == bgp ]]; then
+    cat <<EOF
+debug bgp neighbor-events
+!
+router bgp 65000
+ bgp router-id $ROUTER_ADDR
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+EOF
+    for n in "${BALANCERS[@]}"; do
+      printf ' neighbor %s remote-as 65001\n' "$(b_addr "$n")"
+      printf ' neighbor %s timers 1 3\n' "$(b_addr "$n")"
+      printf ' neighbor %s timers connect 1\n' "$(b_addr "$n")"
+    done
+    printf ' address-family ipv4 unicast\n  maximum-paths 16\n exit-address-family\n!\n'
+    return
+  fi
+  cat <<EOF
 interface eth0
  ip ospf area 0
  ip ospf hello-interval 1
@@ -79,6 +101,35 @@ router ospf
  timers throttle spf 0 50 1000
  maximum-paths 16
 !
+EOF
+}
+
+# lab_routing_conf N — balancer bN's routing section of pgcast.toml.
+lab_routing_conf() {
+  if [[ $LAB_ROUTING == bgp ]]; then
+    cat <<EOF
+[bgp]
+local_as = 65001
+router_id = "$(b_addr "$1")"
+connect_retry_ms = 1000
+
+[[bgp.neighbors]]
+address = "$ROUTER_ADDR"
+remote_as = 65000
+hold_time = 3
+EOF
+    return
+  fi
+  cat <<EOF
+[ospf]
+router_id = "$(b_addr "$1")"
+area = "0.0.0.0"
+
+[[ospf.interfaces]]
+name = "eth0"
+network = "broadcast"
+hello_interval = 1
+dead_interval = 3
 EOF
 }
 
@@ -123,17 +174,9 @@ EOF
     ((m == n)) && continue
     printf '\n[[peers]]\nid = %s\naddress = "%s:5432"\n' "$m" "$(b_addr "$m")"
   done
+  printf '\n'
+  lab_routing_conf "$n"
   cat <<EOF
-
-[ospf]
-router_id = "$(b_addr "$n")"
-area = "0.0.0.0"
-
-[[ospf.interfaces]]
-name = "eth0"
-network = "broadcast"
-hello_interval = 1
-dead_interval = 3
 
 [[prefix]]
 address = "$ANYCAST/32"
@@ -366,11 +409,8 @@ lab_client_sql() { lab_in_client "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=
 # the router routes the anycast address to all three. A failure tears everything down.
 lab_build() {
   [[ $LAB_ECMP == resilient || $LAB_ECMP == hash ]] || nl_die "LAB_ECMP: resilient or hash"
-  case $LAB_ROUTING in
-  ospf) ;;
-  bgp) nl_die "LAB_ROUTING=bgp: pgcast's BGP speaker is not there yet (open issue); use ospf" ;;
-  *) nl_die "LAB_ROUTING: ospf or bgp, not '$LAB_ROUTING'" ;;
-  esac
+  [[ $LAB_ROUTING == ospf || $LAB_ROUTING == bgp ]] ||
+    nl_die "LAB_ROUTING: ospf or bgp, not '$LAB_ROUTING'"
   [[ -x $PGCAST_BIN ]] || nl_die "no pgcast binary at $PGCAST_BIN"
   ! lab_is_up || nl_die "a lab is already up in $LAB_STATE: run lab/down first"
   [[ ! -s $LAB_STATE/namespaces ]] || nl_die "$LAB_STATE holds a half-built lab: run lab/down"
@@ -403,9 +443,11 @@ lab_build() {
       "$LAB_NAME" "$LAB_ROUTING" "$LAB_ECMP" "$PGCAST_BIN"
   } >"$LAB_STATE/lab.env.tmp"
 
-  nl_log "router r1: FRR zebra + ospfd"
+  local daemons=(zebra ospfd)
+  [[ $LAB_ROUTING == ospf ]] || daemons=(zebra bgpd)
+  nl_log "router r1: FRR ${daemons[*]}"
   lab_router_conf >"$LAB_STATE/r1-frr.conf"
-  nl_frr_start "$r1" "$LAB_STATE/r1-frr.conf" zebra ospfd
+  nl_frr_start "$r1" "$LAB_STATE/r1-frr.conf" "${daemons[@]}"
   nl_spawn r1-resilient-ecmp "$r1" "$LAB_STATE/r1-resilient-ecmp.log" \
     "$LAB_DIR/resilient-ecmp" "$ANYCAST"
   nl_wait 5 lab_resilient_active || nl_die "lab/resilient-ecmp did not start"

@@ -1,6 +1,6 @@
 //! End to end: the anycast lab of `lab/` (FRR router, three pgcast balancers announcing
-//! 198.18.2.0/32 over OSPF, PostgreSQL primary + two streaming replicas, a client behind the
-//! router), one test per failure scenario of `lab/scenarios.sh`.
+//! 198.18.2.0/32 over OSPF, or over BGP in the `bgp_` tests, PostgreSQL primary + two streaming
+//! replicas, a client behind the router), one test per failure scenario of `lab/scenarios.sh`.
 //!
 //! Each test builds its own lab with a unique namespace prefix and state directory (`lab/up`
 //! with `LAB_NAME`/`LAB_STATE`, the pgcast binary cargo built) and removes it with `lab/down`
@@ -31,12 +31,14 @@ fn repo() -> &'static Path {
 struct Lab {
     name: String,
     state: PathBuf,
+    /// LAB_ROUTING: "ospf" or "bgp".
+    routing: &'static str,
     _one: MutexGuard<'static, ()>,
 }
 
 impl Lab {
     /// `lab/up` with a fresh prefix; `None` (after saying why) when labs cannot run here.
-    fn up() -> Option<Lab> {
+    fn up(routing: &'static str) -> Option<Lab> {
         if let Some(reason) = netlab::skip_reason() {
             assert!(
                 std::env::var("CI").is_err(),
@@ -56,6 +58,7 @@ impl Lab {
         let lab = Lab {
             name,
             state,
+            routing,
             _one: one,
         };
         let out = lab.run("up", &[]);
@@ -74,6 +77,7 @@ impl Lab {
             .env("LAB_NAME", &self.name)
             .env("LAB_STATE", &self.state)
             .env("LAB_BUILD", "0")
+            .env("LAB_ROUTING", self.routing)
             .env("PGCAST_BIN", env!("CARGO_BIN_EXE_pgcast"))
             .env("LAB_PGCAST_LOG", "info")
             .output()
@@ -114,16 +118,18 @@ impl Drop for Lab {
     }
 }
 
-/// One test per scenario, each in its own lab.
+/// One test per scenario, each in its own lab (OSPF unless the routing protocol is given).
 macro_rules! lab_scenario {
-    ($($test:ident => $scenario:literal,)*) => {$(
+    ($($test:ident => $scenario:literal $(via $routing:literal)?,)*) => {$(
         #[test]
         fn $test() {
-            if let Some(lab) = Lab::up() {
+            if let Some(lab) = Lab::up(lab_scenario!(@routing $($routing)?)) {
                 lab.scenario(&[$scenario]);
             }
         }
     )*};
+    (@routing) => { "ospf" };
+    (@routing $routing:literal) => { $routing };
 }
 
 lab_scenario! {
@@ -136,4 +142,8 @@ lab_scenario! {
     scenario_7_cancel_reaches_the_issuing_balancer => "cancel",
     scenario_8_restart_rejoins_without_flap => "restart",
     scenario_9_sessions_on_other_balancers_survive => "sessions",
+    bgp_scenario_3_balancer_without_backends_withdraws_and_returns => "backends" via "bgp",
+    bgp_scenario_4_sigterm_drain_loses_no_transaction => "drain" via "bgp",
+    bgp_scenario_5_kill_9_leaves_the_ecmp_set => "crash" via "bgp",
+    bgp_scenario_8_restart_rejoins_without_flap => "restart" via "bgp",
 }

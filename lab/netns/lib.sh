@@ -57,14 +57,16 @@ nl_wait() {
   done
 }
 
-# nl_starttime PID — start time of a process (field 22 of /proc/PID/stat), empty if gone.
+# nl_starttime PID — start time of a process (field 22 of /proc/PID/stat), empty if gone or
+# a zombie: orphans are reaped by PID 1, which here takes about 2 s, and a killed process must
+# count as gone at once (a scenario restarts it right away).
 nl_starttime() {
   local stat
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
   stat=${stat##*) }
   # shellcheck disable=SC2086 # split the fields on purpose
   set -- $stat
-  printf '%s\n' "${20}"
+  [[ $1 == Z ]] || printf '%s\n' "${20}"
 }
 
 # nl_record_pid PID SIGNAL NAME — remember a process so teardown stops it with SIGNAL.
