@@ -278,7 +278,7 @@ nl_teardown() {
         pid=$(head -n 1 "$f" 2>/dev/null) || continue
         [[ $pid =~ ^[0-9]+$ ]] || continue
         # Only an FRR daemon started with this pathspace (-N NS).
-        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-N $ns "; then
+        if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "-N $ns "; then
           kill -TERM "$pid" 2>/dev/null || true
           pids+=("$pid")
           starts+=("$(nl_starttime "$pid")")

@@ -4,6 +4,8 @@
 //! health verdicts and the drain flag and tells every speaker what to announce.
 
 pub mod announce;
+pub mod bfd;
+mod bfd_owners;
 pub mod bgp;
 pub mod ospf;
 pub mod render;
@@ -29,6 +31,8 @@ pub enum RoutingError {
     Ospf(#[from] OspfIoError),
     #[error("bgp: {0}")]
     Bgp(#[from] BgpIoError),
+    #[error("bfd: {0}")]
+    Bfd(#[from] bfd::BfdIoError),
 }
 
 /// The routing part of `pgcast status`.
@@ -41,6 +45,9 @@ pub struct RoutingStatus {
     /// The BGP speaker, when configured.
     #[serde(default)]
     pub bgp: Option<BgpStatus>,
+    /// BFD sessions, when any neighbour or interface has BFD on.
+    #[serde(default)]
+    pub bfd: Option<bfd::BfdStatus>,
 }
 
 /// The running speakers and the task that couples them to health.
@@ -49,6 +56,7 @@ pub struct Routing {
     draining: watch::Sender<bool>,
     ospf: Option<OspfHandle>,
     bgp: Option<Arc<BgpHandle>>,
+    bfd: Option<bfd::BfdHandle>,
 }
 
 impl Routing {
@@ -65,6 +73,7 @@ impl Routing {
             Some(b) => Some(Arc::new(bgp::io::spawn(b)?)),
             None => None,
         };
+        let bfd = bfd_owners::start(config, ospf.as_ref().map(|o| o.status_receiver()))?;
         let (draining_tx, draining_rx) = watch::channel(false);
         let initial = announce::evaluate(&config.prefixes, &cluster.borrow(), false);
         let (verdict_tx, verdict_rx) = watch::channel(initial);
@@ -81,6 +90,7 @@ impl Routing {
             draining: draining_tx,
             ospf,
             bgp,
+            bfd,
         })
     }
 
@@ -90,6 +100,7 @@ impl Routing {
             verdicts: self.verdicts.clone(),
             ospf: self.ospf.as_ref().map(|o| o.status_receiver()),
             bgp: self.bgp.as_ref().map(|b| b.status_source()),
+            bfd: self.bfd.as_ref().map(|b| b.status_receiver()),
         }
     }
 
@@ -125,10 +136,18 @@ impl Routing {
             }
         };
         tokio::join!(ospf_done, bgp_done);
+        // Withdrawn: tell the router's BFD that our going away is on purpose (AdminDown, which
+        // RFC 5882 says must not take the routing session down).
+        if let Some(b) = &self.bfd {
+            b.admin_down().await;
+        }
     }
 
     /// Flushes what the speakers originated, sends BGP Cease, and stops them.
     pub async fn shutdown(&self) {
+        if let Some(b) = &self.bfd {
+            b.shutdown().await;
+        }
         if let Some(b) = &self.bgp {
             b.stop("pgcast is shutting down").await;
         }
@@ -144,6 +163,7 @@ pub struct RoutingStatusSource {
     verdicts: watch::Receiver<Vec<PrefixVerdict>>,
     ospf: Option<watch::Receiver<Option<OspfStatus>>>,
     bgp: Option<BgpStatusSource>,
+    bfd: Option<watch::Receiver<bfd::BfdStatus>>,
 }
 
 impl RoutingStatusSource {
@@ -152,6 +172,7 @@ impl RoutingStatusSource {
         RoutingStatus {
             ospf: self.ospf.as_ref().and_then(|o| o.borrow().clone()),
             bgp: self.bgp.as_ref().map(|b| b.get(&prefixes)),
+            bfd: self.bfd.as_ref().map(|b| b.borrow().clone()),
             prefixes,
         }
     }

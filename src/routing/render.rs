@@ -21,6 +21,7 @@ pub fn routing_text(r: &RoutingStatus, s: &mut String) {
         );
     }
     bgp_text(r, s);
+    bfd_text(r, s);
     let Some(o) = &r.ospf else {
         let _ = writeln!(s, "\nOSPF: not configured");
         return;
@@ -116,5 +117,34 @@ fn bgp_text(r: &RoutingStatus, s: &mut String) {
         if let Some(e) = &n.last_error {
             let _ = writeln!(s, "    last error: {e}");
         }
+    }
+}
+
+fn bfd_text(r: &RoutingStatus, s: &mut String) {
+    let Some(b) = &r.bfd else { return };
+    let _ = writeln!(
+        s,
+        "\nBFD{}",
+        if b.admin_down {
+            " (administratively down: draining)"
+        } else {
+            ""
+        }
+    );
+    for x in &b.sessions {
+        let _ = writeln!(
+            s,
+            "  {:<16} from {:<16} {:<9} remote {:<9} tx {} ms detect {} diag {:?}/{:?} ({})",
+            x.peer.to_string(),
+            x.local.to_string(),
+            format!("{:?}", x.state),
+            format!("{:?}", x.remote_state),
+            x.tx_interval_ms,
+            x.detect_time_ms
+                .map_or("-".to_string(), |d| format!("{d} ms")),
+            x.local_diag,
+            x.remote_diag,
+            x.owners.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
 }

@@ -180,6 +180,11 @@ pub struct NetLab {
 impl NetLab {
     /// `ospf-topology up` with a fresh prefix and state dir (FRR router debug logging on).
     pub fn up(opts: Options) -> NetLab {
+        Self::up_with(opts, &[])
+    }
+
+    /// [`up`](Self::up) with more `ospf-topology up` flags (e.g. `--routing bgp`).
+    pub fn up_with(opts: Options, extra_args: &[String]) -> NetLab {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let k = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -208,6 +213,7 @@ impl NetLab {
         if let Some(a) = &opts.auth {
             cmd.args(["--auth", a]);
         }
+        cmd.args(extra_args);
         let started = Instant::now();
         let out = run(&mut cmd);
         if !out.status.success() {
@@ -219,7 +225,7 @@ impl NetLab {
             );
         }
         eprintln!(
-            "netlab {prefix}: up in {:.2?} ({opts:?}), state {}",
+            "netlab {prefix}: up in {:.2?} ({opts:?} {extra_args:?}), state {}",
             started.elapsed(),
             state.display()
         );

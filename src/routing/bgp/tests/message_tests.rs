@@ -101,50 +101,8 @@ fn bgpkit_parser_reads_our_open_the_same_way() {
         .any(|capability| capability.ty == BgpCapabilityType::ROUTE_REFRESH_CAPABILITY_FOR_BGP_4));
 }
 
-/// An OPEN laid out the way FRR writes one: one Capabilities parameter per
-/// capability, including ones we do not use. Hand-built from RFC 4271
-/// §4.2, RFC 5492, RFC 4760, RFC 2918, RFC 6793, RFC 7911, RFC 4724 and
-/// the FQDN draft; not a packet capture.
-fn frr_style_open(asn_field: u16, four_octet_as: u32) -> Vec<u8> {
-    let [a, b, c, d] = four_octet_as.to_be_bytes();
-    let parameters = [
-        0x02, 0x06, 0x01, 0x04, 0x00, 0x01, 0x00, 0x01, // MP IPv4 unicast
-        0x02, 0x02, 0x80, 0x00, // pre-standard route refresh (128)
-        0x02, 0x02, 0x02, 0x00, // route refresh
-        0x02, 0x02, 0x46, 0x00, // enhanced route refresh (70)
-        0x02, 0x06, 0x41, 0x04, a, b, c, d, // 4-octet AS
-        0x02, 0x06, 0x45, 0x04, 0x00, 0x01, 0x01, 0x01, // ADD-PATH IPv4 unicast
-        0x02, 0x06, 0x49, 0x04, 0x02, b'r', b'1', 0x00, // FQDN "r1"
-        0x02, 0x04, 0x40, 0x02, 0x40, 0x78, // graceful restart, 120 s
-        0x02, 0x02, 0x47, 0x00, // long-lived graceful restart
-    ];
-    with_header(1, &open_body(asn_field, 180, &parameters))
-}
-
-#[test]
-fn frr_style_open_decodes_and_ignores_capabilities_we_do_not_use() {
-    let expected = Open {
-        asn: 65000,
-        hold_time: 180,
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        capabilities: Capabilities {
-            four_octet_as: Some(65000),
-            mp_ipv4_unicast: true,
-            mp_ipv6_unicast: false,
-            route_refresh: true,
-            mp_other_families: false,
-        },
-    };
-    let bytes = frr_style_open(65000, 65000);
-    assert_eq!(bytes.len(), 83);
-    assert_eq!(decode(&bytes), Ok(Message::Open(expected)));
-
-    let four_octet = frr_style_open(23456, 4_200_000_000);
-    let Ok(Message::Open(open)) = decode(&four_octet) else {
-        panic!("FRR-style OPEN with a 4-octet AS must decode");
-    };
-    assert_eq!(open.asn, 4_200_000_000);
-}
+// Real FRR OPENs (one capability per parameter, capabilities we ignore)
+// are decoded in `frr_fixtures.rs` from captured bytes.
 
 #[test]
 fn rfc9072_extended_optional_parameters_decode() {

@@ -1,6 +1,7 @@
 //! Tests across the BGP modules. Paths are relative (`super::super`) so
 //! the folder moves with the module.
 
+mod frr_fixtures;
 mod fsm_tests;
 mod fuzz_tests;
 mod message_tests;
