@@ -8,6 +8,7 @@
 #                unique one (namespaces t42-sw, t42-r1 ...) so they never touch a running lab
 #   LAB_STATE    state directory (default /run/pgcast-lab, or /run/pgcast-lab-NAME)
 #   LAB_ROUTING  ospf (default) or bgp
+#   LAB_BFD      1 (default): BFD 100 ms x 3 between r1 and each balancer; 0: none
 #   LAB_ECMP     resilient (default: the router forwards through a resilient nexthop group,
 #                see lab/resilient-ecmp) or hash (FRR's own hash-threshold group)
 #   PGCAST_BIN   the pgcast binary (default: target/release/pgcast, built by lab/up)
@@ -21,6 +22,7 @@ LAB_NAME=${LAB_NAME:-}
 [[ -z $LAB_NAME || $LAB_NAME =~ ^[a-z0-9]{1,12}$ ]] || nl_die "LAB_NAME: 1-12 of [a-z0-9]"
 LAB_STATE=${LAB_STATE:-/run/pgcast-lab${LAB_NAME:+-$LAB_NAME}}
 LAB_ROUTING=${LAB_ROUTING:-ospf}
+LAB_BFD=${LAB_BFD:-1}
 LAB_ECMP=${LAB_ECMP:-resilient}
 PGCAST_BIN=${PGCAST_BIN:-$REPO_DIR/target/release/pgcast}
 
@@ -71,6 +73,10 @@ log stdout informational
 log timestamp precision 3
 !
 EOF
+  if ((LAB_BFD)); then
+    printf 'bfd\n profile pgcast\n  receive-interval 100\n  transmit-interval 100\n'
+    printf '  detect-multiplier 3\n !\n!\n'
+  fi
   if [[ $LAB_ROUTING == bgp ]]; then
     cat <<EOF
 debug bgp neighbor-events
@@ -84,6 +90,7 @@ EOF
       printf ' neighbor %s remote-as 65001\n' "$(b_addr "$n")"
       printf ' neighbor %s timers 1 3\n' "$(b_addr "$n")"
       printf ' neighbor %s timers connect 1\n' "$(b_addr "$n")"
+      ((LAB_BFD == 0)) || printf ' neighbor %s bfd\n neighbor %s bfd profile pgcast\n' "$(b_addr "$n")" "$(b_addr "$n")"
     done
     printf ' address-family ipv4 unicast\n  maximum-paths 16\n exit-address-family\n!\n'
     return
@@ -94,6 +101,7 @@ interface eth0
  ip ospf hello-interval 1
  ip ospf dead-interval 3
  ip ospf priority 100
+$( ((LAB_BFD == 0)) || printf ' ip ospf bfd\n ip ospf bfd profile pgcast' )
 !
 router ospf
  ospf router-id $ROUTER_ADDR
@@ -118,6 +126,8 @@ address = "$ROUTER_ADDR"
 remote_as = 65000
 hold_time = 3
 EOF
+    ((LAB_BFD == 0)) || printf 'bfd = true\n'
+    lab_bfd_conf
     return
   fi
   cat <<EOF
@@ -131,6 +141,14 @@ network = "broadcast"
 hello_interval = 1
 dead_interval = 3
 EOF
+  ((LAB_BFD == 0)) || printf 'bfd = true\n'
+  lab_bfd_conf
+}
+
+# lab_bfd_conf — pgcast's BFD timers, matching r1's profile.
+lab_bfd_conf() {
+  ((LAB_BFD)) || return 0
+  printf '\n[bfd]\ndesired_min_tx_ms = 100\nrequired_min_rx_ms = 100\ndetect_multiplier = 3\n'
 }
 
 # lab_pgcast_conf N — balancer bN's pgcast.toml.
@@ -369,6 +387,16 @@ lab_wait_gateways() {
   done
 }
 
+# lab_bfd_up N... — r1's BFD sessions with these balancers are all up.
+lab_bfd_up() {
+  local n peers
+  peers=$(vtysh -N "$(lab_ns r1)" -c 'show bfd peers json' 2>/dev/null |
+    jq -r '.[] | select(.status == "up") | .peer') || return 1
+  for n in "$@"; do
+    grep -q -x -F "$(b_addr "$n")" <<<"$peers" || return 1
+  done
+}
+
 # lab_nexthop_group_type — the kernel nexthop group behind the anycast route: "resilient",
 # "hash-threshold" (the kernel's default multipath group) or "none".
 lab_nexthop_group_type() {
@@ -439,12 +467,13 @@ lab_build() {
     lab_pgcast_conf "$n" >"$LAB_STATE/b$n/pgcast.toml"
   done
   {
-    printf 'LAB_NAME=%q\nLAB_ROUTING=%q\nLAB_ECMP=%q\nPGCAST_BIN=%q\n' \
-      "$LAB_NAME" "$LAB_ROUTING" "$LAB_ECMP" "$PGCAST_BIN"
+    printf 'LAB_NAME=%q\nLAB_ROUTING=%q\nLAB_BFD=%q\nLAB_ECMP=%q\nPGCAST_BIN=%q\n' \
+      "$LAB_NAME" "$LAB_ROUTING" "$LAB_BFD" "$LAB_ECMP" "$PGCAST_BIN"
   } >"$LAB_STATE/lab.env.tmp"
 
   local daemons=(zebra ospfd)
   [[ $LAB_ROUTING == ospf ]] || daemons=(zebra bgpd)
+  ((LAB_BFD == 0)) || daemons+=(bfdd)
   nl_log "router r1: FRR ${daemons[*]}"
   lab_router_conf >"$LAB_STATE/r1-frr.conf"
   nl_frr_start "$r1" "$LAB_STATE/r1-frr.conf" "${daemons[@]}"
@@ -473,6 +502,12 @@ lab_build() {
   ms=$(lab_wait_gateways 60 "${BALANCERS[@]}") ||
     nl_die "the router has no anycast route via all three balancers (has: $(lab_gateways))"
   nl_log "router r1 routes $ANYCAST/32 via $(lab_gateways) (${ms} ms after the last start)"
+  if ((LAB_BFD)); then
+    # BFD comes up after the routing session (1 s slow start): until then a frozen balancer
+    # would only be noticed by the protocol's own timers.
+    nl_wait 20 lab_bfd_up "${BALANCERS[@]}" || nl_die "r1's BFD sessions did not come up"
+    nl_log "r1's BFD sessions with b1..b3 are up"
+  fi
   trap - EXIT
 }
 

@@ -7,7 +7,7 @@
 # Sourced by lab/scenario after lab/lib.sh; run one with `lab/scenario NAME`.
 
 # shellcheck disable=SC2034 # used by lab/demo and lab/scenario
-SCENARIOS=(spread split backends drain crash cancel restart sessions failover)
+SCENARIOS=(spread split backends drain crash freeze cancel restart sessions failover)
 
 SC_FAILED=0
 
@@ -176,7 +176,8 @@ scenario_crash() {
   lab_pgcast_signal 1 KILL
   if ms=$(lab_wait_gateways 15 2 3); then
     local why="OSPF dead interval 3 s"
-    [[ $LAB_ROUTING == ospf ]] || why="BGP: the kernel reset the TCP session"
+    ((LAB_BFD == 0)) || why="BFD 100 ms x 3"
+    [[ $LAB_ROUTING == ospf ]] || why="BGP: the kernel closed the TCP session"
     sc_check "router dropped b1 (${ms} ms after kill -9; $why)" true
   else
     sc_check "router dropped b1 (has: $(lab_gateways))" false
@@ -191,6 +192,38 @@ scenario_crash() {
   ok=$(sc_count 1 <<<"$out")
   sc_check "30 of 30 new connections succeed on b2/b3 ($ok)" sc_eq "$ok" 30
   sc_restore_b1
+  sc_result
+}
+
+# A hung balancer (VM frozen, process stopped) cannot withdraw anything: the router must notice
+# by itself. With BFD (LAB_BFD=1) it does within 3 x 100 ms; without, the OSPF dead interval or
+# the BGP hold time (3 s here) does.
+scenario_freeze() {
+  sc_title "10. Freeze: kill -STOP of pgcast on b1 (a hung VM)"
+  local t0 ms out ok why
+  why="BFD 100 ms x 3"
+  ((LAB_BFD)) || why="no BFD: $LAB_ROUTING timers, 3 s"
+  if ((LAB_BFD)) && ! nl_wait 20 lab_bfd_up 1; then
+    sc_check "r1's BFD session with b1 is up before the freeze" false
+  fi
+  t0=$(lab_now_ms)
+  lab_pgcast_signal 1 STOP
+  if ms=$(lab_wait_gateways 15 2 3); then
+    sc_check "router dropped the frozen b1 (${ms} ms after SIGSTOP; $why)" true
+  else
+    sc_check "router dropped the frozen b1 (has: $(lab_gateways))" false
+  fi
+  out=$(sc_connect_many 30 "SELECT 1")
+  ok=$(sc_count 1 <<<"$out")
+  sc_check "30 of 30 new connections succeed on b2/b3 ($ok)" sc_eq "$ok" 30
+  lab_pgcast_signal 1 CONT
+  if ms=$(lab_wait_gateways 30 1 2 3); then
+    sc_check "b1 back in the ECMP set (${ms} ms after SIGCONT)" true
+  else
+    sc_check "b1 back in the ECMP set after SIGCONT (has: $(lab_gateways))" false
+  fi
+  sc_note "b1 was frozen for $(($(lab_now_ms) - t0)) ms in all"
+  sc_rebalance
   sc_result
 }
 

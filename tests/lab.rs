@@ -142,8 +142,10 @@ lab_scenario! {
     scenario_7_cancel_reaches_the_issuing_balancer => "cancel",
     scenario_8_restart_rejoins_without_flap => "restart",
     scenario_9_sessions_on_other_balancers_survive => "sessions",
+    scenario_10_frozen_balancer_leaves_the_ecmp_set => "freeze",
     bgp_scenario_3_balancer_without_backends_withdraws_and_returns => "backends" via "bgp",
     bgp_scenario_4_sigterm_drain_loses_no_transaction => "drain" via "bgp",
     bgp_scenario_5_kill_9_leaves_the_ecmp_set => "crash" via "bgp",
     bgp_scenario_8_restart_rejoins_without_flap => "restart" via "bgp",
+    bgp_scenario_10_frozen_balancer_leaves_the_ecmp_set => "freeze" via "bgp",
 }

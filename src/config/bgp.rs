@@ -154,16 +154,24 @@ impl Validator<'_> {
             1000,
             0,
         )?;
+        // The drain must end well within a service manager's stop timeout (systemd: 90 s).
+        self.at_most(&span, "bgp.graceful_shutdown_ms", graceful_shutdown, 60_000)?;
         let listen = match b.listen.as_deref() {
             None => Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 179))),
             Some("off") => None,
-            Some(text) => Some(text.parse().map_err(|e| {
-                self.err(
-                    span.clone(),
-                    "bgp.listen",
-                    format!("not an IP:port or \"off\" ({e}): {text:?}"),
-                )
-            })?),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(a @ SocketAddr::V4(_)) => Some(a),
+                Ok(_) => {
+                    return Err(self.err(span, "bgp.listen", "IPv4 only, e.g. \"0.0.0.0:179\""))
+                }
+                Err(e) => {
+                    return Err(self.err(
+                        span,
+                        "bgp.listen",
+                        format!("not an IP:port or \"off\" ({e}): {text:?}"),
+                    ))
+                }
+            },
         };
         if b.neighbors.is_empty() {
             return Err(self.err(
@@ -198,8 +206,14 @@ impl Validator<'_> {
                     "a passive neighbor must connect to us, but bgp.listen is \"off\"",
                 ));
             }
+            // A next hop or source address must be one of ours: no wildcard, no group address.
             let opt_ipv4 = |k: &str, v: Option<&str>| -> Result<Option<Ipv4Addr>, ConfigError> {
-                v.map(|t| self.ipv4(&s, &key(k), t)).transpose()
+                let Some(t) = v else { return Ok(None) };
+                let a = self.ipv4(&s, &key(k), t)?;
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                    return Err(self.err(s.clone(), &key(k), format!("{a} is not a host address")));
+                }
+                Ok(Some(a))
             };
             let password = match n.password {
                 // Linux keeps at most TCP_MD5SIG_MAXKEYLEN (80) bytes.
@@ -261,15 +275,16 @@ impl Validator<'_> {
 
     pub(super) fn bfd(&self, raw: Option<Spanned<RawBfd>>) -> Result<BfdConfig, ConfigError> {
         let (s, b) = split(raw);
+        let desired_min_tx = self.ms(&s, "bfd.desired_min_tx_ms", b.desired_min_tx_ms, 300, 10)?;
+        let required_min_rx =
+            self.ms(&s, "bfd.required_min_rx_ms", b.required_min_rx_ms, 300, 10)?;
+        // The packet carries microseconds in 32 bits (RFC 5880 section 4.1); a minute is
+        // already far beyond any use of BFD.
+        self.at_most(&s, "bfd.desired_min_tx_ms", desired_min_tx, 60_000)?;
+        self.at_most(&s, "bfd.required_min_rx_ms", required_min_rx, 60_000)?;
         Ok(BfdConfig {
-            desired_min_tx: self.ms(&s, "bfd.desired_min_tx_ms", b.desired_min_tx_ms, 300, 10)?,
-            required_min_rx: self.ms(
-                &s,
-                "bfd.required_min_rx_ms",
-                b.required_min_rx_ms,
-                300,
-                10,
-            )?,
+            desired_min_tx,
+            required_min_rx,
             detect_multiplier: self.count(
                 &s,
                 "bfd.detect_multiplier",
@@ -279,6 +294,23 @@ impl Validator<'_> {
                 255,
             )? as u8,
         })
+    }
+
+    fn at_most(
+        &self,
+        s: &Range<usize>,
+        key: &str,
+        value: Duration,
+        max_ms: u64,
+    ) -> Result<(), ConfigError> {
+        if value > Duration::from_millis(max_ms) {
+            return Err(self.err(
+                s.clone(),
+                key,
+                format!("must be at most {max_ms} ms, got {}", value.as_millis()),
+            ));
+        }
+        Ok(())
     }
 
     fn asn(&self, s: &Range<usize>, key: &str, v: Option<i64>) -> Result<u32, ConfigError> {

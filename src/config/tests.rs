@@ -391,6 +391,26 @@ fn bgp_errors_name_the_key_and_line() {
         ),
         ("router_id = \"198.18.1.94\"\n", "", "bgp.router_id"),
         ("passive = true", "passive = true\nlisten = 1", "listen"),
+        (
+            "med = 10",
+            "med = 10\nnext_hop = \"0.0.0.0\"",
+            "bgp.neighbors[0].next_hop",
+        ),
+        (
+            "hold_time = 30",
+            "hold_time = 30\nlisten = \"[::]:179\"",
+            "bgp.listen",
+        ),
+        (
+            "hold_time = 30",
+            "hold_time = 30\ngraceful_shutdown_ms = 600000",
+            "bgp.graceful_shutdown_ms",
+        ),
+        (
+            "desired_min_tx_ms = 100",
+            "desired_min_tx_ms = 5000000",
+            "bfd.desired_min_tx_ms",
+        ),
     ];
     for (from, to, key) in cases {
         let text = format!("{MINIMAL}{}", BGP.replacen(from, to, 1));

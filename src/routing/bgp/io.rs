@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::neighbor::{Command, Event, NeighborTask};
-use super::sockopt::{set_gtsm, set_tcp_md5, SockoptError};
+use super::sockopt::{set_gtsm, set_tcp_md5, set_ttl_255, SockoptError};
 use super::status::{BgpNeighborStatus, BgpStatus};
 use super::{ConfigError, Session, SessionConfig, SpeakerIdentity};
 use crate::config::BgpConfig;
@@ -141,10 +141,14 @@ fn bind_listener(addr: SocketAddr, cfg: &BgpConfig) -> Result<TcpListener, BgpIo
             set_tcp_md5(socket.as_fd(), n.address, password.as_bytes())?;
         }
     }
-    // IP_MINTTL on the listener checks SYNs too, but applies to every peer: only when all of
-    // them use GTSM. Otherwise it is set per accepted connection.
+    // GTSM (RFC 5082): the SYN-ACK leaves with the listener's TTL, before any accepted socket
+    // exists, so TTL 255 goes on the listener whenever some neighbour uses GTSM (harmless to
+    // the others). IP_MINTTL there would apply to every peer: only when all of them use GTSM;
+    // otherwise it is set per accepted connection.
     if cfg.neighbors.iter().all(|n| n.ttl_security) {
         set_gtsm(socket.as_fd())?;
+    } else if cfg.neighbors.iter().any(|n| n.ttl_security) {
+        set_ttl_255(socket.as_fd())?;
     }
     socket.bind(addr).map_err(err)?;
     socket.listen(16).map_err(err)
@@ -162,8 +166,12 @@ async fn accept_loop(listener: TcpListener, routes: Vec<(Ipv4Addr, mpsc::Sender<
         };
         let IpAddr::V4(ip) = from.ip() else { continue };
         match routes.iter().find(|(a, _)| *a == ip) {
+            // Never wait here for one busy neighbour: the others' connections would queue
+            // behind it. A dropped connection is retried by the peer.
             Some((_, events)) => {
-                let _ = events.send(Event::Accepted(stream)).await;
+                if events.try_send(Event::Accepted(stream)).is_err() {
+                    tracing::warn!(%from, "BGP neighbor busy, its new connection closed");
+                }
             }
             None => {
                 tracing::warn!(%from, "BGP connection from an address that is not a configured neighbor, closed")

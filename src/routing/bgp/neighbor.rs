@@ -455,7 +455,12 @@ impl NeighborTask {
                 },
             );
             let main_origin = self.main.conn.as_ref().map(|c| c.origin);
-            if main_origin == Some(keep) {
+            if main_origin == Some(ConnectionOrigin::Remote) {
+                // Both came from the peer: §6.8 compares ours with theirs, which is not the
+                // case here. The newer one wins; the older is most likely left over from
+                // before the peer restarted.
+                Some(Which::Main)
+            } else if main_origin == Some(keep) {
                 Some(Which::Second)
             } else {
                 Some(Which::Main)

@@ -69,10 +69,15 @@ pub fn set_tcp_md5(fd: BorrowedFd<'_>, peer: Ipv4Addr, key: &[u8]) -> Result<(),
 /// GTSM for a directly connected peer (RFC 5082 section 3): send with TTL 255 and drop every
 /// segment that arrives with a TTL below 254, which no packet from further away can have.
 pub fn set_gtsm(fd: BorrowedFd<'_>) -> Result<(), SockoptError> {
-    let ttl: libc::c_int = 255;
-    setsockopt(fd, libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL", &ttl)?;
+    set_ttl_255(fd)?;
     let min: libc::c_int = 254;
     setsockopt(fd, libc::IPPROTO_IP, libc::IP_MINTTL, "IP_MINTTL", &min)
+}
+
+/// The sending half of GTSM alone.
+pub fn set_ttl_255(fd: BorrowedFd<'_>) -> Result<(), SockoptError> {
+    let ttl: libc::c_int = 255;
+    setsockopt(fd, libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL", &ttl)
 }
 
 fn setsockopt<T>(
