@@ -1,5 +1,6 @@
 //! Which BFD sessions the speakers want: one per BGP neighbour with `bfd = true`, and one per
-//! OSPF neighbour we are adjacent with (Full) on an interface with `bfd = true`. The router runs the other
+//! OSPF neighbour we form an adjacency with (the DR and BDR, or the
+//! point-to-point neighbour) on an interface with `bfd = true`. The router runs the other
 //! end and drops our next hop when our packets stop (RFC 5882): BFD detects *our* death; our
 //! own health verdicts still go through OSPF/BGP withdrawals.
 
@@ -8,6 +9,7 @@ use std::collections::BTreeSet;
 use tokio::sync::watch;
 
 use super::bfd::{BfdHandle, BfdPeer, BfdTimers, BFD_CONTROL_PORT};
+use super::ospf::instance::NetworkType;
 use super::ospf::neighbor::NbrState;
 use super::ospf::status::OspfStatus;
 use crate::config::Config;
@@ -56,8 +58,12 @@ pub fn start(
     Ok(Some(bfd))
 }
 
-/// Keeps one session per Full OSPF neighbour on the BFD interfaces. Full, not 2-Way: as a
-/// DROther we are 2-Way with the other balancers too, and a session to them would serve nobody.
+/// Keeps one session per OSPF adjacency partner on the BFD interfaces: the DR and BDR of a
+/// broadcast link (we are never DR, and are 2-Way only with the other balancers, for whom a
+/// session would serve nobody) or the neighbour of a point-to-point link, from 2-Way on.
+/// Not only while Full: a session removed on a transient adjacency reset (e.g. a DD sequence
+/// mismatch) sends AdminDown, which FRR 8.4 ospfd answers by deleting the neighbour, which
+/// resets the adjacency again. That loop flapped every balancer's route in the lab.
 async fn follow_ospf(
     bfd: &BfdHandle,
     rx: &mut watch::Receiver<Option<OspfStatus>>,
@@ -82,9 +88,11 @@ fn ospf_peers(status: Option<&OspfStatus>, ifaces: &BTreeSet<String>) -> Vec<Bfd
         .iter()
         .filter(|i| ifaces.contains(&i.name))
         .flat_map(|i| {
+            let p2p = i.network_type == NetworkType::PointToPoint;
             i.neighbors
                 .iter()
-                .filter(|n| n.state == NbrState::Full)
+                .filter(move |n| p2p || n.address == i.dr || n.address == i.bdr)
+                .filter(|n| n.state >= NbrState::TwoWay)
                 .map(|n| BfdPeer {
                     peer: n.address,
                     local: None,
