@@ -359,7 +359,12 @@ fn tcp_md5_right_password_established_wrong_password_never() {
 /// Freezes pgcast in b1 (`kill -STOP`), waits for its next hop to leave the router's kernel
 /// route within `bound` (which the protocol's own timers could not do), then `kill -CONT` and
 /// waits for it to return.
-fn freeze_and_thaw(lab: &NetLab, all: &BTreeSet<String>, bound: Duration, timers: &str) {
+fn freeze_and_thaw(
+    lab: &NetLab,
+    all: &BTreeSet<String>,
+    bound: Duration,
+    timers: &str,
+) -> Option<String> {
     let b1 = lab.b(1).addr.clone();
     let rest: BTreeSet<String> = all.iter().filter(|a| **a != b1).cloned().collect();
     lab.signal(1, "STOP");
@@ -374,6 +379,7 @@ fn freeze_and_thaw(lab: &NetLab, all: &BTreeSet<String>, bound: Duration, timers
         "kill -STOP b1: next hop left after {} ms ({timers}); r1's BFD session: {bfd:?}",
         ms(gone)
     );
+
     lab.signal(1, "CONT");
     let back = wait_until(
         lab,
@@ -385,6 +391,7 @@ fn freeze_and_thaw(lab: &NetLab, all: &BTreeSet<String>, bound: Duration, timers
         router_bfd_up(l, &b1)
     });
     println!("kill -CONT b1: back in the route after {} ms", ms(back));
+    bfd
 }
 
 /// The router's BFD sessions with `balancers` are up with 100 ms x 3, and pgcast agrees.
@@ -433,11 +440,20 @@ fn bfd_removes_frozen_bgp_balancer_long_before_hold_time() {
     println!("bgp+bfd: 2 sessions and 2 next hops after {} ms", ms(took));
     assert_bfd_up(&lab, &[1, 2]);
     // Hold 90 s: without BFD a frozen speaker stays in the route for up to 90 s.
-    freeze_and_thaw(
+    let bfd = freeze_and_thaw(
         &lab,
         &all,
         Duration::from_secs(30),
         "BGP hold 90 s, BFD 100 ms x 3",
+    );
+    // The proof that BFD removed it, rather than a timing: while b1 was still frozen, the
+    // router's session with it was down by detection timeout (OSPF has no such check: FRR's
+    // ospfd deletes the neighbour, and with it the BFD session, at once).
+    assert_eq!(
+        bfd.as_deref(),
+        Some("down (control detection time expired)"),
+        "r1's BFD session with the frozen b1\n{}",
+        bgplab::diagnostics(&lab)
     );
     let b1 = lab.b(1).addr.clone();
     let notes = received_notifications(&lab);
@@ -447,6 +463,14 @@ fn bfd_removes_frozen_bgp_balancer_long_before_hold_time() {
             .iter()
             .filter(|n| n.neighbor == b1)
             .collect::<Vec<_>>()
+    );
+    // And bgpd took the session down because of BFD, not its hold timer.
+    let log = lab.router_log("bgpd");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("sent to neighbor {b1} 6/10 (Cease/BFD Down)"))),
+        "r1's bgpd did not reset b1 for BFD Down:\n{}",
+        bgplab::diagnostics(&lab)
     );
 }
 
