@@ -56,6 +56,19 @@ sc_count() { grep -c -x -F -- "$1" || true; }
 sc_eq() { [[ $1 == "$2" ]]; }
 sc_gt() { (($1 > $2)); }
 
+# sc_check_route WHAT SINCE TIMEOUT N... — waits until the router's anycast next hops are
+# exactly balancers N...; checks "WHAT (<ms> ms SINCE)", or "WHAT (has: <next hops>)" after
+# TIMEOUT seconds.
+sc_check_route() {
+  local what=$1 since=$2 timeout=$3 ms
+  shift 3
+  if ms=$(lab_wait_gateways "$timeout" "$@"); then
+    sc_check "$what (${ms} ms $since)" true
+  else
+    sc_check "$what (has: $(lab_gateways))" false
+  fi
+}
+
 # sc_restore_b1 — make sure b1 runs and is back in the ECMP set (after drain/crash/restart).
 sc_restore_b1() {
   if ! lab_pgcast_running 1; then
@@ -109,23 +122,15 @@ scenario_split() {
 
 scenario_backends() {
   sc_title "3. b3 loses its backends (routes to pg1..pg3 cut): it withdraws, then returns"
-  local ms out ok
+  local out ok
   lab_cut_backends 3 add
-  if ms=$(lab_wait_gateways 20 1 2); then
-    sc_check "router dropped b3 (${ms} ms after the cut)" true
-  else
-    sc_check "router dropped b3 (has: $(lab_gateways))" false
-  fi
+  sc_check_route "router dropped b3" "after the cut" 20 1 2
   sc_note "b3 says: $(lab_pgcast_status 3 | grep -m1 "$ANYCAST/32" | sed 's/^ *//')"
   out=$(sc_connect_many 30 "SELECT 1")
   ok=$(sc_count 1 <<<"$out")
   sc_check "30 of 30 new connections succeed meanwhile ($ok)" sc_eq "$ok" 30
   lab_cut_backends 3 del
-  if ms=$(lab_wait_gateways 30 1 2 3); then
-    sc_check "b3 back in the ECMP set (${ms} ms after the repair)" true
-  else
-    sc_check "b3 back in the ECMP set (has: $(lab_gateways))" false
-  fi
+  sc_check_route "b3 back in the ECMP set" "after the repair" 30 1 2 3
   sc_rebalance
   sc_result
 }
@@ -161,7 +166,7 @@ scenario_drain() {
 
 scenario_crash() {
   sc_title "5. Crash: kill -9 of pgcast on b1"
-  local d t0 ms out ok fails last
+  local d t0 out ok fails last
   d=$(sc_tmp crash)
   touch "$d/run"
   # A client that keeps opening connections (timestamped outcome per attempt).
@@ -174,14 +179,10 @@ scenario_crash() {
   sleep 1
   t0=$(lab_now_ms)
   lab_pgcast_signal 1 KILL
-  if ms=$(lab_wait_gateways 15 2 3); then
-    local why="OSPF dead interval 3 s"
-    ((LAB_BFD == 0)) || why="BFD 100 ms x 3"
-    [[ $LAB_ROUTING == ospf ]] || why="BGP: the kernel closed the TCP session"
-    sc_check "router dropped b1 (${ms} ms after kill -9; $why)" true
-  else
-    sc_check "router dropped b1 (has: $(lab_gateways))" false
-  fi
+  local why="OSPF dead interval 3 s"
+  ((LAB_BFD == 0)) || why="BFD 100 ms x 3"
+  [[ $LAB_ROUTING == ospf ]] || why="BGP: the kernel closed the TCP session"
+  sc_check_route "router dropped b1" "after kill -9; $why" 15 2 3
   sleep 1
   rm -f "$d/run"
   wait "$client" || true
@@ -200,7 +201,7 @@ scenario_crash() {
 # the BGP hold time (3 s here) does.
 scenario_freeze() {
   sc_title "10. Freeze: kill -STOP of pgcast on b1 (a hung VM)"
-  local t0 ms out ok why
+  local t0 out ok why
   why="BFD 100 ms x 3"
   ((LAB_BFD)) || why="no BFD: $LAB_ROUTING timers, 3 s"
   if ((LAB_BFD)) && ! nl_wait 20 lab_bfd_up 1; then
@@ -208,20 +209,12 @@ scenario_freeze() {
   fi
   t0=$(lab_now_ms)
   lab_pgcast_signal 1 STOP
-  if ms=$(lab_wait_gateways 15 2 3); then
-    sc_check "router dropped the frozen b1 (${ms} ms after SIGSTOP; $why)" true
-  else
-    sc_check "router dropped the frozen b1 (has: $(lab_gateways))" false
-  fi
+  sc_check_route "router dropped the frozen b1" "after SIGSTOP; $why" 15 2 3
   out=$(sc_connect_many 30 "SELECT 1")
   ok=$(sc_count 1 <<<"$out")
   sc_check "30 of 30 new connections succeed on b2/b3 ($ok)" sc_eq "$ok" 30
   lab_pgcast_signal 1 CONT
-  if ms=$(lab_wait_gateways 30 1 2 3); then
-    sc_check "b1 back in the ECMP set (${ms} ms after SIGCONT)" true
-  else
-    sc_check "b1 back in the ECMP set after SIGCONT (has: $(lab_gateways))" false
-  fi
+  sc_check_route "b1 back in the ECMP set" "after SIGCONT" 30 1 2 3
   sc_note "b1 was frozen for $(($(lab_now_ms) - t0)) ms in all"
   sc_rebalance
   sc_result
