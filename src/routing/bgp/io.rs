@@ -75,7 +75,7 @@ pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
             source,
         })?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let (status_tx, status_rx) = watch::channel(initial_status(n));
+        let (status_tx, status_rx) = watch::channel(BgpNeighborStatus::idle(n));
         tasks.push((
             NeighborTask::new(n.clone(), us, session, tx.clone(), status_tx),
             rx,
@@ -107,27 +107,6 @@ pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
         neighbors,
         listener,
     })
-}
-
-fn initial_status(n: &crate::config::BgpNeighborConfig) -> BgpNeighborStatus {
-    BgpNeighborStatus {
-        address: n.address,
-        remote_as: n.remote_as,
-        state: "Idle".into(),
-        uptime_s: None,
-        established_at: None,
-        hold_time: n.hold_time,
-        connection: None,
-        local_address: None,
-        messages_in: 0,
-        messages_out: 0,
-        updates_in: 0,
-        sent: Vec::new(),
-        prefixes: Vec::new(),
-        graceful_shutdown: false,
-        last_error: None,
-        bfd: n.bfd,
-    }
 }
 
 /// The listening socket carries every neighbour's TCP-MD5 key (accepted connections inherit

@@ -265,7 +265,7 @@ impl NeighborTask {
             // Both sides connected: run the second connection until one OPEN tells us the
             // peer's BGP Identifier (RFC 4271 section 6.8).
             SessionState::OpenSent | SessionState::OpenConfirm if self.second.is_none() => {
-                let Ok(mut session) = Session::new(self.session_config_of_main()) else {
+                let Ok(mut session) = Session::new(self.main.session.config().clone()) else {
                     return;
                 };
                 let now = Instant::now();
@@ -288,10 +288,6 @@ impl NeighborTask {
                 tracing::debug!(peer = %self.cfg.address, ?state, "connection from the peer refused");
             }
         }
-    }
-
-    fn session_config_of_main(&self) -> super::SessionConfig {
-        self.main.session.config().clone()
     }
 
     /// Wraps a connected stream: a reader task feeding frames back into this actor.
@@ -506,10 +502,7 @@ impl NeighborTask {
         let s = &self.main.session;
         let conn = self.main.conn.as_ref();
         let status = BgpNeighborStatus {
-            address: self.cfg.address,
-            remote_as: self.cfg.remote_as,
             state: format!("{:?}", s.state()),
-            uptime_s: None,
             established_at: s.established_at(),
             hold_time: s.peer().map_or(self.cfg.hold_time, |p| p.hold_time),
             connection: conn.map(|c| match c.origin {
@@ -525,10 +518,9 @@ impl NeighborTask {
                 .iter()
                 .map(|p| format!("{}/{}", p.address(), p.length()))
                 .collect(),
-            prefixes: Vec::new(),
             graceful_shutdown: s.is_draining(),
             last_error: self.last_error.clone(),
-            bfd: self.cfg.bfd,
+            ..BgpNeighborStatus::idle(&self.cfg)
         };
         self.status.send_if_modified(|old| {
             if *old != status {

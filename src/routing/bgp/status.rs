@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::BgpNeighborConfig;
 use crate::routing::announce::PrefixVerdict;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -50,6 +51,28 @@ pub struct BgpPrefixStatus {
 }
 
 impl BgpNeighborStatus {
+    /// A neighbour with no session yet; the actor overrides what its session knows.
+    pub fn idle(n: &BgpNeighborConfig) -> Self {
+        BgpNeighborStatus {
+            address: n.address,
+            remote_as: n.remote_as,
+            state: "Idle".into(),
+            uptime_s: None,
+            established_at: None,
+            hold_time: n.hold_time,
+            connection: None,
+            local_address: None,
+            messages_in: 0,
+            messages_out: 0,
+            updates_in: 0,
+            sent: Vec::new(),
+            prefixes: Vec::new(),
+            graceful_shutdown: false,
+            last_error: None,
+            bfd: n.bfd,
+        }
+    }
+
     /// Fills the fields that depend on the time of the query and on the health verdicts.
     pub fn complete(&mut self, now: Instant, verdicts: &[PrefixVerdict]) {
         self.uptime_s = self
