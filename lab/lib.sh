@@ -307,6 +307,8 @@ lab_pgcast_stopped() { ! lab_pgcast_running "$1"; }
 
 # lab_pgcast_status N [--json] — `pgcast status` of bN.
 lab_pgcast_status() { "$PGCAST_BIN" status --admin "$LAB_STATE/b$1/admin.sock" "${@:2}"; }
+# lab_pgcast_ctl N drain|undrain — `pgcast drain`/`undrain` of bN (prints its reply).
+lab_pgcast_ctl() { "$PGCAST_BIN" "$2" --admin "$LAB_STATE/b$1/admin.sock"; }
 
 # lab_cut_backends N add|del — cut (or restore) bN's paths to the PostgreSQL hosts.
 lab_cut_backends() {

@@ -136,8 +136,8 @@ scenario_backends() {
 }
 
 scenario_drain() {
-  sc_title "4. Planned drain: SIGTERM to b1 during pgbench -C (a new connection per transaction)"
-  local d ms rc failed processed
+  sc_title "4. Planned drains during pgbench -C (a new connection per transaction): \`pgcast drain\` on b2, then SIGTERM to b1"
+  local d ms rc failed processed t0 out
   d=$(sc_tmp drain)
   lab_in_client pgbench -i -s 1 -q >"$d/init.log" 2>&1 ||
     sc_check "pgbench -i through the anycast address" false
@@ -145,9 +145,18 @@ scenario_drain() {
   # paused balancer makes a connect wait for the SYN retransmission (~1 s).
   lab_in_client pgbench -C -n -c 4 -j 4 -T 8 >"$d/pgbench.log" 2>&1 &
   local bench=$!
-  sleep 3
+  sleep 2
+  # Maintenance without a stop: b2 leaves the ECMP set and stays up.
+  t0=$(lab_now_ms)
+  if out=$(lab_pgcast_ctl 2 drain); then
+    sc_note "pgcast drain on b2 took $(($(lab_now_ms) - t0)) ms: $out"
+  else
+    sc_check "pgcast drain on b2 ($out)" false
+  fi
+  sc_check_route "router dropped b2" "after pgcast drain returned" 10 1 3
+  sleep 1
   lab_pgcast_signal 1 TERM
-  if ms=$(lab_wait_gateways 10 2 3); then
+  if ms=$(lab_wait_gateways 10 3); then
     sc_note "router dropped b1 ${ms} ms after SIGTERM"
   else
     sc_check "router dropped b1 after SIGTERM (has: $(lab_gateways))" false
@@ -160,6 +169,11 @@ scenario_drain() {
   sc_check "failed transactions: ${failed:-?} of ${processed:-?}" sc_eq "${failed:-x}" 0
   grep -m3 -i -E 'error|abort' "$d/pgbench.log" | sed 's/^/   pgbench: /' | tee -a "$LAB_REPORT" || true
   lab_pgcast_wait_exit 1 40 || sc_check "b1 exited after its drain" false
+  sc_check "b2 still runs, drained" lab_pgcast_running 2
+  sc_note "b2 says: $(lab_pgcast_status 2 | grep -m1 "$ANYCAST/32" | sed 's/^ *//')"
+  # Undrain after the load: without resilient hashing a joining next hop moves live flows.
+  out=$(lab_pgcast_ctl 2 undrain) || sc_check "pgcast undrain on b2 ($out)" false
+  sc_check_route "b2 back in the ECMP set" "after pgcast undrain" 20 2 3
   sc_restore_b1
   sc_result
 }

@@ -1,14 +1,22 @@
-//! The admin socket (a Unix socket, mode 0600, that answers every connection with the status
-//! as one JSON document) and the optional Prometheus metrics endpoint.
+//! The admin socket (a Unix socket, mode 0600) and the optional Prometheus metrics endpoint.
+//!
+//! Protocol: the client writes one request line, `status`, `drain` or `undrain`, and reads one
+//! JSON document until the server closes: the status for `status`, a [`CommandReply`] for the
+//! others. A client that writes nothing (and so waits, e.g. `socat - UNIX-CONNECT:…`) gets the
+//! status after [`REQUEST_WAIT`], as with earlier versions, which answered every connection
+//! with it.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::proxy::ProxyContext;
 use crate::status::Status;
@@ -26,6 +34,66 @@ pub enum AdminError {
     Decode(#[from] serde_json::Error),
     #[error("another process is serving {0}")]
     InUse(String),
+}
+
+/// How long the server waits for a request line before it answers with the status.
+pub const REQUEST_WAIT: Duration = Duration::from_millis(500);
+
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 64;
+
+/// What a client asks the admin socket for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCommand {
+    Status,
+    Control(Control),
+}
+
+/// The commands that change the daemon's state; the daemon carries them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Withdraw the anycast prefixes and stay up (maintenance).
+    Drain,
+    /// Announce them again after a drain.
+    Undrain,
+}
+
+impl AdminCommand {
+    /// The request line's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminCommand::Status => "status",
+            AdminCommand::Control(Control::Drain) => "drain",
+            AdminCommand::Control(Control::Undrain) => "undrain",
+        }
+    }
+
+    /// Parses a request line; an empty one (the client only closed its side) is `status`.
+    pub fn parse(line: &str) -> Result<AdminCommand, String> {
+        match line.trim() {
+            "" | "status" => Ok(AdminCommand::Status),
+            "drain" => Ok(AdminCommand::Control(Control::Drain)),
+            "undrain" => Ok(AdminCommand::Control(Control::Undrain)),
+            other => Err(format!(
+                "unknown admin command {other:?}: expected status, drain or undrain"
+            )),
+        }
+    }
+}
+
+/// The answer to `drain` and `undrain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandReply {
+    /// False when the command could not do what it says (e.g. nothing to drain).
+    pub ok: bool,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// A command the daemon carries out (it owns the listeners and the routing).
+pub struct AdminRequest {
+    pub command: Control,
+    pub reply: oneshot::Sender<CommandReply>,
 }
 
 fn current_status(ctx: &ProxyContext) -> Status {
@@ -52,10 +120,11 @@ pub async fn bind_admin(path: &Path) -> Result<UnixListener, AdminError> {
     Ok(listener)
 }
 
-/// Serves status documents until `stop` turns true.
+/// Serves requests until `stop` turns true; commands go to the daemon through `commands`.
 pub async fn serve_admin(
     listener: UnixListener,
     ctx: Arc<ProxyContext>,
+    commands: mpsc::Sender<AdminRequest>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -63,30 +132,70 @@ pub async fn serve_admin(
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let Ok((mut stream, _)) = accepted else {
+        let Ok((stream, _)) = accepted else {
             continue;
         };
-        let status = current_status(&ctx);
-        tokio::spawn(async move {
-            if let Ok(mut json) = serde_json::to_vec(&status) {
-                json.push(b'\n');
-                let _ = stream.write_all(&json).await;
-            }
-        });
+        tokio::spawn(serve_one(stream, Arc::clone(&ctx), commands.clone()));
     }
 }
 
-/// Reads the status from a running pgcast.
-pub async fn fetch_status(path: &Path) -> Result<Status, AdminError> {
+async fn serve_one(
+    stream: UnixStream,
+    ctx: Arc<ProxyContext>,
+    commands: mpsc::Sender<AdminRequest>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST);
+    // Timeout, EOF or an unreadable line all leave `line` as it is: partial or empty.
+    let _ = tokio::time::timeout(REQUEST_WAIT, reader.read_line(&mut line)).await;
+    let json = match AdminCommand::parse(&line) {
+        Ok(AdminCommand::Status) => serde_json::to_vec(&current_status(&ctx)),
+        Ok(AdminCommand::Control(command)) => {
+            let (reply, answer) = oneshot::channel();
+            let sent = commands.send(AdminRequest { command, reply }).await;
+            let reply = match (sent, answer.await) {
+                (Ok(()), Ok(reply)) => reply,
+                _ => CommandReply {
+                    ok: false,
+                    message: "pgcast is shutting down".into(),
+                },
+            };
+            serde_json::to_vec(&reply)
+        }
+        Err(message) => serde_json::to_vec(&CommandReply { ok: false, message }),
+    };
+    if let Ok(mut json) = json {
+        json.push(b'\n');
+        let _ = write.write_all(&json).await;
+    }
+}
+
+async fn request(path: &Path, command: AdminCommand) -> Result<Vec<u8>, AdminError> {
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|source| AdminError::Connect {
             path: path.display().to_string(),
             source,
         })?;
+    stream
+        .write_all(format!("{}\n", command.as_str()).as_bytes())
+        .await?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
-    Ok(serde_json::from_slice(&buf)?)
+    Ok(buf)
+}
+
+/// Reads the status from a running pgcast.
+pub async fn fetch_status(path: &Path) -> Result<Status, AdminError> {
+    Ok(serde_json::from_slice(
+        &request(path, AdminCommand::Status).await?,
+    )?)
+}
+
+/// Asks a running pgcast to drain or undrain; returns when it has done so.
+pub async fn send_command(path: &Path, command: AdminCommand) -> Result<CommandReply, AdminError> {
+    Ok(serde_json::from_slice(&request(path, command).await?)?)
 }
 
 /// Serves Prometheus text format on `GET /metrics` (any path answers the same).

@@ -1,5 +1,6 @@
 //! `pgcast run`: wires configuration, health, proxy listeners, the admin socket and metrics
-//! together, and handles SIGHUP (reload) and SIGTERM/SIGINT (drain and exit).
+//! together, and handles SIGHUP (reload), SIGTERM/SIGINT (drain and exit) and the admin
+//! socket's `drain`/`undrain` (withdraw and stay up, announce again).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,13 +8,14 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::admin;
+use crate::admin::{self, CommandReply, Control};
 use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::proxy::catalog::Catalogs;
 use crate::proxy::{self, ProxyContext};
+use crate::routing::announce::Drain;
 use crate::routing::{Routing, RoutingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +76,11 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let routing = Routing::start(&config, ctx.cluster.clone())?;
     let _ = ctx.routing.set(routing.status_source());
     let admin_socket = admin::bind_admin(&config.admin_socket).await?;
+    let (command_tx, mut commands) = mpsc::channel(4);
     tokio::spawn(admin::serve_admin(
         admin_socket,
         Arc::clone(&ctx),
+        command_tx,
         stop_rx.clone(),
     ));
     if let Some(addr) = config.metrics_listen {
@@ -95,6 +99,12 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     }
     tracing::info!(node = %config.node_name, "pgcast ready");
 
+    let mut anycast = Anycast {
+        config: &config,
+        listeners: listener_sockets,
+        ctx: &ctx,
+        routing: &routing,
+    };
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
@@ -103,67 +113,183 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
             _ = hup.recv() => reload(config_path, &config_tx),
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(request) = commands.recv() => {
+                // One at a time: a SIGTERM during a drain is handled after it.
+                let reply = match request.command {
+                    Control::Drain => anycast.operator_drain().await,
+                    Control::Undrain => anycast.operator_undrain().await,
+                };
+                let _ = request.reply.send(reply);
+            }
         }
     }
 
-    // Drain (anycast): pause new connections and let the sessions in flight end, withdraw the
-    // prefixes, give the routers time to move clients elsewhere, then stop accepting, let the
-    // remaining sessions finish, flush our LSAs and exit. The pause comes first because the
-    // router's ECMP is stateless: once the prefix is withdrawn, packets of a session still
-    // open here are hashed to another balancer, which resets it. A paused listener drops SYNs
-    // instead of refusing them, so those clients retry and their retry reaches another
-    // balancer once the withdrawal has converged.
-    let total = config.limits.max_client_connections;
-    let open_sessions = || total - ctx.client_slots.available_permits();
     if !config.prefixes.is_empty() {
-        for (name, socket) in &listener_sockets {
-            if let Err(e) = proxy::pause_accepting(socket) {
-                tracing::warn!(listener = %name, error = %e, "cannot pause the listener");
-            }
+        let converged = anycast.routing.drain_state() == Drain::Operator;
+        anycast.withdraw(Drain::Shutdown).await;
+        // After an operator's drain the routers moved clients away long ago.
+        if !converged {
+            tokio::time::sleep(config.drain.withdraw_grace).await;
         }
-        tracing::info!(
-            sessions = open_sessions(),
-            "shutting down: new connections paused, waiting for sessions in flight"
-        );
-        // Polled every 5 ms: the withdrawal waits for this, and short sessions end in ms.
-        let left = wait_for_sessions(&open_sessions, config.drain.quiesce, 5).await;
-        if left > 0 {
-            tracing::warn!(
-                sessions = left,
-                "withdrawing with sessions still open: their clients will see resets"
-            );
-        }
-        tracing::info!("shutting down: withdrawing anycast prefixes");
-        let limit = config
-            .ospf
-            .as_ref()
-            .map_or(Duration::ZERO, |o| o.min_ls_interval)
-            + Duration::from_secs(1);
-        routing.withdraw_all(limit).await;
-        tokio::time::sleep(config.drain.withdraw_grace).await;
     }
     tracing::info!("shutting down: no new clients");
     let _ = stop_tx.send(true);
     for t in listener_tasks {
         let _ = t.await;
     }
-    drop(listener_sockets);
-    wait_for_sessions(&open_sessions, DRAIN_TIMEOUT, 50).await;
+    // Closes the listening sockets.
+    anycast.listeners.clear();
+    wait_for_sessions(&|| anycast.open_sessions(), DRAIN_TIMEOUT, 50).await;
     routing.shutdown().await;
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
 }
 
-/// Waits until `open_sessions()` is 0 or `limit` has passed, polling every `poll_ms`; returns
-/// how many sessions are still open.
+/// What a drain works on: the listeners to pause, the sessions to wait for, the routing.
+struct Anycast<'a> {
+    config: &'a Config,
+    listeners: Vec<(String, Arc<TcpListener>)>,
+    ctx: &'a ProxyContext,
+    routing: &'a Routing,
+}
+
+impl Anycast<'_> {
+    fn open_sessions(&self) -> usize {
+        self.config.limits.max_client_connections - self.ctx.client_slots.available_permits()
+    }
+
+    /// Withdraws every prefix (`cause`: SIGTERM or an operator's drain). The listeners are
+    /// paused first and the sessions in flight get `drain.quiesce` to end, because the
+    /// router's ECMP is stateless: once the prefix is withdrawn, packets of a session still
+    /// open here are hashed to another balancer, which resets it. A paused listener drops
+    /// SYNs instead of refusing them, so those clients retry, and their retry reaches another
+    /// balancer once the withdrawal has converged. Returns whether every speaker confirmed
+    /// the withdrawal. The listeners stay paused.
+    async fn withdraw(&self, cause: Drain) -> bool {
+        for (name, socket) in &self.listeners {
+            if let Err(e) = proxy::pause_accepting(socket) {
+                tracing::warn!(listener = %name, error = %e, "cannot pause the listener");
+            }
+        }
+        tracing::info!(
+            sessions = self.open_sessions(),
+            ?cause,
+            "draining: new connections paused, waiting for sessions in flight"
+        );
+        // Polled every 5 ms: the withdrawal waits for this, and short sessions end in ms.
+        let left = wait_for_sessions(&|| self.open_sessions(), self.config.drain.quiesce, 5).await;
+        if left > 0 {
+            tracing::warn!(
+                sessions = left,
+                "withdrawing with sessions still open: their clients will see resets"
+            );
+        }
+        tracing::info!(?cause, "draining: withdrawing anycast prefixes");
+        let limit = self
+            .config
+            .ospf
+            .as_ref()
+            .map_or(Duration::ZERO, |o| o.min_ls_interval)
+            + Duration::from_secs(1);
+        match cause {
+            Drain::Shutdown => self.routing.withdraw_all(limit).await,
+            Drain::Operator | Drain::Serving => self.routing.drain(cause, limit).await,
+        }
+    }
+
+    /// `pgcast drain`: withdraw, wait `drain.withdraw_grace` for the routers, then accept new
+    /// connections again (only clients that use this balancer's own address still reach it)
+    /// and stay up until `pgcast undrain`.
+    async fn operator_drain(&self) -> CommandReply {
+        if self.config.prefixes.is_empty() {
+            return reply(
+                false,
+                "nothing to drain: no [[prefix]] is configured".into(),
+            );
+        }
+        if self.routing.drain_state() == Drain::Operator {
+            return reply(true, "already drained".into());
+        }
+        let confirmed = self.withdraw(Drain::Operator).await;
+        // Paused until the routers have moved the address elsewhere: a SYN accepted before
+        // that could start a session whose next packets the new route takes to another
+        // balancer (seen in the lab: resumed right after the withdrawal, such sessions were
+        // reset).
+        tokio::time::sleep(self.config.drain.withdraw_grace).await;
+        for (name, socket) in &self.listeners {
+            if let Err(e) = proxy::resume_accepting(socket) {
+                tracing::warn!(listener = %name, error = %e, "cannot resume the listener");
+            }
+        }
+        let prefixes = self.prefix_list();
+        tracing::info!(%prefixes, confirmed, "drained by the operator");
+        if confirmed {
+            let open = self.open_sessions();
+            reply(
+                true,
+                format!("drained: {prefixes} withdrawn; {open} client sessions open here"),
+            )
+        } else {
+            reply(
+                false,
+                format!(
+                    "drained, but not every speaker confirmed withdrawing {prefixes}: see pgcast status"
+                ),
+            )
+        }
+    }
+
+    /// `pgcast undrain`: announce again as health allows.
+    async fn operator_undrain(&self) -> CommandReply {
+        if self.routing.drain_state() != Drain::Operator {
+            return reply(true, "not drained".into());
+        }
+        let verdicts = self.routing.undrain().await;
+        let summary: Vec<String> = verdicts
+            .iter()
+            .map(|v| {
+                let what = if v.announce { "announced" } else { "withdrawn" };
+                format!("{}/{} {what} ({})", v.prefix, v.prefix_len, v.reason)
+            })
+            .collect();
+        tracing::info!(prefixes = %summary.join("; "), "undrained by the operator");
+        reply(true, format!("undrained: {}", summary.join("; ")))
+    }
+
+    fn prefix_list(&self) -> String {
+        let list: Vec<String> = self
+            .config
+            .prefixes
+            .iter()
+            .map(|p| format!("{}/{}", p.address, p.prefix_len))
+            .collect();
+        list.join(", ")
+    }
+}
+
+fn reply(ok: bool, message: String) -> CommandReply {
+    CommandReply { ok, message }
+}
+
+/// Waits until `open_sessions()` is 0 on two polls in a row or `limit` has passed, polling
+/// every `poll_ms`; returns how many sessions are still open. Two polls, because a handshake
+/// that completed just before the listener's pause is accepted (and counted) a moment later.
 async fn wait_for_sessions(
     open_sessions: &impl Fn() -> usize,
     limit: Duration,
     poll_ms: u64,
 ) -> usize {
     let deadline = tokio::time::Instant::now() + limit;
-    while open_sessions() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+    let mut idle_polls = 0;
+    while idle_polls < 2 && tokio::time::Instant::now() < deadline {
+        idle_polls = if open_sessions() == 0 {
+            idle_polls + 1
+        } else {
+            0
+        };
+        if idle_polls < 2 {
+            tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+        }
     }
     open_sessions()
 }

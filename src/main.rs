@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pgcast::admin::{AdminCommand, CommandReply, Control};
 
 #[derive(Parser)]
 #[command(
@@ -33,16 +34,39 @@ enum Command {
     /// Show listeners, backends and routing of a running pgcast.
     /// Exit code: 0 healthy, 1 degraded, 2 status unavailable.
     Status {
-        /// Configuration file (to find the admin socket).
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-        /// Admin socket path (overrides the configuration's).
-        #[arg(long)]
-        admin: Option<PathBuf>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        target: AdminTarget,
     },
+    /// Take this balancer out of the anycast set for maintenance: pause new connections,
+    /// give sessions in flight `drain.quiesce_ms`, withdraw every prefix (BGP first
+    /// re-announces with GRACEFUL_SHUTDOWN), wait `drain.withdraw_grace_ms`, then accept
+    /// again (on the balancer's own address).
+    /// Stays drained until `pgcast undrain` or a restart.
+    /// Exit code: 0 drained, 1 not (see the message), 2 no answer.
+    Drain {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Announce the prefixes again after `pgcast drain`, as health allows.
+    /// Exit code: 0 done, 2 no answer.
+    Undrain {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Which running pgcast a command talks to.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// Configuration file (to find the admin socket).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Admin socket path (overrides the configuration's).
+    #[arg(long)]
+    admin: Option<PathBuf>,
+    /// Print JSON (the status instead of a table; a command's reply instead of its message).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,17 +98,41 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Status {
-            config,
-            admin,
-            json,
-        } => match status(config, admin, json) {
+        Command::Status { target } => match status(target) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("pgcast status: {e:#}");
                 ExitCode::from(2)
             }
         },
+        Command::Drain { target } => control(Control::Drain, target),
+        Command::Undrain { target } => control(Control::Undrain, target),
+    }
+}
+
+fn control(command: Control, target: AdminTarget) -> ExitCode {
+    let word = AdminCommand::Control(command).as_str();
+    let result = (|| -> anyhow::Result<CommandReply> {
+        let path = pgcast::daemon::admin_socket_path(target.admin, target.config.as_deref())?;
+        let command = AdminCommand::Control(command);
+        Ok(runtime()?.block_on(pgcast::admin::send_command(&path, command))?)
+    })();
+    match result {
+        Ok(reply) => {
+            if target.json {
+                match serde_json::to_string_pretty(&reply) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => eprintln!("pgcast {word}: {e}"),
+                }
+            } else {
+                println!("{}", reply.message);
+            }
+            ExitCode::from(if reply.ok { 0 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("pgcast {word}: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -117,10 +165,10 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(config: Option<PathBuf>, admin: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
-    let path = pgcast::daemon::admin_socket_path(admin, config.as_deref())?;
+fn status(target: AdminTarget) -> anyhow::Result<u8> {
+    let path = pgcast::daemon::admin_socket_path(target.admin, target.config.as_deref())?;
     let status = runtime()?.block_on(pgcast::admin::fetch_status(&path))?;
-    if json {
+    if target.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", status.render());

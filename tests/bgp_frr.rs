@@ -22,7 +22,7 @@ use bgplab::{
     router_established, router_paths, router_peers, status_bfd_sessions, status_bgp_neighbors,
     tcp_ext_counter, wait_until, BgpOptions, Routing, ROUTER_AS,
 };
-use netlab::{skip_reason, NetLab, ANYCAST};
+use netlab::{skip_reason, status_prefix, NetLab, ANYCAST};
 
 /// Session up + route in the kernel: connect retry 1 s both sides, with a wide margin.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -200,6 +200,14 @@ enum PathView {
     Gone,
 }
 
+fn path_view(lab: &NetLab, peer: &str) -> PathView {
+    match router_paths(lab).into_iter().find(|p| p.peer == peer) {
+        None => PathView::Gone,
+        Some(p) if p.graceful_shutdown() => PathView::GracefulShutdown,
+        Some(_) => PathView::Plain,
+    }
+}
+
 #[test]
 fn sigterm_graceful_shutdown_then_withdrawal_then_cease_with_message() {
     let _slot = lab_or_skip!();
@@ -212,11 +220,7 @@ fn sigterm_graceful_shutdown_then_withdrawal_then_cease_with_message() {
     // (ms since SIGTERM, path view, b1 in the kernel route, pgcast still running)
     let mut seen: Vec<(u128, PathView, bool, bool)> = Vec::new();
     while t0.elapsed() < Duration::from_secs(15) {
-        let view = match router_paths(&lab).into_iter().find(|p| p.peer == b1) {
-            None => PathView::Gone,
-            Some(p) if p.graceful_shutdown() => PathView::GracefulShutdown,
-            Some(_) => PathView::Plain,
-        };
+        let view = path_view(&lab, &b1);
         let in_kernel = lab.kernel_gateways().contains(&b1);
         let running = lab.running_ref(1);
         if seen.last().map(|s| (s.1, s.2, s.3)) != Some((view, in_kernel, running)) {
@@ -277,6 +281,101 @@ fn sigterm_graceful_shutdown_then_withdrawal_then_cease_with_message() {
         !router_established(&lab).contains(&b1),
         "b1's session is down"
     );
+}
+
+/// `pgcast drain`: GRACEFUL_SHUTDOWN, then the withdrawal, while the BGP session and BFD stay
+/// up and the listener accepts again; `pgcast undrain` announces the plain route again.
+#[test]
+fn cli_drain_withdraws_keeps_the_session_and_undrain_announces_again() {
+    let _slot = lab_or_skip!();
+    let mut lab = BgpOptions {
+        balancers: 2,
+        bfd: true,
+        ..BgpOptions::default()
+    }
+    .up();
+    let both = addrs(&lab, &[1, 2]);
+    start_and_converge(&mut lab, &[1, 2]);
+    let b1 = lab.b(1).addr.clone();
+    wait_until(&lab, "BFD Up with b1", CONVERGE, |l| router_bfd_up(l, &b1));
+
+    let t0 = Instant::now();
+    // (ms since `pgcast drain` started, router's view of b1's path)
+    let mut seen: Vec<(u128, PathView)> = Vec::new();
+    let (code, out, err) = std::thread::scope(|scope| {
+        let drain = scope.spawn(|| lab.pgcast(1, &["drain"]));
+        while !drain.is_finished() {
+            let view = path_view(&lab, &b1);
+            if seen.last().map(|s| s.1) != Some(view) {
+                seen.push((ms(t0.elapsed()), view));
+            }
+        }
+        drain.join().expect("drain thread")
+    });
+    println!(
+        "pgcast drain on b1 returned after {} ms: {code:?} {out:?} {err:?}; router's view of \
+         b1's path (ms, path): {seen:?}",
+        ms(t0.elapsed())
+    );
+    assert_eq!(code, Some(0), "pgcast drain succeeds: {out} {err}");
+    assert!(out.starts_with("drained:"), "{out}");
+    assert!(
+        seen.iter().any(|s| s.1 == PathView::GracefulShutdown),
+        "the router saw GRACEFUL_SHUTDOWN before the withdrawal: {seen:?}\n{}",
+        bgplab::diagnostics(&lab)
+    );
+    let d = wait_until(&lab, "b1's path gone", Duration::from_secs(5), |l| {
+        path_view(l, &b1) == PathView::Gone && l.kernel_gateways() == addrs(l, &[2])
+    });
+    println!("b1's path gone {} ms after the drain returned", ms(d));
+    assert!(
+        router_established(&lab).contains(&b1) && pgcast_established(&lab, 1, &lab.router_addr),
+        "the drain keeps the BGP session up\n{}",
+        bgplab::diagnostics(&lab)
+    );
+    assert!(router_bfd_up(&lab, &b1), "and BFD up (no AdminDown)");
+    assert!(
+        received_notifications(&lab)
+            .iter()
+            .all(|n| n.neighbor != b1),
+        "no NOTIFICATION from b1: {:?}",
+        received_notifications(&lab)
+    );
+    let status = lab.status(1).expect("b1 status");
+    let (announced, reason) = status_prefix(&status, ANYCAST).expect("b1 lists the prefix");
+    assert!(
+        !announced && reason.contains("pgcast drain"),
+        "status says why: {reason}"
+    );
+    assert!(
+        lab.router_connects(1, 5432),
+        "after the drain b1 accepts connections to its own address again"
+    );
+    let (code, out, _) = lab.pgcast(1, &["drain"]);
+    assert_eq!((code, out.trim()), (Some(0), "already drained"));
+
+    let t1 = Instant::now();
+    let (code, out, err) = lab.pgcast(1, &["undrain"]);
+    println!("pgcast undrain: {code:?} {out:?} {err:?}");
+    assert_eq!(code, Some(0), "pgcast undrain succeeds: {out} {err}");
+    assert!(
+        out.contains(&format!("{ANYCAST} announced")),
+        "undrain reports the prefix announced: {out}"
+    );
+    let d = wait_until(&lab, "b1 back in the ECMP set", CONVERGE, |l| {
+        l.kernel_gateways() == both
+    });
+    println!(
+        "b1 back in r1's kernel route {} ms after undrain ({} ms waiting)",
+        ms(t1.elapsed()),
+        ms(d)
+    );
+    assert_eq!(
+        path_view(&lab, &b1),
+        PathView::Plain,
+        "without GRACEFUL_SHUTDOWN"
+    );
+    assert_ecmp(&lab, &both);
 }
 
 #[test]

@@ -292,6 +292,67 @@ fn point_to_point_link_one_balancer() {
     assert!(announced(&lab, 1).is_some_and(|(a, _)| a), "b1 announces");
 }
 
+/// `pgcast drain` withdraws the stub link while the adjacency stays Full and the listener
+/// accepts again; `pgcast undrain` announces it again.
+#[test]
+fn cli_drain_withdraws_keeps_the_adjacency_and_undrain_announces_again() {
+    skip_without_netns!();
+    let mut lab = NetLab::up(Options {
+        balancers: 2,
+        ..Options::default()
+    });
+    let both = gateways(&lab, &[1, 2]);
+    let none = BTreeSet::new();
+    for n in 1..=2 {
+        lab.start(n);
+    }
+    lab.wait_until("both pgcasts Full with r1", CONVERGE, |l| {
+        (1..=2).all(|n| adjacency_full(l, n))
+    });
+    wait_gateways(&lab, "2 next hops in r1's kernel", CONVERGE, &both, &none);
+
+    let t0 = Instant::now();
+    let (code, out, err) = lab.pgcast(1, &["drain"]);
+    println!(
+        "pgcast drain on b1 returned after {} ms: {code:?} {out:?} {err:?}",
+        ms(t0.elapsed())
+    );
+    assert_eq!(code, Some(0), "pgcast drain succeeds: {out} {err}");
+    let only_b2 = gateways(&lab, &[2]);
+    let d = wait_gateways(&lab, "b1 drained", CONVERGE, &only_b2, &only_b2);
+    println!(
+        "b1's next hop left r1's kernel {} ms after the drain returned",
+        ms(d)
+    );
+    assert!(
+        adjacency_full(&lab, 1),
+        "the drain keeps the adjacency Full"
+    );
+    let (announce, reason) = announced(&lab, 1).expect("status lists the prefix");
+    assert!(
+        !announce && reason.contains("pgcast drain"),
+        "status says why: {reason}"
+    );
+    assert!(
+        lab.router_connects(1, 5432),
+        "after the drain b1 accepts connections to its own address again"
+    );
+    assert_stable(&lab, "drained", Duration::from_secs(2), &only_b2);
+
+    let t1 = Instant::now();
+    let (code, out, err) = lab.pgcast(1, &["undrain"]);
+    println!("pgcast undrain: {code:?} {out:?} {err:?}");
+    assert_eq!(code, Some(0), "pgcast undrain succeeds: {out} {err}");
+    assert!(out.contains(&format!("{ANYCAST} announced")), "{out}");
+    wait_gateways(&lab, "b1 back", CONVERGE, &both, &only_b2);
+    println!(
+        "b1 back in r1's kernel route {} ms after undrain",
+        ms(t1.elapsed())
+    );
+    let (code, out, _) = lab.pgcast(1, &["undrain"]);
+    assert_eq!((code, out.trim()), (Some(0), "not drained"));
+}
+
 #[test]
 fn md5_auth_right_key_full_wrong_key_dropped() {
     skip_without_netns!();

@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod classify;
 pub mod message;
+mod pause;
 pub mod pool;
 pub mod router;
 pub mod session;
@@ -28,6 +29,7 @@ use crate::health::ClusterView;
 use cancel::CancelRegistry;
 use catalog::Catalogs;
 use message::{DecodeError, ErrorFields, Message};
+pub use pause::{pause_accepting, resume_accepting};
 use stats::ProxyStats;
 
 /// Errors of the proxy. Each ends one client session, never the process.
@@ -141,18 +143,6 @@ fn client_keepalive() -> socket2::TcpKeepalive {
         .with_time(std::time::Duration::from_secs(10))
         .with_interval(std::time::Duration::from_secs(5))
         .with_retries(3)
-}
-
-/// Pauses a listener for a drain: new connection attempts (SYNs) are dropped silently, so a
-/// client retransmits its SYN (after ~1 s on Linux) instead of being refused — by then the
-/// anycast prefix is withdrawn and the retry reaches another balancer. Handshakes already in
-/// the accept queue are still accepted and served. The mechanism is a classic BPF socket
-/// filter returning 0 ("drop"): on a listening TCP socket the kernel applies it to incoming
-/// SYNs before it answers them.
-pub fn pause_accepting(listener: &TcpListener) -> std::io::Result<()> {
-    // BPF_RET | BPF_K with k = 0: accept zero bytes of every packet.
-    const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
-    socket2::SockRef::from(listener).attach_filter(&DROP_ALL)
 }
 
 async fn reject(mut stream: TcpStream, code: &str, message: &str) {

@@ -20,17 +20,28 @@ pub struct PrefixVerdict {
     pub reason: String,
 }
 
-/// Decides every prefix from the current health view. `draining` (SIGTERM, or an operator's
-/// drain) withdraws everything regardless of health.
-pub fn evaluate(
-    prefixes: &[PrefixConfig],
-    view: &ClusterView,
-    draining: bool,
-) -> Vec<PrefixVerdict> {
+/// Whether this balancer has been taken out of the anycast set on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drain {
+    /// Announce as health allows.
+    #[default]
+    Serving,
+    /// `pgcast drain`: withdrawn, still serving what reaches it, until `pgcast undrain`.
+    Operator,
+    /// SIGTERM: withdrawn on the way out.
+    Shutdown,
+}
+
+/// The reason shown for every prefix while an operator's drain holds.
+pub const OPERATOR_DRAIN_REASON: &str = "drained by `pgcast drain` (`pgcast undrain` ends it)";
+
+/// Decides every prefix from the current health view. A drain (SIGTERM, or an operator's
+/// `pgcast drain`) withdraws everything regardless of health.
+pub fn evaluate(prefixes: &[PrefixConfig], view: &ClusterView, drain: Drain) -> Vec<PrefixVerdict> {
     prefixes
         .iter()
         .map(|p| {
-            let (announce, cost, reason) = decide(p, view, draining);
+            let (announce, cost, reason) = decide(p, view, drain);
             PrefixVerdict {
                 prefix: p.address,
                 prefix_len: p.prefix_len,
@@ -42,13 +53,17 @@ pub fn evaluate(
         .collect()
 }
 
-fn decide(p: &PrefixConfig, view: &ClusterView, draining: bool) -> (bool, u16, String) {
-    if draining {
-        return (
-            false,
-            p.cost,
-            "draining: withdrawn before the listeners close".into(),
-        );
+fn decide(p: &PrefixConfig, view: &ClusterView, drain: Drain) -> (bool, u16, String) {
+    match drain {
+        Drain::Serving => {}
+        Drain::Operator => return (false, p.cost, OPERATOR_DRAIN_REASON.into()),
+        Drain::Shutdown => {
+            return (
+                false,
+                p.cost,
+                "draining: withdrawn before the listeners close".into(),
+            )
+        }
     }
     let need = match p.require {
         Requirement::Read => "read",
@@ -125,13 +140,13 @@ mod tests {
         let v = evaluate(
             std::slice::from_ref(&p),
             &view(&[("ro", false, false), ("rw", true, false)]),
-            false,
+            Drain::Serving,
         );
         assert!(v[0].announce);
         assert_eq!(v[0].cost, 10);
         assert_eq!(v[0].reason, "listener rw can read");
         // A listener the prefix does not stand for does not count.
-        let v = evaluate(&[p], &view(&[("other", true, true)]), false);
+        let v = evaluate(&[p], &view(&[("other", true, true)]), Drain::Serving);
         assert!(!v[0].announce);
         assert_eq!(v[0].reason, "no listener verdict yet");
     }
@@ -141,11 +156,11 @@ mod tests {
         let w = prefix(&[], Requirement::Write, WhenUnhealthy::Withdraw);
         let rw = prefix(&[], Requirement::ReadWrite, WhenUnhealthy::Withdraw);
         let only_reads = view(&[("auto", true, false)]);
-        assert!(!evaluate(std::slice::from_ref(&w), &only_reads, false)[0].announce);
-        assert!(!evaluate(std::slice::from_ref(&rw), &only_reads, false)[0].announce);
+        assert!(!evaluate(std::slice::from_ref(&w), &only_reads, Drain::Serving)[0].announce);
+        assert!(!evaluate(std::slice::from_ref(&rw), &only_reads, Drain::Serving)[0].announce);
         let both = view(&[("auto", true, true)]);
-        assert!(evaluate(&[w], &both, false)[0].announce);
-        let v = evaluate(&[rw], &both, false);
+        assert!(evaluate(&[w], &both, Drain::Serving)[0].announce);
+        let v = evaluate(&[rw], &both, Drain::Serving);
         assert!(v[0].announce);
         assert_eq!(v[0].reason, "listener auto can read and write");
     }
@@ -156,14 +171,14 @@ mod tests {
         let v = evaluate(
             &[prefix(&[], Requirement::Read, WhenUnhealthy::Withdraw)],
             &down,
-            false,
+            Drain::Serving,
         );
         assert!(!v[0].announce);
         assert_eq!(v[0].reason, "listener auto cannot read: r=false w=false");
         let v = evaluate(
             &[prefix(&[], Requirement::Read, WhenUnhealthy::LastResort)],
             &down,
-            false,
+            Drain::Serving,
         );
         assert!(v[0].announce);
         assert_eq!(v[0].cost, 65535);
@@ -178,9 +193,14 @@ mod tests {
     fn draining_withdraws_even_last_resort_prefixes() {
         let healthy = view(&[("auto", true, true)]);
         for when in [WhenUnhealthy::Withdraw, WhenUnhealthy::LastResort] {
-            let v = evaluate(&[prefix(&[], Requirement::Read, when)], &healthy, true);
+            let p = [prefix(&[], Requirement::Read, when)];
+            let v = evaluate(&p, &healthy, Drain::Shutdown);
             assert!(!v[0].announce);
             assert!(v[0].reason.starts_with("draining"));
+            let v = evaluate(&p, &healthy, Drain::Operator);
+            assert!(!v[0].announce);
+            assert_eq!(v[0].reason, OPERATOR_DRAIN_REASON);
+            assert!(evaluate(&p, &healthy, Drain::Serving)[0].announce);
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, PrefixConfig};
 use crate::health::ClusterView;
-use announce::PrefixVerdict;
+use announce::{Drain, PrefixVerdict};
 use bgp::io::{BgpHandle, BgpIoError, BgpStatusSource};
 use bgp::status::BgpStatus;
 use ospf::instance::Announcement;
@@ -53,7 +53,7 @@ pub struct RoutingStatus {
 /// The running speakers and the task that couples them to health.
 pub struct Routing {
     verdicts: watch::Receiver<Vec<PrefixVerdict>>,
-    draining: watch::Sender<bool>,
+    drain: watch::Sender<Drain>,
     ospf: Option<OspfHandle>,
     bgp: Option<Arc<BgpHandle>>,
     bfd: Option<bfd::BfdHandle>,
@@ -74,20 +74,20 @@ impl Routing {
             None => None,
         };
         let bfd = bfd_owners::start(config, ospf.as_ref().map(|o| o.status_receiver()))?;
-        let (draining_tx, draining_rx) = watch::channel(false);
-        let initial = announce::evaluate(&config.prefixes, &cluster.borrow(), false);
+        let (drain_tx, drain_rx) = watch::channel(Drain::Serving);
+        let initial = announce::evaluate(&config.prefixes, &cluster.borrow(), Drain::Serving);
         let (verdict_tx, verdict_rx) = watch::channel(initial);
         tokio::spawn(couple(
             config.prefixes.clone(),
             cluster,
-            draining_rx,
+            drain_rx,
             verdict_tx,
             ospf.clone(),
             bgp.clone(),
         ));
         Ok(Routing {
             verdicts: verdict_rx,
-            draining: draining_tx,
+            drain: drain_tx,
             ospf,
             bgp,
             bfd,
@@ -104,43 +104,87 @@ impl Routing {
         }
     }
 
-    /// Withdraws every prefix and waits (at most `limit`) until every speaker has sent the
-    /// withdrawal; OSPF may hold it back for MinLSInterval after the previous origination.
-    /// BGP first re-announces with GRACEFUL_SHUTDOWN (RFC 8326) for its grace period, so
-    /// routers move traffic before the route disappears.
-    pub async fn withdraw_all(&self, limit: Duration) {
+    /// The drain in force.
+    pub fn drain_state(&self) -> Drain {
+        *self.drain.borrow()
+    }
+
+    /// The current verdicts, one per configured prefix.
+    pub fn verdicts(&self) -> Vec<PrefixVerdict> {
+        self.verdicts.borrow().clone()
+    }
+
+    /// Withdraws every prefix (`cause` says why, in status) and waits (at most `limit`) until
+    /// every speaker has sent the withdrawal; OSPF may hold it back for MinLSInterval after
+    /// the previous origination. BGP first re-announces with GRACEFUL_SHUTDOWN (RFC 8326) for
+    /// its grace period, so routers move traffic before the route disappears. Returns whether
+    /// every speaker confirmed. Sessions stay up: `undrain` announces again.
+    pub async fn drain(&self, cause: Drain, limit: Duration) -> bool {
         if let Some(b) = &self.bgp {
             let grace = b.graceful_shutdown_time();
-            if !grace.is_zero() && b.any_established() {
-                b.graceful_shutdown().await;
+            // Already drained (an operator's drain before SIGTERM): nothing left to de-prefer.
+            let announced = self.drain_state() == Drain::Serving;
+            if announced && !grace.is_zero() && b.any_established() {
+                b.set_graceful_shutdown(true).await;
                 tracing::info!(?grace, "BGP routes re-announced with GRACEFUL_SHUTDOWN");
                 tokio::time::sleep(grace).await;
             }
         }
-        self.draining.send_replace(true);
+        self.drain.send_replace(cause);
         let ospf_done = async {
-            let Some(o) = &self.ospf else { return };
+            let Some(o) = &self.ospf else { return true };
             let mut rx = o.status_receiver();
             let sent = rx.wait_for(|s| {
                 s.as_ref()
                     .is_some_and(|s| s.announced.is_empty() && s.desired.is_empty())
             });
-            if tokio::time::timeout(limit, sent).await.is_err() {
+            let confirmed = tokio::time::timeout(limit, sent).await.is_ok();
+            if !confirmed {
                 tracing::warn!("withdrawal not confirmed by the OSPF speaker within {limit:?}");
             }
+            confirmed
         };
         let bgp_done = async {
-            let Some(b) = &self.bgp else { return };
-            if !b.wait_withdrawn(limit).await {
+            let Some(b) = &self.bgp else { return true };
+            let confirmed = b.wait_withdrawn(limit).await;
+            if !confirmed {
                 tracing::warn!("withdrawal not confirmed by every BGP neighbor within {limit:?}");
             }
+            confirmed
         };
-        tokio::join!(ospf_done, bgp_done);
+        let (ospf, bgp) = tokio::join!(ospf_done, bgp_done);
+        ospf && bgp
+    }
+
+    /// Ends an operator's drain: BGP routes lose GRACEFUL_SHUTDOWN and every prefix is
+    /// announced again as health allows. Returns the verdicts once they no longer say drained
+    /// (at most 1 s later).
+    pub async fn undrain(&self) -> Vec<PrefixVerdict> {
+        // First, so that nothing is re-announced with the community still attached.
+        if let Some(b) = &self.bgp {
+            b.set_graceful_shutdown(false).await;
+        }
+        self.drain.send_replace(Drain::Serving);
+        let mut rx = self.verdicts.clone();
+        let undrained = rx.wait_for(|v| {
+            v.iter()
+                .all(|p| p.reason != announce::OPERATOR_DRAIN_REASON)
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(1), undrained).await;
+        self.verdicts()
+    }
+
+    /// The drain on the way out (SIGTERM): [`Routing::drain`], then BFD AdminDown. Returns
+    /// whether every speaker confirmed the withdrawal.
+    pub async fn withdraw_all(&self, limit: Duration) -> bool {
+        let confirmed = self.drain(Drain::Shutdown, limit).await;
         // Withdrawn: tell the router's BFD that our going away is on purpose (AdminDown, which
-        // RFC 5882 says must not take the routing session down).
+        // RFC 5882 says must not take the routing session down). Not for an operator's drain:
+        // FRR's ospfd takes AdminDown as neighbour down, and the adjacency must stay.
         if let Some(b) = &self.bfd {
             b.admin_down().await;
         }
+        confirmed
     }
 
     /// Flushes what the speakers originated, sends BGP Cease, and stops them.
@@ -182,7 +226,7 @@ impl RoutingStatusSource {
 async fn couple(
     prefixes: Vec<PrefixConfig>,
     mut cluster: watch::Receiver<Arc<ClusterView>>,
-    mut draining: watch::Receiver<bool>,
+    mut drain: watch::Receiver<Drain>,
     verdicts: watch::Sender<Vec<PrefixVerdict>>,
     ospf: Option<OspfHandle>,
     bgp: Option<Arc<BgpHandle>>,
@@ -190,8 +234,7 @@ async fn couple(
     let mut last: Option<Vec<Announcement>> = None;
     loop {
         let view = cluster.borrow_and_update().clone();
-        let drain = *draining.borrow_and_update();
-        let now = announce::evaluate(&prefixes, &view, drain);
+        let now = announce::evaluate(&prefixes, &view, *drain.borrow_and_update());
         let wanted: Vec<Announcement> = now
             .iter()
             .filter(|v| v.announce)
@@ -231,7 +274,7 @@ async fn couple(
         });
         tokio::select! {
             r = cluster.changed() => if r.is_err() { return },
-            r = draining.changed() => if r.is_err() { return },
+            r = drain.changed() => if r.is_err() { return },
         }
     }
 }

@@ -386,19 +386,45 @@ impl NetLab {
         );
     }
 
-    /// `pgcast status --json` run inside balancer `n`; `None` if it printed no JSON.
-    pub fn status(&self, n: usize) -> Option<Value> {
+    /// `pgcast ARGS -c CONFIG` run inside balancer `n`: its exit code, stdout and stderr.
+    pub fn pgcast(&self, n: usize, args: &[&str]) -> (Option<i32>, String, String) {
         let b = self.b(n);
         let out = Command::new("ip")
             .args(["netns", "exec", &b.ns])
             .arg(pgcast_bin())
-            .args(["status", "--json", "-c"])
+            .args(args)
+            .arg("-c")
             .arg(&b.config)
             .stdin(Stdio::null())
-            .stderr(Stdio::null())
             .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+            .unwrap_or_else(|e| panic!("run pgcast {args:?} in {}: {e}", b.ns));
+        (out.status.code(), lossy(&out.stdout), lossy(&out.stderr))
+    }
+
+    /// `pgcast status --json` run inside balancer `n`; `None` if it printed no JSON.
+    pub fn status(&self, n: usize) -> Option<Value> {
+        serde_json::from_str(&self.pgcast(n, &["status", "--json"]).1).ok()
+    }
+
+    /// Whether a TCP connection from the router to balancer `n`'s own address and `port` is
+    /// accepted within 3 s (a paused listener drops the SYNs).
+    pub fn router_connects(&self, n: usize, port: u16) -> bool {
+        let target = format!("exec 3<>/dev/tcp/{}/{port}", self.b(n).addr);
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.router,
+                "timeout",
+                "3",
+                "bash",
+                "-c",
+                &target,
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// The config file of balancer `n`.

@@ -145,8 +145,9 @@ impl Pgcast {
 
     pub fn status(&self) -> Option<Status> {
         // Plain std I/O, so this works inside and outside an async runtime.
-        use std::io::Read;
+        use std::io::{Read, Write};
         let mut stream = std::os::unix::net::UnixStream::connect(&self.admin).ok()?;
+        stream.write_all(b"status\n").ok()?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).ok()?;
         serde_json::from_slice(&buf).ok()

@@ -80,8 +80,12 @@ pub enum Input {
     Tick,
     /// Begin a graceful shutdown (RFC 8326): every route is announced
     /// again with GRACEFUL_SHUTDOWN so the network moves traffic away
-    /// before a later `ManualStop` tears the session down.
+    /// before a later `ManualStop` tears the session down (or the
+    /// routes are withdrawn and the session stays up: `pgcast drain`).
     Drain,
+    /// End a drain without a restart (`pgcast undrain`): every route is
+    /// announced again without GRACEFUL_SHUTDOWN.
+    Undrain,
     /// The full set of prefixes to announce, replacing the previous one.
     SetAnnouncements(Vec<Announcement>),
     /// This connection lost an RFC 4271 §6.8 collision (Event 23).
@@ -286,6 +290,10 @@ impl Session {
             Input::Tick => self.on_tick(now, &mut actions),
             Input::Drain => {
                 self.draining = true;
+                self.sync_routes(now, &mut actions);
+            }
+            Input::Undrain => {
+                self.draining = false;
                 self.sync_routes(now, &mut actions);
             }
             Input::SetAnnouncements(announcements) => {

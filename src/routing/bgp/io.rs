@@ -182,12 +182,13 @@ impl BgpHandle {
             .any(|n| n.status.borrow().state == "Established")
     }
 
-    /// RFC 8326: every route re-announced with GRACEFUL_SHUTDOWN.
-    pub async fn graceful_shutdown(&self) {
+    /// RFC 8326: every route re-announced with GRACEFUL_SHUTDOWN (`on`), or without it again
+    /// (an undrain).
+    pub async fn set_graceful_shutdown(&self, on: bool) {
         for n in &self.neighbors {
             let _ = n
                 .events
-                .send(Event::Command(Command::GracefulShutdown))
+                .send(Event::Command(Command::GracefulShutdown(on)))
                 .await;
         }
     }

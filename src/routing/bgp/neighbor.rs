@@ -30,8 +30,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Command {
     /// The prefixes to announce now (all others are withdrawn).
     Announce(Vec<(Ipv4Addr, u8)>),
-    /// RFC 8326: announce everything again with GRACEFUL_SHUTDOWN.
-    GracefulShutdown,
+    /// RFC 8326: announce everything again with GRACEFUL_SHUTDOWN (true), or end that
+    /// (false: `pgcast undrain`).
+    GracefulShutdown(bool),
     /// Cease / Administrative Shutdown with this RFC 8203 message, then stop.
     Stop {
         reason: String,
@@ -191,9 +192,10 @@ impl NeighborTask {
                 self.step_both(Input::SetAnnouncements(self.wanted.clone()))
                     .await;
             }
-            Event::Command(Command::GracefulShutdown) => {
-                self.draining = true;
-                self.step_both(Input::Drain).await;
+            Event::Command(Command::GracefulShutdown(on)) => {
+                self.draining = on;
+                let input = if on { Input::Drain } else { Input::Undrain };
+                self.step_both(input).await;
             }
             Event::Command(Command::Stop { reason, done }) => {
                 self.step_both(Input::ManualStop { reason }).await;

@@ -340,6 +340,46 @@ fn drain_reannounces_with_graceful_shutdown_then_stop_sends_cease() {
 }
 
 #[test]
+fn undrain_reannounces_without_graceful_shutdown_and_keeps_the_session() {
+    let t0 = Instant::now();
+    let mut session = Session::new(config(65001, 65000)).expect("valid config");
+    session.step(t0, announce(&[ANYCAST]));
+    establish(&mut session, t0, peer_open(65000, 90));
+    session.step(t0, Input::Drain);
+    // `pgcast drain` withdraws after the grace period; the session stays up.
+    let actions = session.step(t0, announce(&[]));
+    let [update] = updates_sent(&actions)[..] else {
+        panic!("one withdrawal expected, got {actions:?}");
+    };
+    assert_eq!(
+        prefixes(&parsed(update, AsnLength::Bits32).withdrawn_prefixes),
+        ["198.51.100.7/32"]
+    );
+
+    assert!(
+        session.step(t0, Input::Undrain).is_empty(),
+        "nothing to re-send"
+    );
+    assert!(!session.is_draining());
+    let actions = session.step(t0, announce(&[ANYCAST]));
+    let [update] = updates_sent(&actions)[..] else {
+        panic!("one announcement expected, got {actions:?}");
+    };
+    let update = parsed(update, AsnLength::Bits32);
+    assert_eq!(prefixes(&update.announced_prefixes), ["198.51.100.7/32"]);
+    assert!(!has_graceful_shutdown(&update));
+    assert_eq!(session.state(), SessionState::Established);
+
+    // An undrain while routes still carry GRACEFUL_SHUTDOWN re-sends them without it.
+    session.step(t0, Input::Drain);
+    let actions = session.step(t0, Input::Undrain);
+    let [update] = updates_sent(&actions)[..] else {
+        panic!("one re-announcement expected, got {actions:?}");
+    };
+    assert!(!has_graceful_shutdown(&parsed(update, AsnLength::Bits32)));
+}
+
+#[test]
 fn connect_retry_backs_off_exponentially_up_to_the_cap() {
     let t0 = Instant::now();
     let mut session = Session::new(config(65001, 65000)).expect("valid config");
