@@ -145,12 +145,22 @@ async fn handshake(
                         scram = Some(s);
                     }
                     11 => {
-                        let s = scram.as_mut().ok_or(ProxyError::BackendProtocol(
+                        let mut s = scram.take().ok_or(ProxyError::BackendProtocol(
                             message::DecodeError::Malformed("SASLContinue before SASL"),
                         ))?;
-                        s.update(body.get(4..).unwrap_or(&[]))
-                            .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?;
+                        // The salted password is 4096 HMAC-SHA-256 rounds (PostgreSQL's
+                        // default): milliseconds of CPU per backend connection. Off the async
+                        // workers, so a burst of new connections does not hold up the timers
+                        // of everything else (BFD's 100 ms packets among them).
+                        let server_first = body.get(4..).unwrap_or(&[]).to_vec();
+                        let s = tokio::task::spawn_blocking(move || {
+                            s.update(&server_first).map(|()| s)
+                        })
+                        .await
+                        .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?
+                        .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?;
                         message::write_password(&mut out, s.message());
+                        scram = Some(s);
                     }
                     12 => {
                         let s = scram.as_mut().ok_or(ProxyError::BackendProtocol(
