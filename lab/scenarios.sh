@@ -300,24 +300,45 @@ sc_sessions_open() {
   SC_FDS=()
   for ((i = 0; i < n; i++)); do
     mkfifo "$d/in$i"
-    lab_exec_in_client "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 <"$d/in$i" >"$d/out$i" 2>&1 &
+    # 60 logins at once on a 2-core host (cold pools, debug build) can take longer than
+    # the lab's 3 s connect timeout; this scenario is about sessions that are already open.
+    lab_exec_in_client env PGCONNECT_TIMEOUT=20 "$NL_PG_BIN/psql" -X -A -t -q -v ON_ERROR_STOP=1 \
+      <"$d/in$i" >"$d/out$i" 2>&1 &
     printf '%s\n' "$!" >"$d/pid$i"
     exec {fd}>"$d/in$i"
     SC_FDS[i]=$fd
   done
 }
 
-# sc_sessions_probe DIR TAG — ask every session for TAG; prints the indexes that answered.
+# sc_sessions_probe DIR TAG [WAIT_MS] — ask every session for TAG; prints the indexes that
+# answered. Waits until each session has answered or its psql has exited (a reset session),
+# at most WAIT_MS (default 25 s): a fixed 1.5 s wait counted sessions still logging in as lost.
 sc_sessions_probe() {
-  local d=$1 tag=$2 i
+  local d=$1 tag=$2 wait_ms=${3:-25000} i pending end
   for i in "${!SC_FDS[@]}"; do
     local fd=${SC_FDS[i]}
     { printf "SELECT '%s', inet_client_addr();\n" "$tag" >&"$fd"; } 2>/dev/null || true
   done
-  sleep 1.5
+  end=$(($(lab_now_ms) + wait_ms))
+  while (($(lab_now_ms) < end)); do
+    pending=0
+    for i in "${!SC_FDS[@]}"; do
+      grep -q "^$tag|" "$d/out$i" || sc_process_gone "$(cat "$d/pid$i")" || pending=$((pending + 1))
+    done
+    ((pending == 0)) && break
+    sleep 0.1
+  done
   for i in "${!SC_FDS[@]}"; do
     grep -q "^$tag|" "$d/out$i" && printf '%s\n' "$i"
   done
+}
+
+# sc_sessions_errors DIR TAG — what the sessions that did not answer TAG printed (counted).
+sc_sessions_errors() {
+  local d=$1 tag=$2 i
+  for i in "${!SC_FDS[@]}"; do
+    grep -q "^$tag|" "$d/out$i" || tail -n 1 "$d/out$i"
+  done | sort | uniq -c | sort -rn | head -n 3
 }
 
 sc_sessions_close() {
@@ -353,6 +374,10 @@ sc_sessions_round() {
   local -a others=()
   sc_sessions_open "$d" "$n"
   alive0=$(sc_sessions_probe "$d" p0)
+  if (($(wc -w <<<"$alive0") < n)); then
+    sc_note "  $((n - $(wc -w <<<"$alive0"))) of $n sessions did not answer before b1 left:"
+    sc_note "$(sc_sessions_errors "$d" p0)"
+  fi
   for i in $alive0; do
     b=$(sed -n 's/^p0|//p' "$d/out$i")
     [[ $b == "$(b_addr 1)" ]] || others+=("$i")
