@@ -44,15 +44,6 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(config_path)?);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
 
-    let catalogs = Catalogs::new(&config.routing);
-    // The health database's functions are loaded at start; others when a client uses them.
-    catalogs.for_database(&config.health.database);
-    let cluster_rx = health::spawn(config_rx.clone(), Arc::clone(&catalogs));
-    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
-    proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    let mut listener_tasks = Vec::new();
     let mut listener_sockets = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(l.address)
@@ -63,10 +54,32 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
                 source,
             })?;
         tracing::info!(listener = %l.name, address = %l.address, role = %l.role, "listening");
-        let socket = Arc::new(socket);
-        listener_sockets.push((l.name.clone(), Arc::clone(&socket)));
+        listener_sockets.push((l.name.clone(), Arc::new(socket)));
+    }
+    // The self-check probes each listener where it is bound (port 0 in tests is resolved).
+    let bound = listener_sockets
+        .iter()
+        .map(|(name, s)| Ok((name.clone(), s.local_addr()?)))
+        .collect::<Result<Vec<_>, std::io::Error>>()
+        .map_err(|source| DaemonError::Bind {
+            name: "listeners".into(),
+            address: "local address".into(),
+            source,
+        })?;
+    let (paused_tx, paused_rx) = watch::channel(false);
+
+    let catalogs = Catalogs::new(&config.routing);
+    // The health database's functions are loaded at start; others when a client uses them.
+    catalogs.for_database(&config.health.database);
+    let cluster_rx = health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx);
+    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
+    proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut listener_tasks = Vec::new();
+    for ((_, socket), l) in listener_sockets.iter().zip(&config.listeners) {
         listener_tasks.push(tokio::spawn(proxy::run_listener(
-            socket,
+            Arc::clone(socket),
             l.clone(),
             Arc::clone(&ctx),
             stop_rx.clone(),
@@ -102,6 +115,7 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let mut anycast = Anycast {
         config: &config,
         listeners: listener_sockets,
+        paused: paused_tx,
         ctx: &ctx,
         routing: &routing,
     };
@@ -149,6 +163,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 struct Anycast<'a> {
     config: &'a Config,
     listeners: Vec<(String, Arc<TcpListener>)>,
+    /// Tells the self-check that the listeners drop SYNs on purpose.
+    paused: watch::Sender<bool>,
     ctx: &'a ProxyContext,
     routing: &'a Routing,
 }
@@ -166,6 +182,7 @@ impl Anycast<'_> {
     /// balancer once the withdrawal has converged. Returns whether every speaker confirmed
     /// the withdrawal. The listeners stay paused.
     async fn withdraw(&self, cause: Drain) -> bool {
+        self.paused.send_replace(true);
         for (name, socket) in &self.listeners {
             if let Err(e) = proxy::pause_accepting(socket) {
                 tracing::warn!(listener = %name, error = %e, "cannot pause the listener");
@@ -221,6 +238,7 @@ impl Anycast<'_> {
                 tracing::warn!(listener = %name, error = %e, "cannot resume the listener");
             }
         }
+        self.paused.send_replace(false);
         let prefixes = self.prefix_list();
         tracing::info!(%prefixes, confirmed, "drained by the operator");
         if confirmed {

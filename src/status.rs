@@ -38,6 +38,13 @@ pub struct ListenerStatus {
     pub can_read: bool,
     pub can_write: bool,
     pub reason: String,
+    /// The listener answered its self-check (`health.self_check`); absent in older documents.
+    #[serde(default = "accepting_by_default")]
+    pub accepting: bool,
+}
+
+fn accepting_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,8 +103,9 @@ impl Status {
                     can_read: v.is_some_and(|v| v.can_read),
                     can_write: v.is_some_and(|v| v.can_write),
                     reason: v
-                        .map(|v| v.reason.clone())
+                        .map(|v| v.full_reason())
                         .unwrap_or_else(|| "no verdict yet".into()),
+                    accepting: v.is_some_and(|v| v.accepting),
                 }
             })
             .collect();
@@ -134,9 +142,12 @@ impl Status {
             ));
         }
         let healthy = view.split_brain.is_empty()
-            && listeners.iter().all(|l| match l.role {
-                ListenerRole::Replica => l.can_read,
-                ListenerRole::Primary | ListenerRole::Auto => l.can_read && l.can_write,
+            && listeners.iter().all(|l| {
+                l.accepting
+                    && match l.role {
+                        ListenerRole::Replica => l.can_read,
+                        ListenerRole::Primary | ListenerRole::Auto => l.can_read && l.can_write,
+                    }
             });
         let (entries, hits, misses, functions_loaded) = ctx.catalogs.stats();
         Status {
@@ -179,17 +190,18 @@ impl Status {
         let _ = writeln!(s, "\nListeners");
         let _ = writeln!(
             s,
-            "  {:<12} {:<22} {:<8} {:>7}  {:<5} {:<5}  reason",
-            "name", "address", "role", "clients", "read", "write"
+            "  {:<12} {:<22} {:<8} {:>7}  {:<6} {:<5} {:<5}  reason",
+            "name", "address", "role", "clients", "accept", "read", "write"
         );
         for l in &self.listeners {
             let _ = writeln!(
                 s,
-                "  {:<12} {:<22} {:<8} {:>7}  {:<5} {:<5}  {}",
+                "  {:<12} {:<22} {:<8} {:>7}  {:<6} {:<5} {:<5}  {}",
                 l.name,
                 l.address,
                 l.role.to_string(),
                 l.clients,
+                yes_no(l.accepting),
                 yes_no(l.can_read),
                 yes_no(l.can_write),
                 l.reason

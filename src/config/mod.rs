@@ -175,6 +175,7 @@ struct RawHealth {
     password: Option<String>,
     database: Option<String>,
     function_refresh_ms: Option<i64>,
+    self_check: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -282,6 +283,9 @@ pub struct HealthConfig {
     pub password: Option<String>,
     pub database: String,
     pub function_refresh: Duration,
+    /// Whether each listener is probed through its own socket (a connection and an
+    /// SSLRequest): a listener that does not answer cannot serve, whatever the backends say.
+    pub self_check: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -581,6 +585,7 @@ impl Validator<'_> {
                 60_000,
                 100,
             )?,
+            self_check: h.self_check.unwrap_or(true),
         };
         let (rs, r) = split(raw.routing);
         let read_your_writes = match r.read_your_writes.as_deref().unwrap_or("session") {

@@ -2,6 +2,7 @@
 //! [`ClusterState`], applies config reloads and publishes the [`ClusterView`].
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 use super::cluster::{parse_lsn, ClusterState, ClusterView, Probe};
+use super::self_check::{spawn_listener_checks, SelfCheckResult};
 use super::HealthError;
 use crate::config::{BackendConfig, Config, HealthConfig};
 use crate::proxy::catalog::Catalogs;
@@ -24,15 +26,21 @@ const VOLATILE_SQL: &str = "SELECT DISTINCT proname::text FROM pg_proc WHERE pro
 
 type ProbeResult = (String, u64, Result<Probe, String>);
 
-/// Starts the health actor. Returns the verdict channel.
+/// Starts the health actor: backend checkers, and a self-check of each bound listener
+/// (`listeners`: name and bound address; none are checked while `paused` is true). Returns
+/// the verdict channel.
 pub fn spawn(
     mut config_rx: watch::Receiver<Arc<Config>>,
     catalogs: Arc<Catalogs>,
+    listeners: Vec<(String, SocketAddr)>,
+    paused: watch::Receiver<bool>,
 ) -> watch::Receiver<Arc<ClusterView>> {
     let config = config_rx.borrow_and_update().clone();
     let mut state = ClusterState::new(&config);
     let (view_tx, view_rx) = watch::channel(Arc::new(state.view()));
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeResult>(256);
+    let (self_tx, mut self_rx) = mpsc::channel::<SelfCheckResult>(64);
+    let self_checks = spawn_listener_checks(listeners, config_rx.clone(), paused, self_tx);
 
     tokio::spawn(async move {
         let mut checkers: HashMap<String, (BackendConfig, u64, JoinHandle<()>)> = HashMap::new();
@@ -53,6 +61,13 @@ pub fn spawn(
                     state.observe(&name, result);
                     publish(&view_tx, &state);
                 }
+                Some((name, result)) = self_rx.recv() => {
+                    if let Err(e) = &result {
+                        tracing::debug!(listener = %name, error = %e, "self-check failed");
+                    }
+                    state.observe_listener(&name, result);
+                    publish(&view_tx, &state);
+                }
                 changed = config_rx.changed() => {
                     if changed.is_err() {
                         break;
@@ -67,6 +82,9 @@ pub fn spawn(
             }
         }
         for (_, (_, _, h)) in checkers {
+            h.abort();
+        }
+        for h in self_checks {
             h.abort();
         }
     });
@@ -94,6 +112,19 @@ fn log_changes(old: &ClusterView, new: &ClusterView) {
     }
     if old.read_set != new.read_set {
         tracing::info!(read_set = ?new.read_set, "read set changed");
+    }
+    for l in &new.listeners {
+        let was = old.listener(&l.name).map(|o| o.accepting);
+        if was == Some(l.accepting) {
+            continue;
+        }
+        match (&l.accept_error, l.accepting) {
+            (_, true) => tracing::info!(listener = %l.name, "self-check: listener accepting"),
+            (Some(e), false) if was.is_some() => {
+                tracing::error!(listener = %l.name, error = %e, "self-check: listener NOT ACCEPTING connections; its prefixes are withdrawn")
+            }
+            _ => {}
+        }
     }
 }
 

@@ -47,7 +47,8 @@ pub struct BackendView {
     pub last_error: Option<String>,
 }
 
-/// What one listener can do right now.
+/// What one listener can do right now: what the backends allow (`can_read`, `can_write`,
+/// `reason`) and whether the listener itself answers (`accepting`, from the self-check).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerVerdict {
     pub name: String,
@@ -55,6 +56,30 @@ pub struct ListenerVerdict {
     pub can_read: bool,
     pub can_write: bool,
     pub reason: String,
+    /// The last self-checks (after rise/fall) reached the listener; always true when
+    /// `health.self_check` is off.
+    pub accepting: bool,
+    /// Why the listener is not accepting (the last failed self-check, or none yet).
+    pub accept_error: Option<String>,
+}
+
+impl ListenerVerdict {
+    /// `reason`, preceded by the self-check's failure when there is one.
+    pub fn full_reason(&self) -> String {
+        match (&self.accept_error, self.accepting) {
+            (Some(e), false) => format!("not accepting connections: {e}"),
+            _ => self.reason.clone(),
+        }
+    }
+}
+
+/// A listener's self-check state.
+#[derive(Debug)]
+struct ListenerState {
+    name: String,
+    role: ListenerRole,
+    probe: Hysteresis,
+    last_error: Option<String>,
 }
 
 /// The verdict published on the health `watch` channel.
@@ -98,7 +123,7 @@ struct BackendState {
 pub struct ClusterState {
     backends: Vec<BackendState>,
     health: HealthConfig,
-    listeners: Vec<(String, ListenerRole)>,
+    listeners: Vec<ListenerState>,
     fallback_reads_to_primary: bool,
 }
 
@@ -144,11 +169,21 @@ impl ClusterState {
             self.backends.push(state);
         }
         self.health = cfg.health.clone();
-        self.listeners = cfg
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.role))
-            .collect();
+        let mut old = std::mem::take(&mut self.listeners);
+        for l in &cfg.listeners {
+            let mut state = match old.iter().position(|o| o.name == l.name) {
+                Some(i) => old.swap_remove(i),
+                None => ListenerState {
+                    name: l.name.clone(),
+                    role: l.role,
+                    probe: Hysteresis::new(cfg.health.rise, cfg.health.fall),
+                    last_error: None,
+                },
+            };
+            state.role = l.role;
+            state.probe.set_thresholds(cfg.health.rise, cfg.health.fall);
+            self.listeners.push(state);
+        }
         self.fallback_reads_to_primary = cfg.routing.fallback_reads_to_primary;
     }
 
@@ -168,6 +203,16 @@ impl ClusterState {
                 b.last_error = Some(e);
             }
         }
+        true
+    }
+
+    /// Records one self-check of a listener. Returns false for an unknown listener name.
+    pub fn observe_listener(&mut self, name: &str, result: Result<(), String>) -> bool {
+        let Some(l) = self.listeners.iter_mut().find(|l| l.name == name) else {
+            return false;
+        };
+        l.probe.observe(result.is_ok());
+        l.last_error = result.err();
         true
     }
 
@@ -230,15 +275,23 @@ impl ClusterState {
         let listeners = self
             .listeners
             .iter()
-            .map(|(name, role)| {
+            .map(|l| {
                 let (can_read, can_write, reason) =
-                    self.listener_verdict(*role, has_primary, has_replica, &split_brain);
+                    self.listener_verdict(l.role, has_primary, has_replica, &split_brain);
+                let accepting = !self.health.self_check || l.probe.is_up();
+                let accept_error = match (&l.last_error, accepting) {
+                    (_, true) => None,
+                    (Some(e), false) => Some(e.clone()),
+                    (None, false) => Some("not checked yet".to_string()),
+                };
                 ListenerVerdict {
-                    name: name.clone(),
-                    role: *role,
+                    name: l.name.clone(),
+                    role: l.role,
                     can_read,
                     can_write,
                     reason,
+                    accepting,
+                    accept_error,
                 }
             })
             .collect();
@@ -469,6 +522,49 @@ host = "h3"
         assert_eq!(v.backends.len(), 2);
         assert_eq!(v.backend("pg1").unwrap().weight, 5);
         assert!(!c.observe("pg3", primary(1)));
+    }
+
+    #[test]
+    fn listener_self_check_with_rise_and_fall() {
+        let mut cfg = config("");
+        (cfg.health.rise, cfg.health.fall) = (2, 2);
+        let mut c = ClusterState::new(&cfg);
+        c.observe("pg1", primary(100));
+        let rw = c.view().listener("rw").unwrap().clone();
+        assert!(rw.can_write, "the backends allow it");
+        assert!(!rw.accepting, "but nothing reached the listener yet");
+        assert_eq!(
+            rw.full_reason(),
+            "not accepting connections: not checked yet"
+        );
+        assert!(c.observe_listener("rw", Ok(())));
+        assert!(
+            c.view().listener("rw").unwrap().accepting,
+            "the first check decides"
+        );
+        assert!(c.observe_listener("rw", Err("connect: timed out".into())));
+        assert!(c.view().listener("rw").unwrap().accepting, "fall = 2");
+        c.observe_listener("rw", Err("connect: Too many open files".into()));
+        let rw = c.view().listener("rw").unwrap().clone();
+        assert!(!rw.accepting);
+        assert_eq!(
+            rw.full_reason(),
+            "not accepting connections: connect: Too many open files"
+        );
+        assert!(!c.view().listener("ro").unwrap().accepting, "checked apart");
+        c.observe_listener("rw", Ok(()));
+        assert!(!c.view().listener("rw").unwrap().accepting, "rise = 2");
+        c.observe_listener("rw", Ok(()));
+        assert!(c.view().listener("rw").unwrap().accepting);
+        assert!(!c.observe_listener("nope", Ok(())));
+    }
+
+    #[test]
+    fn listener_self_check_off_means_accepting() {
+        let mut c = ClusterState::new(&config("self_check = false\n"));
+        c.observe("pg1", primary(100));
+        let rw = c.view().listener("rw").unwrap().clone();
+        assert!(rw.accepting && rw.accept_error.is_none());
     }
 
     #[test]

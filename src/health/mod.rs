@@ -1,10 +1,13 @@
 //! Backend health: one checker per backend on a long-lived connection, aggregated into a
 //! [`ClusterView`] published on a `tokio::sync::watch` channel. The proxy reads it to pick
-//! backends; the routing speakers read each listener's verdict to announce or withdraw.
+//! backends; the routing speakers read each listener's verdict to announce or withdraw. The
+//! self-check probes pgcast's own listeners, so a balancer that cannot take a client withdraws
+//! even when the database is fine.
 
 pub mod checker;
 pub mod cluster;
 pub mod hysteresis;
+pub mod self_check;
 
 pub use checker::spawn;
 pub use cluster::{BackendView, ClusterState, ClusterView, ListenerVerdict, Probe, Role};
@@ -20,4 +23,21 @@ pub enum HealthError {
     Timeout(std::time::Duration),
     #[error("unparsable LSN {0:?}")]
     BadLsn(String),
+    #[error("connect to {addr}: {source}")]
+    SelfConnect {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{addr}: {source}")]
+    SelfIo {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} closed the connection without answering the SSLRequest")]
+    SelfClosed(std::net::SocketAddr),
+    #[error("{addr} answered the SSLRequest with {byte:#04x}, not 'S' or 'N'")]
+    SelfAnswer {
+        addr: std::net::SocketAddr,
+        byte: u8,
+    },
 }

@@ -6,6 +6,7 @@
 //! On any error send an `ErrorResponse` (SQLSTATE 28P01) and close the connection.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -89,6 +90,26 @@ impl ScramVerifier {
         let mut salt = [0u8; DEFAULT_SALT_LEN];
         rand::fill(&mut salt[..]);
         Self::from_password(password, &salt, DEFAULT_ITERATIONS)
+    }
+
+    /// A verifier for a user we do not know, so that the exchange looks like a real one and
+    /// fails only at the proof (as PostgreSQL's mock authentication does): the salt is derived
+    /// from the user name and a per-process secret, so repeated attempts see the same salt and
+    /// cannot tell a missing user by a changing one. No key is derived from a password (no
+    /// 4096 HMAC rounds on the async workers per bogus login); the random keys match no proof.
+    pub fn mock(user_name: &str) -> Self {
+        static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+        let secret = SECRET.get_or_init(rand::random);
+        let digest = Sha256::new()
+            .chain_update(secret)
+            .chain_update(user_name.as_bytes())
+            .finalize();
+        Self {
+            salt: digest[..DEFAULT_SALT_LEN].to_vec(),
+            iterations: DEFAULT_ITERATIONS,
+            stored_key: rand::random(),
+            server_key: rand::random(),
+        }
     }
 
     /// Parse PostgreSQL's stored form
@@ -379,6 +400,26 @@ mod tests {
         client.update(&server_first).unwrap();
         let server_final = server.client_final(client.message())?;
         Ok(client.finish(&server_final).is_ok())
+    }
+
+    #[test]
+    fn mock_verifier_keeps_its_salt_per_user_and_accepts_no_password() {
+        let a = ScramVerifier::mock("nobody");
+        let b = ScramVerifier::mock("nobody");
+        assert_eq!(
+            a.salt, b.salt,
+            "a missing user must not be told by a changing salt"
+        );
+        assert_ne!(a.salt, ScramVerifier::mock("somebody").salt);
+        assert_eq!(a.iterations, DEFAULT_ITERATIONS);
+        for given in ["", "nobody", "app-secret"] {
+            let mut server = ScramServer::with_random_nonce(ScramVerifier::mock("nobody"));
+            let mut client = ScramSha256::new(given.as_bytes(), ChannelBinding::unsupported());
+            let server_first = server.client_first(client.message()).unwrap();
+            client.update(&server_first).unwrap();
+            let res = server.client_final(client.message());
+            assert_eq!(res, Err(AuthError::WrongPassword), "{given:?}");
+        }
     }
 
     #[test]

@@ -178,9 +178,9 @@ async fn authenticate(
             Ok(user.is_some() && auth::verify_md5(user_name, password, salt, response))
         }
         ClientAuthMethod::ScramSha256 => {
-            let verifier = user.and_then(|u| u.scram.clone()).unwrap_or_else(|| {
-                ScramVerifier::generate(&format!("{:x}", rand::random::<u128>()))
-            });
+            let verifier = user
+                .and_then(|u| u.scram.clone())
+                .unwrap_or_else(|| ScramVerifier::mock(user_name));
             let mut server = ScramServer::with_random_nonce(verifier);
             message::write_auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
             stream.write_all(&out).await?;

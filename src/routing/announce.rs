@@ -71,10 +71,19 @@ fn decide(p: &PrefixConfig, view: &ClusterView, drain: Drain) -> (bool, u16, Str
         Requirement::ReadWrite => "read and write",
     };
     let mut failures = Vec::new();
+    // Whether a listener that answers failed only for want of backends: the database is
+    // broken for everyone, which is what a last-resort announcement is for. A listener that
+    // does not answer means this balancer is broken, and no cost makes it useful.
+    let mut any_accepting = false;
     for l in &view.listeners {
         if !p.listeners.is_empty() && !p.listeners.contains(&l.name) {
             continue;
         }
+        if !l.accepting {
+            failures.push(format!("listener {}: {}", l.name, l.full_reason()));
+            continue;
+        }
+        any_accepting = true;
         let ok = match p.require {
             Requirement::Read => l.can_read,
             Requirement::Write => l.can_write,
@@ -91,12 +100,12 @@ fn decide(p: &PrefixConfig, view: &ClusterView, drain: Drain) -> (bool, u16, Str
         failures.join("; ")
     };
     match p.when_unhealthy {
-        WhenUnhealthy::Withdraw => (false, p.cost, why),
-        WhenUnhealthy::LastResort => (
+        WhenUnhealthy::LastResort if any_accepting => (
             true,
             p.last_resort_cost,
             format!("last resort (cost {}): {why}", p.last_resort_cost),
         ),
+        WhenUnhealthy::LastResort | WhenUnhealthy::Withdraw => (false, p.cost, why),
     }
 }
 
@@ -116,6 +125,8 @@ mod tests {
                     can_read: *r,
                     can_write: *w,
                     reason: format!("r={r} w={w}"),
+                    accepting: true,
+                    accept_error: None,
                 })
                 .collect(),
             ..ClusterView::default()
@@ -187,6 +198,47 @@ mod tests {
             "{}",
             v[0].reason
         );
+    }
+
+    #[test]
+    fn a_listener_that_does_not_answer_withdraws_even_last_resort_prefixes() {
+        let mut broken = view(&[("auto", true, true), ("ro", true, false)]);
+        for l in &mut broken.listeners {
+            l.accepting = false;
+            l.accept_error = Some("connect: Too many open files (os error 24)".into());
+        }
+        for when in [WhenUnhealthy::Withdraw, WhenUnhealthy::LastResort] {
+            let v = evaluate(
+                &[prefix(&[], Requirement::Read, when)],
+                &broken,
+                Drain::Serving,
+            );
+            assert!(!v[0].announce, "{when:?}");
+            assert_eq!(
+                v[0].reason,
+                "listener auto: not accepting connections: connect: Too many open files \
+                 (os error 24); listener ro: not accepting connections: connect: Too many \
+                 open files (os error 24)"
+            );
+        }
+        // One listener that answers is enough, as with the backends' verdicts.
+        broken.listeners[1].accepting = true;
+        let v = evaluate(
+            &[prefix(&[], Requirement::Read, WhenUnhealthy::Withdraw)],
+            &broken,
+            Drain::Serving,
+        );
+        assert!(v[0].announce);
+        assert_eq!(v[0].reason, "listener ro can read");
+        // The answering listener lacks what the prefix needs: the database's fault, so a
+        // last-resort prefix stays.
+        let v = evaluate(
+            &[prefix(&[], Requirement::Write, WhenUnhealthy::LastResort)],
+            &broken,
+            Drain::Serving,
+        );
+        assert!(v[0].announce);
+        assert_eq!(v[0].cost, 65535);
     }
 
     #[test]
