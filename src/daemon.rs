@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
@@ -16,7 +17,7 @@ use crate::health;
 use crate::proxy::catalog::Catalogs;
 use crate::proxy::{self, ProxyContext};
 use crate::routing::announce::Drain;
-use crate::routing::{Routing, RoutingError};
+use crate::routing::{thread_priority, Routing, RoutingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -39,8 +40,18 @@ pub enum DaemonError {
 /// How long SIGTERM waits for client sessions to finish before exiting anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs until SIGTERM/SIGINT.
-pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+/// Where the parts other than the proxy run: each on a runtime of its own, so that neither the
+/// proxy's load nor a health check's CPU-bound login delays the routing protocols' timers.
+pub struct Runtimes {
+    /// Backend health checks and the listener self-check.
+    pub health: Handle,
+    /// The OSPF, BGP and BFD speakers and their coupling to the verdicts.
+    pub routing: Handle,
+}
+
+/// Runs until SIGTERM/SIGINT. The proxy runs on the calling runtime; health and routing on
+/// theirs (`runtimes`).
+pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(config_path)?);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
 
@@ -71,7 +82,10 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
     let catalogs = Catalogs::new(&config.routing);
     // The health database's functions are loaded at start; others when a client uses them.
     catalogs.for_database(&config.health.database);
-    let cluster_rx = health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx);
+    let cluster_rx = {
+        let _health = runtimes.health.enter();
+        health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx)
+    };
     let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -86,7 +100,11 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
         )));
     }
     // After the listeners are bound: nothing is announced that could not be served.
-    let routing = Routing::start(&config, ctx.cluster.clone())?;
+    raise_speaker_priority(&runtimes.routing, config.speakers_realtime_priority).await;
+    let routing = {
+        let _routing = runtimes.routing.enter();
+        Routing::start(&config, ctx.cluster.clone())?
+    };
     let _ = ctx.routing.set(routing.status_source());
     let admin_socket = admin::bind_admin(&config.admin_socket).await?;
     let (command_tx, mut commands) = mpsc::channel(4);
@@ -285,6 +303,26 @@ impl Anycast<'_> {
     }
 }
 
+/// Runs the speakers' thread (the single worker of `routing`) under SCHED_RR at `priority`;
+/// 0 leaves it alone. A failure (no root, no CAP_SYS_NICE) is a warning: the speakers work,
+/// only their timers may slip on a busy host.
+async fn raise_speaker_priority(routing: &Handle, priority: u8) {
+    if priority == 0 {
+        return;
+    }
+    let on_worker =
+        routing.spawn(async move { thread_priority::set_current_thread_round_robin(priority) });
+    match on_worker.await {
+        Ok(Ok(())) => tracing::info!(priority, "routing speakers run under SCHED_RR"),
+        Ok(Err(e)) => tracing::warn!(
+            priority,
+            error = %e,
+            "cannot give the routing speakers real-time priority; on a busy host BFD may flap"
+        ),
+        Err(e) => tracing::warn!(error = %e, "routing priority task failed"),
+    }
+}
+
 fn reply(ok: bool, message: String) -> CommandReply {
     CommandReply { ok, message }
 }
@@ -348,10 +386,14 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, Vec<&'static str>
         not_applied.push("metrics.listen");
         new.metrics_listen = old.metrics_listen;
     }
-    if new.node_id != old.node_id || new.node_name != old.node_name {
+    if new.node_id != old.node_id
+        || new.node_name != old.node_name
+        || new.speakers_realtime_priority != old.speakers_realtime_priority
+    {
         not_applied.push("node");
         new.node_id = old.node_id;
         new.node_name = old.node_name.clone();
+        new.speakers_realtime_priority = old.speakers_realtime_priority;
     }
     if new.limits.max_client_connections != old.limits.max_client_connections {
         not_applied.push("limits.max_client_connections");

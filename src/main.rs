@@ -162,8 +162,35 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// A single-worker runtime on a thread of its own, for a part that must keep its timers
+/// whatever the proxy's workers are doing (a burst of logins, a huge statement to parse).
+fn dedicated_runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("cannot start the {name} runtime"))
+}
+
 fn run(config: PathBuf) -> anyhow::Result<()> {
-    runtime()?.block_on(pgcast::daemon::run(&config))?;
+    // Health (backend checks, the listener self-check) and routing (OSPF, BGP, BFD) each get
+    // their own: the self-check sees a stalled proxy from outside it, and a health check's
+    // login (SCRAM: 4096 HMAC rounds, ~60 ms of CPU in a debug build, far longer in wall time
+    // on a loaded host) can never hold back a BFD packet, a Hello or a keepalive.
+    let health = dedicated_runtime("pgcast-health")?;
+    let routing = dedicated_runtime("pgcast-routing")?;
+    let result = runtime()?.block_on(pgcast::daemon::run(
+        &config,
+        pgcast::daemon::Runtimes {
+            health: health.handle().clone(),
+            routing: routing.handle().clone(),
+        },
+    ));
+    // The speakers have said goodbye (withdrawal, Cease, BFD AdminDown) inside run().
+    routing.shutdown_timeout(std::time::Duration::from_millis(200));
+    health.shutdown_timeout(std::time::Duration::from_millis(200));
+    result?;
     Ok(())
 }
 

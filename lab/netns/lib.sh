@@ -174,8 +174,12 @@ nl_frr_start() {
   nl_frr_dirs "$ns"
   install -o frr -g frr -m 640 "$conf" "/etc/frr/$ns/frr.conf"
   for d in "${daemons[@]}"; do
+    # bfdd under SCHED_RR: a real router has CPUs of its own, this one shares the host's with
+    # the load the lab puts on the balancers, and a late bfdd declares healthy balancers dead.
+    local rt=()
+    [[ $d != bfdd ]] || rt=(chrt -r 10)
     nl_spawn "$ns-$d" "$ns" "$NL_STATE/$ns-$d.log" \
-      "$NL_FRR_DIR/$d" -N "$ns" -P 0 -f "/etc/frr/$ns/frr.conf"
+      "${rt[@]}" "$NL_FRR_DIR/$d" -N "$ns" -P 0 -f "/etc/frr/$ns/frr.conf"
     if [[ $d == zebra ]]; then
       nl_wait 10 test -S "/var/run/frr/$ns/zserv.api" ||
         nl_die "zebra in $ns did not come up (see $NL_STATE/$ns-zebra.log)"

@@ -130,6 +130,7 @@ struct RawNode {
     /// 0..=255: identifies this balancer inside the cancel keys it issues.
     id: Option<i64>,
     name: Option<String>,
+    speakers_realtime_priority: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +225,9 @@ pub struct Config {
     pub path: PathBuf,
     pub node_id: u8,
     pub node_name: String,
+    /// SCHED_RR priority of the thread that runs the OSPF, BGP and BFD speakers (0: the
+    /// normal scheduler).
+    pub speakers_realtime_priority: u8,
     pub admin_socket: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub limits: LimitsConfig,
@@ -449,6 +453,14 @@ impl Validator<'_> {
         let (node_span, node) = split(raw.node);
         let node_id = self.count(&node_span, "node.id", node.id, 0, 0, 255)? as u8;
         let node_name = node.name.unwrap_or_else(|| format!("pgcast-{node_id}"));
+        let speakers_realtime_priority = self.count(
+            &node_span,
+            "node.speakers_realtime_priority",
+            node.speakers_realtime_priority,
+            10,
+            0,
+            99,
+        )? as u8;
 
         let admin = raw.admin.ok_or_else(|| {
             self.err(
@@ -646,6 +658,7 @@ impl Validator<'_> {
             path: path.to_path_buf(),
             node_id,
             node_name,
+            speakers_realtime_priority,
             admin_socket,
             metrics_listen,
             limits,

@@ -15,9 +15,9 @@ pub use cluster::{BackendView, ClusterState, ClusterView, ListenerVerdict, Probe
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
-    #[error("connect: {0}")]
+    #[error("connect: {}", describe(.0))]
     Connect(tokio_postgres::Error),
-    #[error("query: {0}")]
+    #[error("query: {}", describe(.0))]
     Query(tokio_postgres::Error),
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -40,4 +40,13 @@ pub enum HealthError {
         addr: std::net::SocketAddr,
         byte: u8,
     },
+}
+
+/// A PostgreSQL error with what the server said ("53300: sorry, too many clients already"),
+/// not only its kind ("db error").
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
 }

@@ -9,6 +9,7 @@ mod bfd_owners;
 pub mod bgp;
 pub mod ospf;
 pub mod render;
+pub mod thread_priority;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -37,11 +37,24 @@ pub fn node_config_text(
     admin: &std::path::Path,
     extra: &str,
 ) -> String {
+    node_config_text_with(cluster, node_id, ports, admin, "", extra)
+}
+
+/// [`node_config_text`] with `node_keys` (lines) added to the `[node]` table.
+pub fn node_config_text_with(
+    cluster: &PgCluster,
+    node_id: u8,
+    ports: (u16, u16, u16),
+    admin: &std::path::Path,
+    node_keys: &str,
+    extra: &str,
+) -> String {
     let mut s = format!(
         r#"
 [node]
 id = {node_id}
 name = "test"
+{node_keys}
 
 [admin]
 socket = "{}"
@@ -100,6 +113,22 @@ impl Pgcast {
         ports: (u16, u16, u16),
         extra: &str,
     ) -> Pgcast {
+        Pgcast::start_with(cluster, node_id, ports, "", extra)
+    }
+
+    /// [`Pgcast::start`] with `node_keys` (lines) added to the `[node]` table.
+    pub fn start_with_node_keys(cluster: &PgCluster, node_keys: &str) -> Pgcast {
+        let ports = (free_port(), free_port(), free_port());
+        Pgcast::start_with(cluster, 7, ports, node_keys, "")
+    }
+
+    fn start_with(
+        cluster: &PgCluster,
+        node_id: u8,
+        ports: (u16, u16, u16),
+        node_keys: &str,
+        extra: &str,
+    ) -> Pgcast {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = dir.path().join("admin.sock");
         let extra = if extra.contains("[health]") {
@@ -107,7 +136,7 @@ impl Pgcast {
         } else {
             format!("{extra}\n[health]\ninterval_ms = 100\ntimeout_ms = 2000\nrise = 1\nfall = 2\ndatabase = \"app\"\n")
         };
-        let text = node_config_text(cluster, node_id, ports, &admin, &extra);
+        let text = node_config_text_with(cluster, node_id, ports, &admin, node_keys, &extra);
         let config_path = dir.path().join("pgcast.toml");
         std::fs::write(&config_path, text).expect("write config");
         let log = std::fs::File::create(dir.path().join("pgcast.log")).expect("log");
