@@ -56,27 +56,19 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
 
     let mut listener_sockets = Vec::new();
+    // Where each listener is bound (port 0 resolved): the self-check probes it there.
+    let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                name: l.name.clone(),
-                address: l.address.to_string(),
-                source,
-            })?;
+        let bind_error = |source| DaemonError::Bind {
+            name: l.name.clone(),
+            address: l.address.to_string(),
+            source,
+        };
+        let socket = TcpListener::bind(l.address).await.map_err(bind_error)?;
+        bound.push((l.name.clone(), socket.local_addr().map_err(bind_error)?));
         tracing::info!(listener = %l.name, address = %l.address, role = %l.role, "listening");
         listener_sockets.push((l.name.clone(), Arc::new(socket)));
     }
-    // The self-check probes each listener where it is bound (port 0 in tests is resolved).
-    let bound = listener_sockets
-        .iter()
-        .map(|(name, s)| Ok((name.clone(), s.local_addr()?)))
-        .collect::<Result<Vec<_>, std::io::Error>>()
-        .map_err(|source| DaemonError::Bind {
-            name: "listeners".into(),
-            address: "local address".into(),
-            source,
-        })?;
     let (paused_tx, paused_rx) = watch::channel(false);
 
     let catalogs = Catalogs::new(&config.routing);
