@@ -45,10 +45,11 @@ async fn a_balancer_out_of_file_descriptors_withdraws_and_returns() {
             "[[prefix]]\naddress = \"{PREFIX}/32\"\n\n[limits]\nstartup_timeout_ms = 120000\n"
         ),
     );
-    let s = p.wait_until("prefix announced", |s| {
+    // The verdicts and the listeners' states come on separate channels: wait for both.
+    p.wait_until("prefix announced, every listener accepting", |s| {
         s.routing.prefixes.first().is_some_and(|v| v.announce)
+            && s.listeners.iter().all(|l| l.accepting)
     });
-    assert!(s.listeners.iter().all(|l| l.accepting), "{:?}", s.listeners);
 
     // Leave pgcast a few descriptors, then take them with idle connections: the kernel
     // completes every handshake into the backlog, pgcast's accept() fails with EMFILE.
@@ -81,12 +82,14 @@ async fn a_balancer_out_of_file_descriptors_withdraws_and_returns() {
 
     // Descriptors back: the self-check passes and the prefix is announced again.
     drop(idle);
-    let s = p.wait_until("every listener accepting again", |s| {
-        s.listeners.iter().all(|l| l.accepting)
-    });
-    let v = s.routing.prefixes.first().expect("one prefix");
-    assert!(v.announce, "announced again: {v:?}");
-    assert!(s.healthy, "{s:?}");
+    p.wait_until(
+        "every listener accepting and the prefix announced again",
+        |s| {
+            s.listeners.iter().all(|l| l.accepting)
+                && s.routing.prefixes.first().is_some_and(|v| v.announce)
+                && s.healthy
+        },
+    );
     connect(&p.auto())
         .await
         .expect("a client gets in again")
@@ -107,6 +110,7 @@ async fn self_check_off_leaves_the_verdict_to_the_backends() {
     let s = p.wait_until("prefix announced", |s| {
         s.routing.prefixes.first().is_some_and(|v| v.announce)
     });
+    // Off: accepting from the start, never checked.
     assert!(s.listeners.iter().all(|l| l.accepting), "{:?}", s.listeners);
     // No self-check connection reached the proxy: only the test's own sessions would count.
     let log = p.log();
