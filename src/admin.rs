@@ -333,5 +333,15 @@ pub fn render_metrics(s: &Status) -> String {
             "pgcast_cancel_requests_total{{outcome=\"{outcome}\"}} {n}"
         );
     }
+    if let Some(t) = &s.routing.timer_lag {
+        let _ = writeln!(m, "# TYPE pgcast_routing_timer_lateness_max_seconds gauge");
+        let _ = writeln!(
+            m,
+            "pgcast_routing_timer_lateness_max_seconds {}",
+            t.max_ms_last_minute / 1000.0
+        );
+        let _ = writeln!(m, "# TYPE pgcast_routing_timers_late_total counter");
+        let _ = writeln!(m, "pgcast_routing_timers_late_total {}", t.late_total);
+    }
     m
 }

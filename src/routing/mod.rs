@@ -10,6 +10,7 @@ pub mod bgp;
 pub mod ospf;
 pub mod render;
 pub mod thread_priority;
+pub mod timer_lag;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub struct RoutingStatus {
     /// BFD sessions, when any neighbour or interface has BFD on.
     #[serde(default)]
     pub bfd: Option<bfd::BfdStatus>,
+    /// How the routing thread is scheduled and how late its timers fire.
+    #[serde(default)]
+    pub timer_lag: Option<timer_lag::TimerLag>,
 }
 
 /// The running speakers and the task that couples them to health.
@@ -58,6 +62,7 @@ pub struct Routing {
     ospf: Option<OspfHandle>,
     bgp: Option<Arc<BgpHandle>>,
     bfd: Option<bfd::BfdHandle>,
+    timer_lag: watch::Receiver<timer_lag::TimerLag>,
 }
 
 impl Routing {
@@ -92,6 +97,7 @@ impl Routing {
             ospf,
             bgp,
             bfd,
+            timer_lag: timer_lag::spawn(),
         })
     }
 
@@ -102,6 +108,7 @@ impl Routing {
             ospf: self.ospf.as_ref().map(|o| o.status_receiver()),
             bgp: self.bgp.as_ref().map(|b| b.status_source()),
             bfd: self.bfd.as_ref().map(|b| b.status_receiver()),
+            timer_lag: self.timer_lag.clone(),
         }
     }
 
@@ -209,6 +216,7 @@ pub struct RoutingStatusSource {
     ospf: Option<watch::Receiver<Option<OspfStatus>>>,
     bgp: Option<BgpStatusSource>,
     bfd: Option<watch::Receiver<bfd::BfdStatus>>,
+    timer_lag: watch::Receiver<timer_lag::TimerLag>,
 }
 
 impl RoutingStatusSource {
@@ -218,6 +226,7 @@ impl RoutingStatusSource {
             ospf: self.ospf.as_ref().and_then(|o| o.borrow().clone()),
             bgp: self.bgp.as_ref().map(|b| b.get(&prefixes)),
             bfd: self.bfd.as_ref().map(|b| b.borrow().clone()),
+            timer_lag: Some(self.timer_lag.borrow().clone()),
             prefixes,
         }
     }

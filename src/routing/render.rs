@@ -22,6 +22,16 @@ pub fn routing_text(r: &RoutingStatus, s: &mut String) {
     }
     bgp_text(r, s);
     bfd_text(r, s);
+    if let Some(t) = &r.timer_lag {
+        let _ = writeln!(
+            s,
+            "\nRouting thread: {}; timers late by at most {:.1} ms in the last minute, {} more than {} ms late since start",
+            t.scheduling,
+            t.max_ms_last_minute,
+            t.late_total,
+            super::timer_lag::LATE.as_millis()
+        );
+    }
     let Some(o) = &r.ospf else {
         let _ = writeln!(s, "\nOSPF: not configured");
         return;
