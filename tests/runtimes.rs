@@ -25,6 +25,17 @@ fn threads(pid: u32) -> Vec<(String, u32, u32)> {
     out
 }
 
+/// How `pgcast status` says the routing thread is scheduled (once the monitor has read it).
+fn reported_scheduling(p: &Pgcast) -> String {
+    let s = p.wait_until("the routing thread's scheduling read", |s| {
+        s.routing
+            .timer_lag
+            .as_ref()
+            .is_some_and(|t| t.scheduling != "not read yet")
+    });
+    s.routing.timer_lag.expect("timer lag reported").scheduling
+}
+
 const SCHED_OTHER: u32 = 0;
 const SCHED_RR: u32 = 2;
 
@@ -47,14 +58,7 @@ async fn routing_thread_runs_round_robin_and_the_rest_does_not() {
     );
     assert!(p.log().contains("routing speakers run under SCHED_RR"));
     // `pgcast status` says so, with how late the routing thread's timers fire.
-    let s = p.wait_until("the routing thread's scheduling read", |s| {
-        s.routing
-            .timer_lag
-            .as_ref()
-            .is_some_and(|t| t.scheduling != "not read yet")
-    });
-    let lag = s.routing.timer_lag.expect("timer lag reported");
-    assert_eq!(lag.scheduling, "SCHED_RR priority 10");
+    assert_eq!(reported_scheduling(&p), "SCHED_RR priority 10");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,12 +68,5 @@ async fn priority_zero_leaves_the_routing_thread_to_the_normal_scheduler() {
     let all = threads(p.pid());
     assert!(all.iter().any(|t| t.0 == "pgcast-routing"), "{all:?}");
     assert!(all.iter().all(|t| t.1 == SCHED_OTHER), "{all:?}");
-    let s = p.wait_until("the routing thread's scheduling read", |s| {
-        s.routing
-            .timer_lag
-            .as_ref()
-            .is_some_and(|t| t.scheduling != "not read yet")
-    });
-    let lag = s.routing.timer_lag.expect("lag");
-    assert_eq!(lag.scheduling, "normal (SCHED_OTHER)");
+    assert_eq!(reported_scheduling(&p), "normal (SCHED_OTHER)");
 }
