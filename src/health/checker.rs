@@ -263,7 +263,9 @@ async fn probe_once(
 /// a database is first used, whenever the primary changes, and every `health.function_refresh`.
 /// A failed load is retried with a doubling delay (from `health.interval` up to 30 s, or the
 /// refresh period if shorter), whatever else wakes the loop: a primary that refuses logins
-/// (max_connections reached) must not get one from every balancer per health probe.
+/// (max_connections reached) must not get one from every balancer per health probe. Each
+/// database backs off on its own: one the health user may not connect to does not hold back
+/// the others.
 fn spawn_function_refresher(
     mut config_rx: watch::Receiver<Arc<Config>>,
     mut view_rx: watch::Receiver<Arc<ClusterView>>,
@@ -272,7 +274,7 @@ fn spawn_function_refresher(
     tokio::spawn(async move {
         // database -> (primary it was loaded from, when)
         let mut loaded: HashMap<String, (String, tokio::time::Instant)> = HashMap::new();
-        let mut retry = LoadRetry::default();
+        let mut retries: HashMap<String, LoadRetry> = HashMap::new();
         loop {
             let config = config_rx.borrow_and_update().clone();
             let primary = view_rx
@@ -288,8 +290,9 @@ fn spawn_function_refresher(
             };
             let mut all_loaded = false;
             if let Some((name, host, port)) = &primary {
-                retry.follow_primary(name);
                 for (db, _) in catalogs.databases() {
+                    let retry = retries.entry(db.clone()).or_default();
+                    retry.follow_primary(name);
                     if is_fresh(&loaded, &db, name) || !retry.due() {
                         continue;
                     }
@@ -314,8 +317,10 @@ fn spawn_function_refresher(
             let wait = if all_loaded {
                 config.health.function_refresh
             } else {
-                retry
-                    .until_due()
+                // The soonest retry among the databases backing off.
+                let soonest = retries.values().filter_map(LoadRetry::until_due).min();
+                soonest
+                    .unwrap_or_default()
                     .max(config.health.interval.max(Duration::from_millis(200)))
             };
             tokio::select! {
@@ -353,10 +358,10 @@ impl LoadRetry {
         self.next.is_none_or(|t| tokio::time::Instant::now() >= t)
     }
 
-    fn until_due(&self) -> Duration {
+    /// How long until the next try, while backing off.
+    fn until_due(&self) -> Option<Duration> {
         self.next
             .map(|t| t.saturating_duration_since(tokio::time::Instant::now()))
-            .unwrap_or_default()
     }
 
     fn succeeded(&mut self) {
@@ -424,7 +429,7 @@ mod tests {
             [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
         );
         assert!(!r.due(), "the last failure set the next try 30 s away");
-        assert!(r.until_due() > Duration::from_secs(29));
+        assert!(r.until_due().is_some_and(|d| d > Duration::from_secs(29)));
         r.follow_primary("pg1");
         assert!(!r.due(), "the same primary: still waiting");
         r.follow_primary("pg2");
@@ -436,5 +441,6 @@ mod tests {
         assert_eq!(delays, [500, 1000, 2000, 2000]);
         r.succeeded();
         assert!(r.due());
+        assert_eq!(r.until_due(), None, "not backing off");
     }
 }
