@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use pgcast::routing::bfd::{self, BfdPeer, BfdTimers, BFD_CONTROL_PORT};
+use pgcast::anycast::bfd::{self, BfdPeer, BfdTimers, BFD_CONTROL_PORT};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[tokio::main]

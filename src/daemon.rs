@@ -12,12 +12,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, CommandReply, Control};
+use crate::anycast::announce::Drain;
+use crate::anycast::{thread_priority, AnycastError, Speakers};
 use crate::config::{Config, ConfigError};
 use crate::health;
 use crate::proxy::catalog::Catalogs;
 use crate::proxy::{self, ProxyContext};
-use crate::routing::announce::Drain;
-use crate::routing::{thread_priority, Routing, RoutingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -32,7 +32,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
     #[error(transparent)]
-    Routing(#[from] RoutingError),
+    Anycast(#[from] AnycastError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -95,7 +95,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     raise_speaker_priority(&runtimes.routing, config.speakers_realtime_priority).await;
     let routing = {
         let _routing = runtimes.routing.enter();
-        Routing::start(&config, ctx.cluster.clone())?
+        Speakers::start(&config, ctx.cluster.clone())?
     };
     let _ = ctx.routing.set(routing.status_source());
     let admin_socket = admin::bind_admin(&config.admin_socket).await?;
@@ -176,7 +176,7 @@ struct Anycast<'a> {
     /// Tells the self-check that the listeners drop SYNs on purpose.
     paused: watch::Sender<bool>,
     ctx: &'a ProxyContext,
-    routing: &'a Routing,
+    routing: &'a Speakers,
 }
 
 impl Anycast<'_> {

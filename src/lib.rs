@@ -4,9 +4,9 @@
 //! The binary (`src/main.rs`) wires these together; tests and benches use the library.
 
 pub mod admin;
+pub mod anycast;
 pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod proxy;
-pub mod routing;
 pub mod status;

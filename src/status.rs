@@ -23,7 +23,7 @@ pub struct Status {
     pub routed: RoutedCounts,
     pub errors_by_sqlstate_class: std::collections::BTreeMap<String, u64>,
     pub statement_cache: CacheStatus,
-    pub routing: RoutingStatus,
+    pub routing: AnycastStatus,
     /// CancelRequests by outcome (absent in the documents of older versions).
     #[serde(default)]
     pub cancel_requests: CancelCounts,
@@ -85,7 +85,7 @@ pub struct CacheStatus {
     pub functions_loaded: bool,
 }
 
-pub use crate::routing::RoutingStatus;
+pub use crate::anycast::AnycastStatus;
 
 impl Status {
     /// Builds the document from the current configuration, health view and counters.
@@ -264,7 +264,7 @@ impl Status {
             "Cancel requests: local {}, forwarded {}, forward failed {}, unknown {}, duplicate {}",
             c.local, c.forwarded, c.forward_failed, c.unknown, c.duplicate
         );
-        crate::routing::render::routing_text(&self.routing, &mut s);
+        crate::anycast::render::routing_text(&self.routing, &mut s);
         s
     }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{split, ConfigError, Validator};
-use crate::routing::bgp::{LargeCommunity, StandardCommunity, AS_TRANS};
+use crate::anycast::bgp::{LargeCommunity, StandardCommunity, AS_TRANS};
 
 // ---------------------------------------------------------------------------------------------
 // Raw (serde) layer

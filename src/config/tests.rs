@@ -356,8 +356,8 @@ fn bgp_neighbors_and_bfd_timers() {
     assert_eq!(
         n.communities,
         vec![
-            crate::routing::bgp::StandardCommunity::new(65000, 100),
-            crate::routing::bgp::StandardCommunity::GRACEFUL_SHUTDOWN
+            crate::anycast::bgp::StandardCommunity::new(65000, 100),
+            crate::anycast::bgp::StandardCommunity::GRACEFUL_SHUTDOWN
         ]
     );
     assert_eq!(n.large_communities[0].local_data_2, 2);

@@ -60,7 +60,7 @@ pub struct ProxyContext {
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
     /// Set once the routing speakers run (the admin socket reports them).
-    pub routing: std::sync::OnceLock<crate::routing::RoutingStatusSource>,
+    pub routing: std::sync::OnceLock<crate::anycast::AnycastStatusSource>,
     /// Bounds the number of client connections across all listeners.
     pub client_slots: Arc<Semaphore>,
 }

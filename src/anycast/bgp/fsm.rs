@@ -23,7 +23,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::adj_rib_out::{AdjRibOut, Announcement, ExportPolicy};
+use super::adj_rib_out::{AdjRibOut, ExportPolicy, ExportedRoute};
 use super::collision::ConnectionOrigin;
 use super::message::{Capabilities, DecodeContext, Message, MessageError, Open};
 use super::notification::{fsm_subcode, Notification};
@@ -87,7 +87,7 @@ pub enum Input {
     /// announced again without GRACEFUL_SHUTDOWN.
     Undrain,
     /// The full set of prefixes to announce, replacing the previous one.
-    SetAnnouncements(Vec<Announcement>),
+    SetAnnouncements(Vec<ExportedRoute>),
     /// This connection lost an RFC 4271 §6.8 collision (Event 23).
     CollisionDump,
 }

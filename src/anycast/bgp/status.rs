@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::anycast::announce::PrefixVerdict;
 use crate::config::BgpNeighborConfig;
-use crate::routing::announce::PrefixVerdict;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct BgpStatus {

@@ -42,7 +42,7 @@ pub mod update_check;
 #[cfg(test)]
 mod tests;
 
-pub use adj_rib_out::Announcement;
+pub use adj_rib_out::ExportedRoute;
 pub use collision::{resolve_collision, ConnectionOrigin, SpeakerIdentity};
 pub use fsm::{Action, DownReason, Input, ReceivedUpdates, Session, SessionInfo, SessionState};
 pub use message::{frame_len, Capabilities, DecodeContext, Message, MessageError, Open};

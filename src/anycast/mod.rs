@@ -28,7 +28,7 @@ use ospf::io::{OspfHandle, OspfIoError};
 use ospf::status::OspfStatus;
 
 #[derive(Debug, thiserror::Error)]
-pub enum RoutingError {
+pub enum AnycastError {
     #[error("ospf: {0}")]
     Ospf(#[from] OspfIoError),
     #[error("bgp: {0}")]
@@ -39,7 +39,7 @@ pub enum RoutingError {
 
 /// The routing part of `pgcast status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct RoutingStatus {
+pub struct AnycastStatus {
     /// Every configured prefix, announced or not, and why.
     pub prefixes: Vec<PrefixVerdict>,
     /// The OSPF speaker, when configured.
@@ -56,7 +56,7 @@ pub struct RoutingStatus {
 }
 
 /// The running speakers and the task that couples them to health.
-pub struct Routing {
+pub struct Speakers {
     verdicts: watch::Receiver<Vec<PrefixVerdict>>,
     drain: watch::Sender<Drain>,
     ospf: Option<OspfHandle>,
@@ -65,12 +65,12 @@ pub struct Routing {
     timer_lag: watch::Receiver<timer_lag::TimerLag>,
 }
 
-impl Routing {
+impl Speakers {
     /// Starts the configured speakers (none: only the verdicts are computed, for status).
     pub fn start(
         config: &Config,
         cluster: watch::Receiver<Arc<ClusterView>>,
-    ) -> Result<Routing, RoutingError> {
+    ) -> Result<Speakers, AnycastError> {
         let ospf = match &config.ospf {
             Some(o) => Some(ospf::io::spawn(o)?),
             None => None,
@@ -91,7 +91,7 @@ impl Routing {
             ospf.clone(),
             bgp.clone(),
         ));
-        Ok(Routing {
+        Ok(Speakers {
             verdicts: verdict_rx,
             drain: drain_tx,
             ospf,
@@ -102,8 +102,8 @@ impl Routing {
     }
 
     /// A cheap handle for the admin socket.
-    pub fn status_source(&self) -> RoutingStatusSource {
-        RoutingStatusSource {
+    pub fn status_source(&self) -> AnycastStatusSource {
+        AnycastStatusSource {
             verdicts: self.verdicts.clone(),
             ospf: self.ospf.as_ref().map(|o| o.status_receiver()),
             bgp: self.bgp.as_ref().map(|b| b.status_source()),
@@ -182,7 +182,7 @@ impl Routing {
         self.verdicts()
     }
 
-    /// The drain on the way out (SIGTERM): [`Routing::drain`], then BFD AdminDown. Returns
+    /// The drain on the way out (SIGTERM): [`Speakers::drain`], then BFD AdminDown. Returns
     /// whether every speaker confirmed the withdrawal.
     pub async fn withdraw_all(&self, limit: Duration) -> bool {
         let confirmed = self.drain(Drain::Shutdown, limit).await;
@@ -211,7 +211,7 @@ impl Routing {
 
 /// What the admin socket reads to report routing.
 #[derive(Clone)]
-pub struct RoutingStatusSource {
+pub struct AnycastStatusSource {
     verdicts: watch::Receiver<Vec<PrefixVerdict>>,
     ospf: Option<watch::Receiver<Option<OspfStatus>>>,
     bgp: Option<BgpStatusSource>,
@@ -219,10 +219,10 @@ pub struct RoutingStatusSource {
     timer_lag: watch::Receiver<timer_lag::TimerLag>,
 }
 
-impl RoutingStatusSource {
-    pub fn get(&self) -> RoutingStatus {
+impl AnycastStatusSource {
+    pub fn get(&self) -> AnycastStatus {
         let prefixes = self.verdicts.borrow().clone();
-        RoutingStatus {
+        AnycastStatus {
             ospf: self.ospf.as_ref().and_then(|o| o.borrow().clone()),
             bgp: self.bgp.as_ref().map(|b| b.get(&prefixes)),
             bfd: self.bfd.as_ref().map(|b| b.borrow().clone()),

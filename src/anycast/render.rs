@@ -2,9 +2,9 @@
 
 use std::fmt::Write;
 
-use super::RoutingStatus;
+use super::AnycastStatus;
 
-pub fn routing_text(r: &RoutingStatus, s: &mut String) {
+pub fn routing_text(r: &AnycastStatus, s: &mut String) {
     let _ = writeln!(s, "\nAnycast prefixes");
     if r.prefixes.is_empty() {
         let _ = writeln!(s, "  none configured");
@@ -83,7 +83,7 @@ pub fn routing_text(r: &RoutingStatus, s: &mut String) {
     }
 }
 
-fn bgp_text(r: &RoutingStatus, s: &mut String) {
+fn bgp_text(r: &AnycastStatus, s: &mut String) {
     let Some(b) = &r.bgp else {
         let _ = writeln!(s, "\nBGP: not configured");
         return;
@@ -130,7 +130,7 @@ fn bgp_text(r: &RoutingStatus, s: &mut String) {
     }
 }
 
-fn bfd_text(r: &RoutingStatus, s: &mut String) {
+fn bfd_text(r: &AnycastStatus, s: &mut String) {
     let Some(b) = &r.bfd else { return };
     let _ = writeln!(
         s,

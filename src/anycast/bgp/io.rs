@@ -12,8 +12,8 @@ use super::neighbor::{Command, Event, NeighborTask};
 use super::sockopt::{set_gtsm, set_tcp_md5, set_ttl_255, SockoptError};
 use super::status::{BgpNeighborStatus, BgpStatus};
 use super::{ConfigError, Session, SessionConfig, SpeakerIdentity};
+use crate::anycast::announce::PrefixVerdict;
 use crate::config::BgpConfig;
-use crate::routing::announce::PrefixVerdict;
 
 /// Events waiting for one neighbour's actor; received frames wait here too, so a fast peer is
 /// slowed down by TCP instead of growing memory.

@@ -9,7 +9,7 @@ use super::update::{
 
 /// One prefix pgcast wants the peer to route to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announcement {
+pub struct ExportedRoute {
     pub prefix: Ipv4Prefix,
     pub med: Option<u32>,
     pub communities: Vec<StandardCommunity>,
@@ -20,10 +20,10 @@ pub struct Announcement {
     pub graceful_shutdown: bool,
 }
 
-impl Announcement {
+impl ExportedRoute {
     /// A plain announcement of `prefix`: no MED, no communities.
     pub fn new(prefix: Ipv4Prefix) -> Self {
-        Announcement {
+        ExportedRoute {
             prefix,
             med: None,
             communities: Vec::new(),
@@ -46,13 +46,13 @@ pub struct ExportPolicy {
 /// Wanted announcements against what was sent on the current session.
 #[derive(Debug, Clone, Default)]
 pub struct AdjRibOut {
-    wanted: BTreeMap<Ipv4Prefix, Announcement>,
+    wanted: BTreeMap<Ipv4Prefix, ExportedRoute>,
     sent: BTreeMap<Ipv4Prefix, RouteAttributes>,
 }
 
 impl AdjRibOut {
     /// Replace the wanted set. A prefix listed twice keeps its last entry.
-    pub fn set_wanted(&mut self, announcements: Vec<Announcement>) {
+    pub fn set_wanted(&mut self, announcements: Vec<ExportedRoute>) {
         self.wanted = announcements
             .into_iter()
             .map(|announcement| (announcement.prefix, announcement))
@@ -138,7 +138,7 @@ impl AdjRibOut {
 
 /// The attributes `announcement` goes out with on this session.
 fn route_attributes(
-    announcement: &Announcement,
+    announcement: &ExportedRoute,
     ibgp: bool,
     policy: ExportPolicy,
 ) -> RouteAttributes {

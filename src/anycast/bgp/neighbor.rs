@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::sockopt::{set_gtsm, set_tcp_md5};
 use super::status::BgpNeighborStatus;
 use super::{
-    frame_len, resolve_collision, Action, Announcement, ConnectionOrigin, Input, Ipv4Prefix,
+    frame_len, resolve_collision, Action, ConnectionOrigin, ExportedRoute, Input, Ipv4Prefix,
     Message, MessageError, Session, SessionState, SpeakerIdentity,
 };
 use crate::config::BgpNeighborConfig;
@@ -96,7 +96,7 @@ pub(super) struct NeighborTask {
     second: Option<Link>,
     connecting: Option<(u64, JoinHandle<()>)>,
     next_id: u64,
-    wanted: Vec<Announcement>,
+    wanted: Vec<ExportedRoute>,
     draining: bool,
     events: mpsc::Sender<Event>,
     status: watch::Sender<BgpNeighborStatus>,
@@ -181,7 +181,7 @@ impl NeighborTask {
                 self.wanted = prefixes
                     .into_iter()
                     .filter_map(|(addr, len)| Ipv4Prefix::new(addr, len))
-                    .map(|prefix| Announcement {
+                    .map(|prefix| ExportedRoute {
                         prefix,
                         med: self.cfg.med,
                         communities: self.cfg.communities.clone(),

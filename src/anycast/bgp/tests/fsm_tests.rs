@@ -8,7 +8,7 @@ use bgpkit_parser::models::{AsnLength, BgpUpdateMessage, Community, MetaCommunit
 use bgpkit_parser::parser::bgp::messages::parse_bgp_update_message;
 use bytes::Bytes;
 
-use super::super::adj_rib_out::Announcement;
+use super::super::adj_rib_out::ExportedRoute;
 use super::super::collision::{resolve_collision, ConnectionOrigin, SpeakerIdentity};
 use super::super::fsm::{Action, DownReason, Input, Session, SessionState};
 use super::super::message::{Capabilities, Message, Open};
@@ -110,7 +110,7 @@ fn announce(addresses: &[Ipv4Addr]) -> Input {
     Input::SetAnnouncements(
         addresses
             .iter()
-            .map(|&address| Announcement::new(Ipv4Prefix::host(address)))
+            .map(|&address| ExportedRoute::new(Ipv4Prefix::host(address)))
             .collect(),
     )
 }

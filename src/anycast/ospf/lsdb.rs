@@ -167,7 +167,7 @@ impl Lsdb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::ospf::lsa::{ls_type, LsaBody, Options, INITIAL_SEQ};
+    use crate::anycast::ospf::lsa::{ls_type, LsaBody, Options, INITIAL_SEQ};
     use std::net::Ipv4Addr;
 
     fn lsa(id: u8, age: u16) -> Lsa {
