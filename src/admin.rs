@@ -18,8 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::proxy::ProxyContext;
-use crate::status::Status;
+use crate::status::{Status, StatusSources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -96,12 +95,6 @@ pub struct AdminRequest {
     pub reply: oneshot::Sender<CommandReply>,
 }
 
-fn current_status(ctx: &ProxyContext) -> Status {
-    let config = ctx.config.borrow().clone();
-    let view = ctx.cluster.borrow().clone();
-    Status::collect(&config, &view, ctx)
-}
-
 /// Binds the admin socket (replacing a stale one) with mode 0600.
 pub async fn bind_admin(path: &Path) -> Result<UnixListener, AdminError> {
     if path.exists() {
@@ -123,7 +116,7 @@ pub async fn bind_admin(path: &Path) -> Result<UnixListener, AdminError> {
 /// Serves requests until `stop` turns true; commands go to the daemon through `commands`.
 pub async fn serve_admin(
     listener: UnixListener,
-    ctx: Arc<ProxyContext>,
+    sources: Arc<StatusSources>,
     commands: mpsc::Sender<AdminRequest>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -135,13 +128,13 @@ pub async fn serve_admin(
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        tokio::spawn(serve_one(stream, Arc::clone(&ctx), commands.clone()));
+        tokio::spawn(serve_one(stream, Arc::clone(&sources), commands.clone()));
     }
 }
 
 async fn serve_one(
     stream: UnixStream,
-    ctx: Arc<ProxyContext>,
+    sources: Arc<StatusSources>,
     commands: mpsc::Sender<AdminRequest>,
 ) {
     let (read, mut write) = stream.into_split();
@@ -150,7 +143,7 @@ async fn serve_one(
     // Timeout, EOF or an unreadable line all leave `line` as it is: partial or empty.
     let _ = tokio::time::timeout(REQUEST_WAIT, reader.read_line(&mut line)).await;
     let json = match AdminCommand::parse(&line) {
-        Ok(AdminCommand::Status) => serde_json::to_vec(&current_status(&ctx)),
+        Ok(AdminCommand::Status) => serde_json::to_vec(&sources.current()),
         Ok(AdminCommand::Control(command)) => {
             let (reply, answer) = oneshot::channel();
             let sent = commands.send(AdminRequest { command, reply }).await;
@@ -201,7 +194,7 @@ pub async fn send_command(path: &Path, command: AdminCommand) -> Result<CommandR
 /// Serves Prometheus text format on `GET /metrics` (any path answers the same).
 pub async fn serve_metrics(
     listener: TcpListener,
-    ctx: Arc<ProxyContext>,
+    sources: Arc<StatusSources>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -212,7 +205,7 @@ pub async fn serve_metrics(
         let Ok((mut stream, _)) = accepted else {
             continue;
         };
-        let body = render_metrics(&current_status(&ctx));
+        let body = render_metrics(&sources.current());
         tokio::spawn(async move {
             // Read the request head (bounded) before answering, so clients see a clean close.
             let mut head = [0u8; 2048];
@@ -236,6 +229,13 @@ pub fn render_metrics(s: &Status) -> String {
         m,
         "# TYPE pgcast_healthy gauge\npgcast_healthy {}",
         b(s.healthy)
+    );
+    // Sections the last reload could not apply: non-zero means the file and the running
+    // configuration differ until a restart.
+    let pending = s.reload.as_ref().map_or(0, |r| r.restart_needed.len());
+    let _ = writeln!(
+        m,
+        "# TYPE pgcast_reload_restart_needed gauge\npgcast_reload_restart_needed {pending}"
     );
     let _ = writeln!(m, "# TYPE pgcast_backend_up gauge");
     for x in &s.backends {

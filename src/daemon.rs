@@ -2,6 +2,10 @@
 //! together, and handles SIGHUP (reload), SIGTERM/SIGINT (drain and exit) and the admin
 //! socket's `drain`/`undrain` (withdraw and stay up, announce again).
 
+mod drain;
+mod supervise;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +15,16 @@ use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, CommandReply, Control};
-use crate::anycast::announce::Drain;
+use crate::admin::{self, Control};
 use crate::anycast::{thread_priority, AnycastError, Speakers};
-use crate::config::{Config, ConfigError};
+use crate::config::{merge_reload, Config, ConfigError, ReloadReport};
 use crate::health;
 use crate::proxy::catalog::Catalogs;
 use crate::proxy::{self, ProxyContext};
+use crate::status::StatusSources;
+use drain::Anycast;
+use supervise::CriticalTasks;
+pub use supervise::TaskExit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -35,10 +42,9 @@ pub enum DaemonError {
     Anycast(#[from] AnycastError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("{0}: every anycast prefix was withdrawn (fail closed)")]
+    TaskFailed(TaskExit),
 }
-
-/// How long SIGTERM waits for client sessions to finish before exiting anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the parts other than the proxy run: each on a runtime of its own, so that neither the
 /// proxy's load nor a health check's CPU-bound login delays the routing protocols' timers.
@@ -49,14 +55,133 @@ pub struct Runtimes {
     pub routing: Handle,
 }
 
-/// Runs until SIGTERM/SIGINT. The proxy runs on the calling runtime; health and routing on
-/// theirs (`runtimes`).
+/// Runs until SIGTERM/SIGINT, or until a task that decides the announcement ends (then every
+/// prefix is withdrawn and the error says which task: the process must exit non-zero). The
+/// proxy runs on the calling runtime; health and routing on theirs (`runtimes`).
 pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(config_path)?);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+    let (listener_sockets, bound) = bind_listeners(&config).await?;
+    let (paused_tx, paused_rx) = watch::channel(false);
 
-    let mut listener_sockets = Vec::new();
-    // Where each listener is bound (port 0 resolved): the self-check probes it there.
+    let mut critical = CriticalTasks::default();
+    let catalogs = Catalogs::new(&config.routing);
+    // The health database's functions are loaded at start; others when a client uses them.
+    catalogs.for_database(&config.health.database);
+    let cluster_rx = {
+        let _health = runtimes.health.enter();
+        let (view, task) =
+            health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx);
+        critical.add("health checker", task);
+        view
+    };
+    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx.clone(), catalogs);
+    proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut listener_tasks = CriticalTasks::default();
+    for ((name, socket), l) in listener_sockets.iter().zip(&config.listeners) {
+        let task = tokio::spawn(proxy::run_listener(
+            Arc::clone(socket),
+            l.clone(),
+            Arc::clone(&ctx),
+            stop_rx.clone(),
+        ));
+        listener_tasks.add(format!("listener {name}"), task);
+    }
+    // After the listeners are bound: nothing is announced that could not be served.
+    raise_speaker_priority(&runtimes.routing, config.speakers_realtime_priority).await;
+    let mut speakers = {
+        let _routing = runtimes.routing.enter();
+        Speakers::start(&config, cluster_rx.clone())?
+    };
+    critical.extend(speakers.critical_tasks());
+    let (reload_tx, reload_rx) = watch::channel(None);
+    let sources = Arc::new(StatusSources {
+        config: config_rx.clone(),
+        cluster: cluster_rx,
+        proxy: Arc::clone(&ctx),
+        anycast: speakers.status_source(),
+        reload: reload_rx,
+    });
+    let mut commands = serve_admin_and_metrics(&config, sources, &stop_rx).await?;
+    tracing::info!(node = %config.node_name, "pgcast ready");
+
+    let anycast = Anycast {
+        config: config_rx,
+        listeners: listener_sockets,
+        paused: paused_tx,
+        ctx: &ctx,
+        speakers: &speakers,
+    };
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let failure = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let report = reload(config_path, &config_tx, anycast.speakers).await;
+                reload_tx.send_replace(Some(report));
+            }
+            _ = term.recv() => break None,
+            _ = int.recv() => break None,
+            exit = critical.first_exit() => break Some(exit),
+            exit = listener_tasks.first_exit() => break Some(exit),
+            Some(request) = commands.recv() => {
+                // One at a time: a SIGTERM during a drain is handled after it.
+                let reply = match request.command {
+                    Control::Drain => anycast.operator_drain().await,
+                    Control::Undrain => anycast.operator_undrain().await,
+                };
+                let _ = request.reply.send(reply);
+            }
+        }
+    };
+    if let Some(exit) = failure {
+        return fail_closed(exit, &speakers, &stop_tx, &config).await;
+    }
+    anycast.shut_down(&stop_tx, listener_tasks).await;
+    speakers.shutdown().await;
+    let _ = std::fs::remove_file(&config.admin_socket);
+    Ok(())
+}
+
+/// A critical task ended: withdraw every prefix straight through the speakers, stop taking
+/// clients, and return the error that makes the process exit non-zero.
+async fn fail_closed(
+    exit: TaskExit,
+    speakers: &Speakers,
+    stop_tx: &watch::Sender<bool>,
+    config: &Config,
+) -> Result<(), DaemonError> {
+    tracing::error!(
+        task = %exit.task,
+        how = %exit.how,
+        "a task that decides the anycast announcement ended: withdrawing every prefix and \
+         exiting, so that the service manager restarts pgcast"
+    );
+    speakers.withdraw_now(withdrawal_limit(config)).await;
+    let _ = stop_tx.send(true);
+    let _ = std::fs::remove_file(&config.admin_socket);
+    Err(DaemonError::TaskFailed(exit))
+}
+
+/// How long a withdrawal may take to be sent: OSPF holds a new Router-LSA back for
+/// MinLSInterval after the previous origination.
+fn withdrawal_limit(config: &Config) -> Duration {
+    let ospf_hold = config
+        .ospf
+        .as_ref()
+        .map_or(Duration::ZERO, |o| o.min_ls_interval);
+    ospf_hold + Duration::from_secs(1)
+}
+
+/// Binds every listener; returns the sockets and where each is bound (port 0 resolved), which
+/// the self-check probes.
+async fn bind_listeners(
+    config: &Config,
+) -> Result<(Vec<(String, Arc<TcpListener>)>, Vec<(String, SocketAddr)>), DaemonError> {
+    let mut sockets = Vec::new();
     let mut bound = Vec::new();
     for l in &config.listeners {
         let bind_error = |source| DaemonError::Bind {
@@ -67,42 +192,23 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
         let socket = TcpListener::bind(l.address).await.map_err(bind_error)?;
         bound.push((l.name.clone(), socket.local_addr().map_err(bind_error)?));
         tracing::info!(listener = %l.name, address = %l.address, role = %l.role, "listening");
-        listener_sockets.push((l.name.clone(), Arc::new(socket)));
+        sockets.push((l.name.clone(), Arc::new(socket)));
     }
-    let (paused_tx, paused_rx) = watch::channel(false);
+    Ok((sockets, bound))
+}
 
-    let catalogs = Catalogs::new(&config.routing);
-    // The health database's functions are loaded at start; others when a client uses them.
-    catalogs.for_database(&config.health.database);
-    let cluster_rx = {
-        let _health = runtimes.health.enter();
-        health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx)
-    };
-    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
-    proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
-
-    let mut listener_tasks = Vec::new();
-    for ((_, socket), l) in listener_sockets.iter().zip(&config.listeners) {
-        listener_tasks.push(tokio::spawn(proxy::run_listener(
-            Arc::clone(socket),
-            l.clone(),
-            Arc::clone(&ctx),
-            stop_rx.clone(),
-        )));
-    }
-    // After the listeners are bound: nothing is announced that could not be served.
-    raise_speaker_priority(&runtimes.routing, config.speakers_realtime_priority).await;
-    let routing = {
-        let _routing = runtimes.routing.enter();
-        Speakers::start(&config, ctx.cluster.clone())?
-    };
-    let _ = ctx.routing.set(routing.status_source());
+/// The admin socket, and the metrics endpoint when configured; returns the channel of the
+/// admin socket's commands.
+async fn serve_admin_and_metrics(
+    config: &Config,
+    sources: Arc<StatusSources>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<mpsc::Receiver<admin::AdminRequest>, DaemonError> {
     let admin_socket = admin::bind_admin(&config.admin_socket).await?;
-    let (command_tx, mut commands) = mpsc::channel(4);
+    let (command_tx, commands) = mpsc::channel(4);
     tokio::spawn(admin::serve_admin(
         admin_socket,
-        Arc::clone(&ctx),
+        Arc::clone(&sources),
         command_tx,
         stop_rx.clone(),
     ));
@@ -114,185 +220,9 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
                 address: addr.to_string(),
                 source,
             })?;
-        tokio::spawn(admin::serve_metrics(
-            socket,
-            Arc::clone(&ctx),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(admin::serve_metrics(socket, sources, stop_rx.clone()));
     }
-    tracing::info!(node = %config.node_name, "pgcast ready");
-
-    let mut anycast = Anycast {
-        config: &config,
-        listeners: listener_sockets,
-        paused: paused_tx,
-        ctx: &ctx,
-        routing: &routing,
-    };
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => reload(config_path, &config_tx),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            Some(request) = commands.recv() => {
-                // One at a time: a SIGTERM during a drain is handled after it.
-                let reply = match request.command {
-                    Control::Drain => anycast.operator_drain().await,
-                    Control::Undrain => anycast.operator_undrain().await,
-                };
-                let _ = request.reply.send(reply);
-            }
-        }
-    }
-
-    if !config.prefixes.is_empty() {
-        let converged = anycast.routing.drain_state() == Drain::Operator;
-        anycast.withdraw(Drain::Shutdown).await;
-        // After an operator's drain the routers moved clients away long ago.
-        if !converged {
-            tokio::time::sleep(config.drain.withdraw_grace).await;
-        }
-    }
-    tracing::info!("shutting down: no new clients");
-    let _ = stop_tx.send(true);
-    for t in listener_tasks {
-        let _ = t.await;
-    }
-    // Closes the listening sockets.
-    anycast.listeners.clear();
-    wait_for_sessions(&|| anycast.open_sessions(), DRAIN_TIMEOUT, 50).await;
-    routing.shutdown().await;
-    let _ = std::fs::remove_file(&config.admin_socket);
-    Ok(())
-}
-
-/// What a drain works on: the listeners to pause, the sessions to wait for, the routing.
-struct Anycast<'a> {
-    config: &'a Config,
-    listeners: Vec<(String, Arc<TcpListener>)>,
-    /// Tells the self-check that the listeners drop SYNs on purpose.
-    paused: watch::Sender<bool>,
-    ctx: &'a ProxyContext,
-    routing: &'a Speakers,
-}
-
-impl Anycast<'_> {
-    fn open_sessions(&self) -> usize {
-        self.config.limits.max_client_connections - self.ctx.client_slots.available_permits()
-    }
-
-    /// Withdraws every prefix (`cause`: SIGTERM or an operator's drain). The listeners are
-    /// paused first and the sessions in flight get `drain.quiesce` to end, because the
-    /// router's ECMP is stateless: once the prefix is withdrawn, packets of a session still
-    /// open here are hashed to another balancer, which resets it. A paused listener drops
-    /// SYNs instead of refusing them, so those clients retry, and their retry reaches another
-    /// balancer once the withdrawal has converged. Returns whether every speaker confirmed
-    /// the withdrawal. The listeners stay paused.
-    async fn withdraw(&self, cause: Drain) -> bool {
-        self.paused.send_replace(true);
-        for (name, socket) in &self.listeners {
-            if let Err(e) = proxy::pause_accepting(socket) {
-                tracing::warn!(listener = %name, error = %e, "cannot pause the listener");
-            }
-        }
-        tracing::info!(
-            sessions = self.open_sessions(),
-            ?cause,
-            "draining: new connections paused, waiting for sessions in flight"
-        );
-        // Polled every 5 ms: the withdrawal waits for this, and short sessions end in ms.
-        let left = wait_for_sessions(&|| self.open_sessions(), self.config.drain.quiesce, 5).await;
-        if left > 0 {
-            tracing::warn!(
-                sessions = left,
-                "withdrawing with sessions still open: their clients will see resets"
-            );
-        }
-        tracing::info!(?cause, "draining: withdrawing anycast prefixes");
-        let limit = self
-            .config
-            .ospf
-            .as_ref()
-            .map_or(Duration::ZERO, |o| o.min_ls_interval)
-            + Duration::from_secs(1);
-        match cause {
-            Drain::Shutdown => self.routing.withdraw_all(limit).await,
-            Drain::Operator | Drain::Serving => self.routing.drain(cause, limit).await,
-        }
-    }
-
-    /// `pgcast drain`: withdraw, wait `drain.withdraw_grace` for the routers, then accept new
-    /// connections again (only clients that use this balancer's own address still reach it)
-    /// and stay up until `pgcast undrain`.
-    async fn operator_drain(&self) -> CommandReply {
-        if self.config.prefixes.is_empty() {
-            return reply(
-                false,
-                "nothing to drain: no [[prefix]] is configured".into(),
-            );
-        }
-        if self.routing.drain_state() == Drain::Operator {
-            return reply(true, "already drained".into());
-        }
-        let confirmed = self.withdraw(Drain::Operator).await;
-        // Paused until the routers have moved the address elsewhere: a SYN accepted before
-        // that could start a session whose next packets the new route takes to another
-        // balancer (seen in the lab: resumed right after the withdrawal, such sessions were
-        // reset).
-        tokio::time::sleep(self.config.drain.withdraw_grace).await;
-        for (name, socket) in &self.listeners {
-            if let Err(e) = proxy::resume_accepting(socket) {
-                tracing::warn!(listener = %name, error = %e, "cannot resume the listener");
-            }
-        }
-        self.paused.send_replace(false);
-        let prefixes = self.prefix_list();
-        tracing::info!(%prefixes, confirmed, "drained by the operator");
-        if confirmed {
-            let open = self.open_sessions();
-            reply(
-                true,
-                format!("drained: {prefixes} withdrawn; {open} client sessions open here"),
-            )
-        } else {
-            reply(
-                false,
-                format!(
-                    "drained, but not every speaker confirmed withdrawing {prefixes}: see pgcast status"
-                ),
-            )
-        }
-    }
-
-    /// `pgcast undrain`: announce again as health allows.
-    async fn operator_undrain(&self) -> CommandReply {
-        if self.routing.drain_state() != Drain::Operator {
-            return reply(true, "not drained".into());
-        }
-        let verdicts = self.routing.undrain().await;
-        let summary: Vec<String> = verdicts
-            .iter()
-            .map(|v| {
-                let what = if v.announce { "announced" } else { "withdrawn" };
-                format!("{}/{} {what} ({})", v.prefix, v.prefix_len, v.reason)
-            })
-            .collect();
-        tracing::info!(prefixes = %summary.join("; "), "undrained by the operator");
-        reply(true, format!("undrained: {}", summary.join("; ")))
-    }
-
-    fn prefix_list(&self) -> String {
-        let list: Vec<String> = self
-            .config
-            .prefixes
-            .iter()
-            .map(|p| format!("{}/{}", p.address, p.prefix_len))
-            .collect();
-        list.join(", ")
-    }
+    Ok(commands)
 }
 
 /// Runs the speakers' thread (the single worker of `routing`) under SCHED_RR at `priority`;
@@ -315,95 +245,43 @@ async fn raise_speaker_priority(routing: &Handle, priority: u8) {
     }
 }
 
-fn reply(ok: bool, message: String) -> CommandReply {
-    CommandReply { ok, message }
-}
-
-/// Waits until `open_sessions()` is 0 on two polls in a row or `limit` has passed, polling
-/// every `poll_ms`; returns how many sessions are still open. Two polls, because a handshake
-/// that completed just before the listener's pause is accepted (and counted) a moment later.
-async fn wait_for_sessions(
-    open_sessions: &impl Fn() -> usize,
-    limit: Duration,
-    poll_ms: u64,
-) -> usize {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut idle_polls = 0;
-    while idle_polls < 2 && tokio::time::Instant::now() < deadline {
-        idle_polls = if open_sessions() == 0 {
-            idle_polls + 1
-        } else {
-            0
-        };
-        if idle_polls < 2 {
-            tokio::time::sleep(Duration::from_millis(poll_ms)).await;
-        }
-    }
-    open_sessions()
-}
-
-/// SIGHUP: applies what can change at run time and says what could not be applied.
-fn reload(path: &Path, config_tx: &watch::Sender<Arc<Config>>) {
+/// SIGHUP: loads the file and applies what can change at run time; says by name what it
+/// applied and what waits for a restart (in the log and in `pgcast status`).
+async fn reload(
+    path: &Path,
+    config_tx: &watch::Sender<Arc<Config>>,
+    speakers: &Speakers,
+) -> ReloadReport {
+    let at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "reload failed; keeping the running configuration");
-            return;
+            return ReloadReport {
+                at_unix,
+                error: Some(e.to_string()),
+                ..ReloadReport::default()
+            };
         }
     };
     let old = config_tx.borrow().clone();
-    let (merged, not_applied) = merge_reload(&old, new);
-    for what in &not_applied {
-        tracing::warn!("reload: {what} changed but needs a restart; not applied");
+    let (merged, mut report) = merge_reload(&old, new);
+    report.at_unix = at_unix;
+    if merged.bfd != old.bfd {
+        speakers.set_bfd_timers(&merged.bfd).await;
     }
-    tracing::info!(
-        applied = "backends, weights, health, users, routing rules, peers",
-        "configuration reloaded"
-    );
+    for what in &report.restart_needed {
+        tracing::warn!("reload: {what} changed: restart needed to apply; not applied");
+    }
+    if report.applied.is_empty() && report.restart_needed.is_empty() {
+        tracing::info!("configuration reloaded: nothing changed");
+    } else if !report.applied.is_empty() {
+        tracing::info!(applied = %report.applied.join(", "), "configuration reloaded");
+    }
     config_tx.send_replace(Arc::new(merged));
-}
-
-/// Keeps the parts of `old` that cannot change without a restart; returns their names.
-pub fn merge_reload(old: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
-    let mut not_applied = Vec::new();
-    if new.listeners != old.listeners {
-        not_applied.push("listeners");
-        new.listeners = old.listeners.clone();
-    }
-    if new.admin_socket != old.admin_socket {
-        not_applied.push("admin.socket");
-        new.admin_socket = old.admin_socket.clone();
-    }
-    if new.metrics_listen != old.metrics_listen {
-        not_applied.push("metrics.listen");
-        new.metrics_listen = old.metrics_listen;
-    }
-    if new.node_id != old.node_id
-        || new.node_name != old.node_name
-        || new.speakers_realtime_priority != old.speakers_realtime_priority
-    {
-        not_applied.push("node");
-        new.node_id = old.node_id;
-        new.node_name = old.node_name.clone();
-        new.speakers_realtime_priority = old.speakers_realtime_priority;
-    }
-    if new.limits.max_client_connections != old.limits.max_client_connections {
-        not_applied.push("limits.max_client_connections");
-        new.limits.max_client_connections = old.limits.max_client_connections;
-    }
-    if new.ospf != old.ospf {
-        not_applied.push("ospf");
-        new.ospf = old.ospf.clone();
-    }
-    if new.prefixes != old.prefixes {
-        not_applied.push("prefix");
-        new.prefixes = old.prefixes.clone();
-    }
-    if new.routing.statement_cache_size != old.routing.statement_cache_size {
-        not_applied.push("routing.statement_cache_size");
-        new.routing.statement_cache_size = old.routing.statement_cache_size;
-    }
-    (new, not_applied)
+    report
 }
 
 /// Where `pgcast status` finds the admin socket: `--admin`, else the config's.

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod anycast;
 pub mod config;
 pub mod daemon;
+pub mod fault;
 pub mod health;
 pub mod proxy;
 pub mod status;

@@ -3,12 +3,39 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use crate::config::{Config, ListenerRole};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::anycast::AnycastStatusSource;
+use crate::config::{Config, ListenerRole, ReloadReport};
 use crate::health::{ClusterView, Role};
 use crate::proxy::stats::CancelCounts;
 use crate::proxy::ProxyContext;
+
+/// Where the status document comes from: owned by the daemon, which wires the parts; none of
+/// the parts knows the others' status.
+pub struct StatusSources {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub cluster: watch::Receiver<Arc<ClusterView>>,
+    pub proxy: Arc<ProxyContext>,
+    pub anycast: AnycastStatusSource,
+    /// The last SIGHUP's outcome (None until the first).
+    pub reload: watch::Receiver<Option<ReloadReport>>,
+}
+
+impl StatusSources {
+    /// The document as of now.
+    pub fn current(&self) -> Status {
+        let config = self.config.borrow().clone();
+        let view = self.cluster.borrow().clone();
+        let mut status = Status::collect(&config, &view, &self.proxy);
+        status.routing = self.anycast.get();
+        status.reload = self.reload.borrow().clone();
+        status
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -27,6 +54,10 @@ pub struct Status {
     /// CancelRequests by outcome (absent in the documents of older versions).
     #[serde(default)]
     pub cancel_requests: CancelCounts,
+    /// The last reload: what it applied and what waits for a restart (absent before the
+    /// first SIGHUP, and in the documents of older versions).
+    #[serde(default)]
+    pub reload: Option<ReloadReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -88,7 +119,8 @@ pub struct CacheStatus {
 pub use crate::anycast::AnycastStatus;
 
 impl Status {
-    /// Builds the document from the current configuration, health view and counters.
+    /// Builds the document from the current configuration, health view and the proxy's
+    /// counters; [`StatusSources::current`] adds the anycast part and the last reload.
     pub fn collect(config: &Config, view: &ClusterView, ctx: &ProxyContext) -> Status {
         let listeners: Vec<ListenerStatus> = config
             .listeners
@@ -170,8 +202,9 @@ impl Status {
                 misses,
                 functions_loaded,
             },
-            routing: ctx.routing.get().map(|r| r.get()).unwrap_or_default(),
+            routing: AnycastStatus::default(),
             cancel_requests: ctx.stats.cancels.snapshot(),
+            reload: None,
         }
     }
 
@@ -186,6 +219,9 @@ impl Status {
         );
         for w in &self.warnings {
             let _ = writeln!(s, "!! {w}");
+        }
+        if let Some(r) = &self.reload {
+            reload_text(r, &mut s);
         }
         let _ = writeln!(s, "\nListeners");
         let _ = writeln!(
@@ -275,6 +311,20 @@ impl Status {
         } else {
             1
         }
+    }
+}
+
+/// The last reload, when it left something unapplied (or failed); silent otherwise.
+fn reload_text(r: &ReloadReport, s: &mut String) {
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "!! last reload failed (running configuration kept): {e}");
+    }
+    if !r.restart_needed.is_empty() {
+        let _ = writeln!(
+            s,
+            "!! changed in the file but not applied (restart needed): {}",
+            r.restart_needed.join(", ")
+        );
     }
 }
 

@@ -22,7 +22,7 @@ use bgplab::{
     router_established, router_paths, router_peers, status_bfd_sessions, status_bgp_neighbors,
     tcp_ext_counter, wait_until, BgpOptions, Routing, ROUTER_AS,
 };
-use netlab::{skip_reason, status_prefix, NetLab, ANYCAST};
+use netlab::{status_prefix, NetLab, ANYCAST};
 
 /// Session up + route in the kernel: connect retry 1 s both sides, with a wide margin.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -30,17 +30,8 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// One lab at a time in this process.
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
-/// `None` (after saying why) when labs cannot run here; fails under CI instead.
 fn lab_slot() -> Option<MutexGuard<'static, ()>> {
-    if let Some(reason) = skip_reason() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "netns lab tests cannot run under CI: {reason}"
-        );
-        eprintln!("skipping: {reason}");
-        return None;
-    }
-    Some(ONE_LAB.lock().unwrap_or_else(|p| p.into_inner()))
+    bgplab::lab_slot(&ONE_LAB)
 }
 
 macro_rules! lab_or_skip {

@@ -620,10 +620,16 @@ async fn reload_metrics_trust_and_limits() {
         "postgres"
     );
     assert!(
-        p.log().contains("listeners changed but needs a restart"),
+        p.log()
+            .contains("reload: [[listener]] changed: restart needed to apply"),
         "{}",
         p.log()
     );
+    // `pgcast status` says the same, by name.
+    let report = p.status().and_then(|s| s.reload).expect("a reload report");
+    assert_eq!(report.restart_needed, ["[[listener]]"], "{report:?}");
+    assert_eq!(report.applied, ["[[user]]"], "{report:?}");
+    assert_eq!(report.error, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

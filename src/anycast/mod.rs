@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, PrefixConfig};
 use crate::health::ClusterView;
@@ -63,7 +64,13 @@ pub struct Speakers {
     bgp: Option<Arc<BgpHandle>>,
     bfd: Option<bfd::BfdHandle>,
     timer_lag: watch::Receiver<timer_lag::TimerLag>,
+    /// The coupling task, until the daemon takes it to supervise it.
+    coupling: Option<JoinHandle<()>>,
 }
+
+/// The reason every prefix shows once the health checker is gone.
+pub const HEALTH_GONE_REASON: &str =
+    "health checker stopped: withdrawn (never announced on stale health)";
 
 impl Speakers {
     /// Starts the configured speakers (none: only the verdicts are computed, for status).
@@ -83,7 +90,7 @@ impl Speakers {
         let (drain_tx, drain_rx) = watch::channel(Drain::Serving);
         let initial = announce::evaluate(&config.prefixes, &cluster.borrow(), Drain::Serving);
         let (verdict_tx, verdict_rx) = watch::channel(initial);
-        tokio::spawn(couple(
+        let coupling = tokio::spawn(couple(
             config.prefixes.clone(),
             cluster,
             drain_rx,
@@ -98,7 +105,68 @@ impl Speakers {
             bgp,
             bfd,
             timer_lag: timer_lag::spawn(),
+            coupling: Some(coupling),
         })
+    }
+
+    /// The tasks whose end would leave the router with a route nobody decides any more: the
+    /// coupling to health, and each speaker's actor (watched through its status channel, which
+    /// closes when the actor returns or panics). Each named; any of them finishing is fatal.
+    /// Call once: the coupling's handle moves to the caller.
+    pub fn critical_tasks(&mut self) -> Vec<(String, JoinHandle<()>)> {
+        let mut tasks = Vec::new();
+        if let Some(c) = self.coupling.take() {
+            tasks.push(("anycast coupling".to_string(), c));
+        }
+        if let Some(o) = &self.ospf {
+            tasks.push(("OSPF speaker".into(), until_closed(o.status_receiver())));
+        }
+        for (peer, rx) in self.bgp.iter().flat_map(|b| b.neighbor_status_receivers()) {
+            tasks.push((format!("BGP neighbor {peer}"), until_closed(rx)));
+        }
+        if let Some(b) = &self.bfd {
+            tasks.push(("BFD".into(), until_closed(b.status_receiver())));
+        }
+        tasks
+    }
+
+    /// A reload's new `[bfd]` timers, renegotiated on every running session with a Poll
+    /// Sequence (RFC 5880 §6.8.3). Without BFD sessions there is nothing to change.
+    pub async fn set_bfd_timers(&self, c: &crate::config::BfdConfig) {
+        if let Some(b) = &self.bfd {
+            b.set_timers(bfd::BfdTimers {
+                desired_min_tx: c.desired_min_tx,
+                required_min_rx: c.required_min_rx,
+                detect_multiplier: c.detect_multiplier,
+            })
+            .await;
+        }
+    }
+
+    /// Fail closed: withdraws every prefix straight through the speakers (not through the
+    /// coupling, which may be the part that died), waits until they sent it, then stops them:
+    /// OSPF flushes its LSAs, BGP sends Cease, BFD AdminDown. Each step is bounded by `limit`
+    /// (which must cover OSPF's MinLSInterval: a router ignores an instance that follows the
+    /// previous one within MinLSArrival, RFC 2328 §13 (5a)), so a speaker that is itself gone
+    /// cannot hold the exit; the process exit closes what is left (a dead BGP actor's TCP
+    /// session closes with it).
+    pub async fn withdraw_now(&self, limit: Duration) {
+        self.drain.send_replace(Drain::Shutdown);
+        let withdraw = async {
+            if let Some(b) = &self.bgp {
+                b.announce(&[]).await;
+            }
+            if let Some(o) = &self.ospf {
+                o.announce(Vec::new()).await;
+            }
+        };
+        if tokio::time::timeout(limit, withdraw).await.is_err() {
+            tracing::error!("a speaker did not take the withdrawal within {limit:?}");
+        }
+        self.wait_withdrawn(limit).await;
+        if tokio::time::timeout(limit, self.shutdown()).await.is_err() {
+            tracing::error!("the speakers did not stop within {limit:?}");
+        }
     }
 
     /// A cheap handle for the admin socket.
@@ -139,6 +207,12 @@ impl Speakers {
             }
         }
         self.drain.send_replace(cause);
+        self.wait_withdrawn(limit).await
+    }
+
+    /// Waits (at most `limit`) until every speaker has sent the withdrawal of every prefix;
+    /// whether each confirmed.
+    async fn wait_withdrawn(&self, limit: Duration) -> bool {
         let ospf_done = async {
             let Some(o) = &self.ospf else { return true };
             let mut rx = o.status_receiver();
@@ -232,7 +306,27 @@ impl AnycastStatusSource {
     }
 }
 
-/// Re-evaluates the prefixes on every health or drain change and tells the speakers.
+/// Finishes when `rx`'s sender is dropped (its owner returned or panicked).
+fn until_closed<T: Send + Sync + 'static>(mut rx: watch::Receiver<T>) -> JoinHandle<()> {
+    tokio::spawn(async move { while rx.changed().await.is_ok() {} })
+}
+
+/// Every prefix withdrawn because health is gone.
+fn withdrawn_without_health(prefixes: &[PrefixConfig]) -> Vec<PrefixVerdict> {
+    prefixes
+        .iter()
+        .map(|p| PrefixVerdict {
+            prefix: p.address,
+            prefix_len: p.prefix_len,
+            announce: false,
+            cost: p.cost,
+            reason: HEALTH_GONE_REASON.into(),
+        })
+        .collect()
+}
+
+/// Re-evaluates the prefixes on every health or drain change and tells the speakers. A closed
+/// health channel means "unhealthy": everything is withdrawn and stays so.
 async fn couple(
     prefixes: Vec<PrefixConfig>,
     mut cluster: watch::Receiver<Arc<ClusterView>>,
@@ -242,9 +336,14 @@ async fn couple(
     bgp: Option<Arc<BgpHandle>>,
 ) {
     let mut last: Option<Vec<Announcement>> = None;
+    let mut health_alive = true;
     loop {
-        let view = cluster.borrow_and_update().clone();
-        let now = announce::evaluate(&prefixes, &view, *drain.borrow_and_update());
+        let now = if health_alive {
+            let view = cluster.borrow_and_update().clone();
+            announce::evaluate(&prefixes, &view, *drain.borrow_and_update())
+        } else {
+            withdrawn_without_health(&prefixes)
+        };
         let wanted: Vec<Announcement> = now
             .iter()
             .filter(|v| v.announce)
@@ -255,23 +354,7 @@ async fn couple(
             })
             .collect();
         if last.as_ref() != Some(&wanted) {
-            for v in &now {
-                tracing::info!(
-                    prefix = %v.prefix,
-                    announce = v.announce,
-                    cost = v.cost,
-                    reason = %v.reason,
-                    "anycast verdict"
-                );
-            }
-            if let Some(o) = &ospf {
-                o.announce(wanted.clone()).await;
-            }
-            if let Some(b) = &bgp {
-                let prefixes: Vec<(std::net::Ipv4Addr, u8)> =
-                    wanted.iter().map(|a| (a.prefix, a.prefix_len)).collect();
-                b.announce(&prefixes).await;
-            }
+            tell_speakers(&now, &wanted, ospf.as_ref(), bgp.as_deref()).await;
             last = Some(wanted);
         }
         verdicts.send_if_modified(|old| {
@@ -283,8 +366,37 @@ async fn couple(
             }
         });
         tokio::select! {
-            r = cluster.changed() => if r.is_err() { return },
+            r = cluster.changed(), if health_alive => if r.is_err() {
+                tracing::error!("health verdicts stopped: withdrawing every prefix");
+                health_alive = false;
+            },
             r = drain.changed() => if r.is_err() { return },
+            never = crate::fault::panic_when_triggered("coupling") => never,
         }
+    }
+}
+
+async fn tell_speakers(
+    verdicts: &[PrefixVerdict],
+    wanted: &[Announcement],
+    ospf: Option<&OspfHandle>,
+    bgp: Option<&BgpHandle>,
+) {
+    for v in verdicts {
+        tracing::info!(
+            prefix = %v.prefix,
+            announce = v.announce,
+            cost = v.cost,
+            reason = %v.reason,
+            "anycast verdict"
+        );
+    }
+    if let Some(o) = ospf {
+        o.announce(wanted.to_vec()).await;
+    }
+    if let Some(b) = bgp {
+        let prefixes: Vec<(std::net::Ipv4Addr, u8)> =
+            wanted.iter().map(|a| (a.prefix, a.prefix_len)).collect();
+        b.announce(&prefixes).await;
     }
 }

@@ -5,12 +5,14 @@ mod anycast;
 mod bgp;
 mod cluster;
 mod peers;
+pub mod reload;
 pub use anycast::{
     DrainConfig, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig, OspfNetwork,
     PrefixConfig, Requirement, WhenUnhealthy,
 };
 pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use peers::Peer;
+pub use reload::{merge_reload, ReloadReport};
 
 use std::fmt;
 use std::net::SocketAddr;

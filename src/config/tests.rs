@@ -308,8 +308,9 @@ fn peers_change_on_reload() {
         PEERS.replace("198.18.1.95", "198.18.1.96")
     ))
     .expect("valid");
-    let (merged, not_applied) = crate::daemon::merge_reload(&old, new);
-    assert!(not_applied.is_empty(), "{not_applied:?}");
+    let (merged, report) = super::merge_reload(&old, new);
+    assert!(report.restart_needed.is_empty(), "{report:?}");
+    assert_eq!(report.applied, ["[[peer]]"]);
     assert_eq!(merged.peers[0].address.to_string(), "198.18.1.96:5432");
 }
 
@@ -367,6 +368,49 @@ fn bgp_neighbors_and_bfd_timers() {
     assert_eq!(c.bfd.desired_min_tx, Duration::from_millis(100));
     assert_eq!(c.bfd.required_min_rx, Duration::from_millis(300));
     assert_eq!(c.bfd.detect_multiplier, 3);
+}
+
+/// Every section a reload cannot apply is named and keeps its running value; the others are
+/// named as applied; nothing that changed goes unmentioned.
+#[test]
+fn reload_names_what_it_applied_and_what_needs_a_restart() {
+    let old = parse(&format!("{MINIMAL}{BGP}")).expect("valid");
+    let same = parse(&format!("{MINIMAL}{BGP}")).expect("valid");
+    let (_, report) = super::merge_reload(&old, same);
+    assert_eq!(report, ReloadReport::default(), "nothing changed");
+
+    let changed = format!("{MINIMAL}{BGP}")
+        .replace("remote_as = 65000", "remote_as = 65100")
+        .replace("desired_min_tx_ms = 100", "desired_min_tx_ms = 200")
+        + "\n[drain]\nquiesce_ms = 500\n";
+    let new = parse(&changed).expect("valid");
+    let (merged, report) = super::merge_reload(&old, new);
+    assert_eq!(report.restart_needed, ["[bgp]"], "{report:?}");
+    assert_eq!(report.applied, ["[drain]", "[bfd]"], "{report:?}");
+    let bgp = merged.bgp.expect("kept");
+    assert_eq!(
+        bgp.neighbors[0].remote_as, 65000,
+        "[bgp] keeps its running value"
+    );
+    assert_eq!(merged.bfd.desired_min_tx, Duration::from_millis(200));
+    assert_eq!(merged.drain.quiesce, Duration::from_millis(500));
+}
+
+#[test]
+fn reload_of_partly_live_sections() {
+    let old = parse(MINIMAL).expect("valid");
+    let new = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_client_connections = 7\nstartup_timeout_ms = 1234\n"
+    ))
+    .expect("valid");
+    let (merged, report) = super::merge_reload(&old, new);
+    assert_eq!(report.restart_needed, ["[limits] max_client_connections"]);
+    assert_eq!(report.applied, ["[limits]"]);
+    assert_eq!(
+        merged.limits.max_client_connections,
+        old.limits.max_client_connections
+    );
+    assert_eq!(merged.limits.startup_timeout, Duration::from_millis(1234));
 }
 
 #[test]

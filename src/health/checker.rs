@@ -28,13 +28,15 @@ type ProbeResult = (String, u64, Result<Probe, String>);
 
 /// Starts the health actor: backend checkers, and a self-check of each bound listener
 /// (`listeners`: name and bound address; none are checked while `paused` is true). Returns
-/// the verdict channel.
+/// the verdict channel and the supervisor's task, which runs until the config channel
+/// closes: the daemon treats its end as fatal, and every reader of the verdict channel must
+/// treat the channel's closing as "unhealthy".
 pub fn spawn(
     mut config_rx: watch::Receiver<Arc<Config>>,
     catalogs: Arc<Catalogs>,
     listeners: Vec<(String, SocketAddr)>,
     paused: watch::Receiver<bool>,
-) -> watch::Receiver<Arc<ClusterView>> {
+) -> (watch::Receiver<Arc<ClusterView>>, JoinHandle<()>) {
     let config = config_rx.borrow_and_update().clone();
     let mut state = ClusterState::new(&config);
     let (view_tx, view_rx) = watch::channel(Arc::new(state.view()));
@@ -42,7 +44,7 @@ pub fn spawn(
     let (self_tx, mut self_rx) = mpsc::channel::<SelfCheckResult>(64);
     let self_checks = spawn_listener_checks(listeners, config_rx.clone(), paused, self_tx);
 
-    tokio::spawn(async move {
+    let supervisor = tokio::spawn(async move {
         let mut checkers: HashMap<String, (BackendConfig, u64, JoinHandle<()>)> = HashMap::new();
         let mut generation = 0u64;
         let mut config = config;
@@ -79,6 +81,7 @@ pub fn spawn(
                     sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, health_changed);
                     publish(&view_tx, &state);
                 }
+                never = crate::fault::panic_when_triggered("health") => never,
             }
         }
         for (_, (_, _, h)) in checkers {
@@ -88,7 +91,7 @@ pub fn spawn(
             h.abort();
         }
     });
-    view_rx
+    (view_rx, supervisor)
 }
 
 fn publish(view_tx: &watch::Sender<Arc<ClusterView>>, state: &ClusterState) {

@@ -59,8 +59,6 @@ pub struct ProxyContext {
     pub cancel: Arc<CancelRegistry>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
-    /// Set once the routing speakers run (the admin socket reports them).
-    pub routing: std::sync::OnceLock<crate::anycast::AnycastStatusSource>,
     /// Bounds the number of client connections across all listeners.
     pub client_slots: Arc<Semaphore>,
 }
@@ -76,7 +74,6 @@ impl ProxyContext {
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
             pool: pool::Pool::new(Arc::clone(&stats)),
-            routing: std::sync::OnceLock::new(),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
             config,

@@ -17,11 +17,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::netlab::{file_tail, lossy, poll_until, NetLab, Options, ANYCAST};
+use crate::netlab::{file_tail, lossy, poll_until, skip_reason, NetLab, Options, ANYCAST};
+
+/// Takes `one_lab` (labs run one at a time per test binary: BFD's 100 ms timers and two
+/// CPUs); `None`, after saying why, when labs cannot run here — except under CI
+/// (`CI=true`), where that fails.
+pub fn lab_slot(one_lab: &'static Mutex<()>) -> Option<MutexGuard<'static, ()>> {
+    if let Some(reason) = skip_reason() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "netns lab tests cannot run under CI: {reason}"
+        );
+        eprintln!("skipping: {reason}");
+        return None;
+    }
+    Some(one_lab.lock().unwrap_or_else(|p| p.into_inner()))
+}
 
 /// The router's AS (`router bgp 65000` in ospf-topology).
 pub const ROUTER_AS: u32 = 65000;

@@ -227,6 +227,16 @@ impl BgpHandle {
         }
     }
 
+    /// Each neighbour's status channel, which closes when its actor ends: the daemon's
+    /// supervisor watches them (a neighbour's actor that died would leave its route with the
+    /// router, on a TCP session nobody serves, until the hold time).
+    pub fn neighbor_status_receivers(&self) -> Vec<(Ipv4Addr, watch::Receiver<BgpNeighborStatus>)> {
+        self.neighbors
+            .iter()
+            .map(|n| (n.address, n.status.clone()))
+            .collect()
+    }
+
     pub fn status_source(&self) -> BgpStatusSource {
         BgpStatusSource {
             local_as: self.local_as,

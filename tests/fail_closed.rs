@@ -1,0 +1,121 @@
+//! Fail closed: when a task that decides the announcement dies, pgcast withdraws every prefix
+//! and exits non-zero (so systemd restarts it) — it never keeps announcing on stale health.
+//! A test-only fault hook (`PGCAST_TEST_FAULT_DIR`, debug builds only, `src/fault.rs`) panics
+//! the named task; the router is a real FRR 8.4 in network namespaces built by
+//! `lab/netns/ospf-topology` (see `tests/common/netlab.rs`).
+//!
+//! Needs root and `ip netns`; without them the tests say why and pass, except under CI
+//! (`CI=true`), where they fail.
+//!   cargo test --test fail_closed -- --nocapture
+
+#[path = "common/bgplab.rs"]
+mod bgplab;
+#[path = "common/netlab.rs"]
+mod netlab;
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bgplab::{received_notifications, wait_until, BgpOptions, Routing};
+use netlab::{NetLab, Options};
+
+/// Session up + route in the kernel, with a wide margin.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// One lab at a time in this process (and the fault directory is process-wide).
+static ONE_LAB: Mutex<()> = Mutex::new(());
+
+fn lab_slot() -> Option<MutexGuard<'static, ()>> {
+    bgplab::lab_slot(&ONE_LAB)
+}
+
+/// Starts pgcast in b1 with the fault hook armed, waits until the router routes the anycast
+/// prefix through b1, triggers the fault in `task`, and returns how long the router took to
+/// drop the route and pgcast's exit status.
+fn inject(lab: &mut NetLab, task: &str) -> (Duration, std::process::ExitStatus) {
+    let fault_dir = lab.state.join("faults");
+    std::fs::create_dir_all(&fault_dir).expect("fault dir");
+    std::env::set_var("PGCAST_TEST_FAULT_DIR", &fault_dir);
+    lab.start(1);
+    let b1 = lab.b(1).addr.clone();
+    wait_until(lab, "r1 routes the prefix through b1", CONVERGE, |l| {
+        l.kernel_gateways().contains(&b1)
+    });
+    let t0 = Instant::now();
+    std::fs::write(fault_dir.join(task), b"").expect("trigger");
+    let gone = wait_until(lab, "r1 dropped b1's route", CONVERGE, |l| {
+        !l.kernel_gateways().contains(&b1)
+    });
+    let exit = lab
+        .wait_exit(1, Duration::from_secs(15))
+        .unwrap_or_else(|| {
+            panic!(
+                "pgcast did not exit after the {task} fault\n{}",
+                lab.pgcast_log(1)
+            )
+        });
+    println!(
+        "{task} panicked: route gone from r1's kernel {} ms after the trigger; pgcast exited \
+         {exit} after {} ms",
+        gone.as_millis(),
+        t0.elapsed().as_millis()
+    );
+    let log = lab.pgcast_log(1);
+    assert!(
+        log.contains("a task that decides the anycast announcement ended"),
+        "the reason is logged at ERROR:\n{log}"
+    );
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "non-zero exit so systemd restarts pgcast: {exit}"
+    );
+    (gone, exit)
+}
+
+/// The health checker dies: over BGP with a 90 s hold, the router hears the withdrawal and
+/// pgcast's Cease (not only a closed TCP session).
+#[test]
+fn health_panic_withdraws_over_bgp_and_exits_non_zero() {
+    let Some(_lab) = lab_slot() else { return };
+    let mut lab = BgpOptions {
+        balancers: 1,
+        hold: 90,
+        ..BgpOptions::default()
+    }
+    .up();
+    inject(&mut lab, "health");
+    let b1 = lab.b(1).addr.clone();
+    wait_until(&lab, "r1 logs b1's Cease", Duration::from_secs(5), |l| {
+        received_notifications(l)
+            .iter()
+            .any(|n| n.neighbor == b1 && n.code == 6)
+    });
+}
+
+/// The coupling between health and the speakers dies: over OSPF with a 40 s dead interval the
+/// route must leave long before the router would notice a silent speaker (pgcast flushes its
+/// Router-LSA).
+#[test]
+fn coupling_panic_withdraws_over_ospf_and_exits_non_zero() {
+    let Some(_lab) = lab_slot() else { return };
+    // Point-to-point: on a broadcast link the router's wait timer (= the dead interval)
+    // would hold the adjacency back 40 s.
+    let flags = BgpOptions {
+        routing: Routing::Ospf,
+        ospf_timers: Some((1, 40)),
+        ..BgpOptions::default()
+    }
+    .args();
+    let opts = Options {
+        balancers: 1,
+        p2p: true,
+        auth: None,
+    };
+    let mut lab = NetLab::up_with(opts, &flags);
+    let (gone, _) = inject(&mut lab, "coupling");
+    assert!(
+        gone < Duration::from_secs(20),
+        "withdrawn by pgcast, not by the 40 s dead interval: {gone:?}"
+    );
+}
