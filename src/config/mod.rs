@@ -4,12 +4,14 @@
 mod anycast;
 mod bgp;
 mod cluster;
+mod community;
 mod peers;
 pub use anycast::{
     DrainConfig, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig, OspfNetwork,
     PrefixConfig, Requirement, WhenUnhealthy,
 };
 pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
+pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 
 use std::fmt;

@@ -356,8 +356,8 @@ fn bgp_neighbors_and_bfd_timers() {
     assert_eq!(
         n.communities,
         vec![
-            crate::anycast::bgp::StandardCommunity::new(65000, 100),
-            crate::anycast::bgp::StandardCommunity::GRACEFUL_SHUTDOWN
+            StandardCommunity::new(65000, 100),
+            StandardCommunity::GRACEFUL_SHUTDOWN
         ]
     );
     assert_eq!(n.large_communities[0].local_data_2, 2);
