@@ -76,8 +76,15 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     catalogs.for_database(&config.health.database);
     let cluster_rx = {
         let _health = runtimes.health.enter();
-        health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx)
+        health::spawn(config_rx.clone(), bound, paused_rx)
     };
+    // On the health runtime: its logins to the primary do not load the proxy's workers.
+    proxy::catalog_refresh::spawn(
+        &runtimes.health,
+        config_rx.clone(),
+        cluster_rx.clone(),
+        Arc::clone(&catalogs),
+    );
     let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod catalog;
+pub mod catalog_refresh;
 pub mod classify;
 pub mod message;
 mod pause;
