@@ -87,6 +87,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     );
     let ctx = ProxyContext::new(config_rx.clone(), cluster_rx, catalogs);
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
+    proxy::scram_verifiers::spawn_refresh(Arc::clone(&ctx.scram), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut listener_tasks = Vec::new();

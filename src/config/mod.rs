@@ -22,8 +22,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::proxy::auth::ScramVerifier;
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -322,12 +320,11 @@ pub struct BackendConfig {
 pub struct UserConfig {
     pub name: String,
     pub auth: ClientAuthMethod,
-    /// Plaintext password: needed for MD5 client auth and to log in to the backends.
+    /// Plaintext password: needed for MD5 client auth and to log in to the backends. For
+    /// SCRAM the proxy derives (and caches) the verifier from it, off the async workers.
     pub password: Option<String>,
     /// Password used towards the backends (defaults to `password`).
     pub backend_password: Option<String>,
-    /// Precomputed at load so a SCRAM login does not pay for PBKDF2.
-    pub scram: Option<ScramVerifier>,
 }
 
 impl fmt::Debug for UserConfig {

@@ -11,6 +11,7 @@ pub mod message;
 mod pause;
 pub mod pool;
 pub mod router;
+pub mod scram_verifiers;
 pub mod session;
 pub mod session_backends;
 pub mod slot;
@@ -31,6 +32,7 @@ use cancel::CancelRegistry;
 use catalog::Catalogs;
 use message::{DecodeError, ErrorFields, Message};
 pub use pause::{pause_accepting, resume_accepting};
+use scram_verifiers::ScramVerifiers;
 use stats::ProxyStats;
 
 /// Errors of the proxy. Each ends one client session, never the process.
@@ -57,6 +59,8 @@ pub struct ProxyContext {
     pub config: watch::Receiver<Arc<Config>>,
     pub cluster: watch::Receiver<Arc<ClusterView>>,
     pub catalogs: Arc<Catalogs>,
+    /// The SCRAM users' verifiers, derived off the async workers.
+    pub scram: Arc<ScramVerifiers>,
     pub cancel: Arc<CancelRegistry>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
@@ -76,6 +80,7 @@ impl ProxyContext {
         let stats = Arc::new(ProxyStats::default());
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
+            scram: ScramVerifiers::new(),
             pool: pool::Pool::new(Arc::clone(&stats)),
             routing: std::sync::OnceLock::new(),
             stats,
