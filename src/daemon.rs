@@ -70,13 +70,20 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     catalogs.for_database(&config.health.database);
     let cluster_rx = {
         let _health = runtimes.health.enter();
-        let (view, task) =
-            health::spawn(config_rx.clone(), Arc::clone(&catalogs), bound, paused_rx);
+        let (view, task) = health::spawn(config_rx.clone(), bound, paused_rx);
         critical.add("health checker", task);
         view
     };
+    // On the health runtime: its logins to the primary do not load the proxy's workers.
+    proxy::catalog_refresh::spawn(
+        &runtimes.health,
+        config_rx.clone(),
+        cluster_rx.clone(),
+        Arc::clone(&catalogs),
+    );
     let ctx = ProxyContext::new(config_rx.clone(), cluster_rx.clone(), catalogs);
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
+    proxy::scram_verifiers::spawn_refresh(Arc::clone(&ctx.scram), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut listener_tasks = CriticalTasks::default();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::community::{LargeCommunity, StandardCommunity, AS_TRANS};
 use super::{split, ConfigError, Validator};
-use crate::anycast::bgp::{LargeCommunity, StandardCommunity, AS_TRANS};
 
 // ---------------------------------------------------------------------------------------------
 // Raw (serde) layer

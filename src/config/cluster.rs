@@ -11,7 +11,6 @@ use super::{
     BackendConfig, ClientAuthMethod, ConfigError, ListenerConfig, RawBackend, RawListener, RawUser,
     UserConfig, Validator,
 };
-use crate::proxy::auth::ScramVerifier;
 
 impl Validator<'_> {
     pub(super) fn listeners(
@@ -119,16 +118,11 @@ impl Validator<'_> {
             if auth != ClientAuthMethod::Trust && u.password.is_none() {
                 return Err(self.err(span, &key("password"), "required unless auth = \"trust\""));
             }
-            let scram = match (&u.password, auth) {
-                (Some(p), ClientAuthMethod::ScramSha256) => Some(ScramVerifier::generate(p)),
-                _ => None,
-            };
             out.push(UserConfig {
                 name: u.name,
                 auth,
                 password: u.password,
                 backend_password: u.backend_password,
-                scram,
             });
         }
         Ok(out)

@@ -4,6 +4,7 @@
 mod anycast;
 mod bgp;
 mod cluster;
+mod community;
 mod peers;
 pub mod reload;
 pub use anycast::{
@@ -11,6 +12,7 @@ pub use anycast::{
     PrefixConfig, Requirement, WhenUnhealthy,
 };
 pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
+pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use reload::{merge_reload, ReloadReport};
 
@@ -21,8 +23,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-
-use crate::proxy::auth::ScramVerifier;
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -318,16 +318,15 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserConfig {
     pub name: String,
     pub auth: ClientAuthMethod,
-    /// Plaintext password: needed for MD5 client auth and to log in to the backends.
+    /// Plaintext password: needed for MD5 client auth and to log in to the backends. For
+    /// SCRAM the proxy derives (and caches) the verifier from it, off the async workers.
     pub password: Option<String>,
     /// Password used towards the backends (defaults to `password`).
     pub backend_password: Option<String>,
-    /// Precomputed at load so a SCRAM login does not pay for PBKDF2.
-    pub scram: Option<ScramVerifier>,
 }
 
 impl fmt::Debug for UserConfig {

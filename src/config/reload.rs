@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, UserConfig};
+use super::Config;
 
 /// What one reload did, for the log and `pgcast status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +110,7 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         new.listeners = old.listeners.clone();
     }
     section("[[backend]]", new.backends != old.backends, Apply::Live);
-    section("[[user]]", !same_users(&new.users, &old.users), Apply::Live);
+    section("[[user]]", new.users != old.users, Apply::Live);
     if section("[ospf]", new.ospf != old.ospf, Apply::Restart) {
         new.ospf = old.ospf.clone();
     }
@@ -126,17 +126,4 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
     // them to the running sessions.
     section("[bfd]", new.bfd != old.bfd, Apply::Live);
     (new, report)
-}
-
-/// Users compared by what the file says (the derived SCRAM verifier is not part of it).
-fn same_users(a: &[UserConfig], b: &[UserConfig]) -> bool {
-    let key = |u: &UserConfig| {
-        (
-            u.name.clone(),
-            u.auth,
-            u.password.clone(),
-            u.backend_password.clone(),
-        )
-    };
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
 }

@@ -32,7 +32,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.listeners[0].role, ListenerRole::Auto);
     assert_eq!(c.backends[0].weight, 1);
     assert_eq!(c.users[0].auth, ClientAuthMethod::ScramSha256);
-    assert!(c.users[0].scram.is_some());
+    assert_eq!(c.users[0].password.as_deref(), Some("secret"));
     assert!(c.metrics_listen.is_none(), "metrics are off by default");
 }
 
@@ -357,8 +357,8 @@ fn bgp_neighbors_and_bfd_timers() {
     assert_eq!(
         n.communities,
         vec![
-            crate::anycast::bgp::StandardCommunity::new(65000, 100),
-            crate::anycast::bgp::StandardCommunity::GRACEFUL_SHUTDOWN
+            StandardCommunity::new(65000, 100),
+            StandardCommunity::GRACEFUL_SHUTDOWN
         ]
     );
     assert_eq!(n.large_communities[0].local_data_2, 2);

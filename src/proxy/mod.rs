@@ -5,11 +5,13 @@ pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod catalog;
+pub mod catalog_refresh;
 pub mod classify;
 pub mod message;
 mod pause;
 pub mod pool;
 pub mod router;
+pub mod scram_verifiers;
 pub mod session;
 pub mod session_backends;
 pub mod slot;
@@ -30,6 +32,7 @@ use cancel::CancelRegistry;
 use catalog::Catalogs;
 use message::{DecodeError, ErrorFields, Message};
 pub use pause::{pause_accepting, resume_accepting};
+use scram_verifiers::ScramVerifiers;
 use stats::ProxyStats;
 
 /// Errors of the proxy. Each ends one client session, never the process.
@@ -56,6 +59,8 @@ pub struct ProxyContext {
     pub config: watch::Receiver<Arc<Config>>,
     pub cluster: watch::Receiver<Arc<ClusterView>>,
     pub catalogs: Arc<Catalogs>,
+    /// The SCRAM users' verifiers, derived off the async workers.
+    pub scram: Arc<ScramVerifiers>,
     pub cancel: Arc<CancelRegistry>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
@@ -73,6 +78,7 @@ impl ProxyContext {
         let stats = Arc::new(ProxyStats::default());
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
+            scram: ScramVerifiers::new(),
             pool: pool::Pool::new(Arc::clone(&stats)),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),

@@ -134,7 +134,7 @@ pub async fn client_startup(
     }
 
     let user = config.user(&user_name).cloned();
-    let ok = authenticate(stream, buf, config, &user_name, user.as_ref()).await?;
+    let ok = authenticate(stream, buf, ctx, config, &user_name, user.as_ref()).await?;
     let Some(user) = user.filter(|_| ok) else {
         let msg = format!("password authentication failed for user \"{user_name}\"");
         fatal(stream, ctx, "28P01", &msg).await?;
@@ -154,6 +154,7 @@ pub async fn client_startup(
 async fn authenticate(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    ctx: &ProxyContext,
     config: &Config,
     user_name: &str,
     user: Option<&UserConfig>,
@@ -178,9 +179,10 @@ async fn authenticate(
             Ok(user.is_some() && auth::verify_md5(user_name, password, salt, response))
         }
         ClientAuthMethod::ScramSha256 => {
-            let verifier = user
-                .and_then(|u| u.scram.clone())
-                .unwrap_or_else(|| ScramVerifier::mock(user_name));
+            let verifier = match user.and_then(|u| u.password.as_deref()) {
+                Some(password) => ctx.scram.get(user_name, password).await,
+                None => ScramVerifier::mock(user_name),
+            };
             let mut server = ScramServer::with_random_nonce(verifier);
             message::write_auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
             stream.write_all(&out).await?;

@@ -57,8 +57,8 @@ pub use update::{
 pub const BGP_VERSION: u8 = 4;
 
 /// AS_TRANS, the 2-octet stand-in for an AS number that does not fit in
-/// 16 bits (RFC 6793 §9).
-pub const AS_TRANS: u16 = 23456;
+/// 16 bits (RFC 6793 §9); defined with the configuration, which rejects it as an AS number.
+pub use crate::config::AS_TRANS;
 
 /// Address families and the subsequent AFI we read or send (RFC 4760, IANA registries).
 pub const AFI_IPV4: u16 = 1;

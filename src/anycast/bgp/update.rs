@@ -19,6 +19,7 @@ use ipnet::{IpNet, Ipv4Net};
 use super::message::{DecodeContext, MessageError};
 use super::update_check::check_update_body;
 use super::{AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
+pub use crate::config::{LargeCommunity, StandardCommunity};
 
 /// LOCAL_PREF sent to iBGP peers when the route does not say otherwise;
 /// 100 is the common router default.
@@ -89,46 +90,21 @@ impl std::fmt::Display for Ipv4Prefix {
     }
 }
 
-/// An RFC 1997 community, high 16 bits an AS number, low 16 a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StandardCommunity(pub u32);
-
-impl StandardCommunity {
-    /// GRACEFUL_SHUTDOWN, 65535:0 (RFC 8326 §3).
-    pub const GRACEFUL_SHUTDOWN: Self = StandardCommunity(0xffff_0000);
-    /// NO_EXPORT (RFC 1997).
-    pub const NO_EXPORT: Self = StandardCommunity(0xffff_ff01);
-    /// NO_ADVERTISE (RFC 1997).
-    pub const NO_ADVERTISE: Self = StandardCommunity(0xffff_ff02);
-
-    pub fn new(asn: u16, value: u16) -> Self {
-        StandardCommunity((u32::from(asn) << 16) | u32::from(value))
-    }
-
-    fn to_wire(self) -> Community {
-        // bgpkit-parser names the RFC 1997 well-known values and encodes
-        // everything else as AS:value; the octets come out the same.
-        match self {
-            StandardCommunity::NO_EXPORT => Community::NoExport,
-            StandardCommunity::NO_ADVERTISE => Community::NoAdvertise,
-            StandardCommunity(0xffff_ff03) => Community::NoExportSubConfed,
-            StandardCommunity(value) => {
-                let [a, b, c, d] = value.to_be_bytes();
-                Community::Custom(
-                    Asn::new_16bit(u16::from_be_bytes([a, b])),
-                    u16::from_be_bytes([c, d]),
-                )
-            }
+/// The octets of an RFC 1997 community as bgpkit-parser encodes them: it names the well-known
+/// values and encodes everything else as AS:value; the octets come out the same.
+fn community_to_wire(community: StandardCommunity) -> Community {
+    match community {
+        StandardCommunity::NO_EXPORT => Community::NoExport,
+        StandardCommunity::NO_ADVERTISE => Community::NoAdvertise,
+        StandardCommunity::NO_EXPORT_SUBCONFED => Community::NoExportSubConfed,
+        StandardCommunity(value) => {
+            let [a, b, c, d] = value.to_be_bytes();
+            Community::Custom(
+                Asn::new_16bit(u16::from_be_bytes([a, b])),
+                u16::from_be_bytes([c, d]),
+            )
         }
     }
-}
-
-/// An RFC 8092 large community.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LargeCommunity {
-    pub global_admin: u32,
-    pub local_data_1: u32,
-    pub local_data_2: u32,
 }
 
 /// The per-route attributes we choose; everything else follows from the
@@ -361,12 +337,8 @@ fn path_attributes(encoding: &UpdateEncoding, route: &RouteAttributes) -> Attrib
     let communities = dedup(&route.communities);
     if !communities.is_empty() {
         let value_len = 4 * communities.len();
-        let value = AttributeValue::Communities(
-            communities
-                .into_iter()
-                .map(StandardCommunity::to_wire)
-                .collect(),
-        );
+        let value =
+            AttributeValue::Communities(communities.into_iter().map(community_to_wire).collect());
         list.push(sized_attribute(value, value_len));
     }
     if let Some(path) = as4_path {
