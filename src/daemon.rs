@@ -68,12 +68,12 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     let catalogs = Catalogs::new(&config.routing);
     // The health database's functions are loaded at start; others when a client uses them.
     catalogs.for_database(&config.health.database);
-    let cluster_rx = {
+    let health = {
         let _health = runtimes.health.enter();
-        let (view, task) = health::spawn(config_rx.clone(), bound, paused_rx);
-        critical.add("health checker", task);
-        view
+        health::spawn(config_rx.clone(), bound, paused_rx)
     };
+    critical.add("health checker", health.task);
+    let cluster_rx = health.view;
     // On the health runtime: its logins to the primary do not load the proxy's workers.
     proxy::catalog_refresh::spawn(
         &runtimes.health,
@@ -100,7 +100,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     raise_speaker_priority(&runtimes.routing, config.speakers_realtime_priority).await;
     let mut speakers = {
         let _routing = runtimes.routing.enter();
-        Speakers::start(&config, cluster_rx.clone())?
+        Speakers::start(&config, cluster_rx.clone(), health.heartbeat)?
     };
     critical.extend(speakers.critical_tasks());
     let (reload_tx, reload_rx) = watch::channel(None);

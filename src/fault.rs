@@ -2,7 +2,8 @@
 //! announcement panic, to prove that pgcast then fails closed (withdraws and exits non-zero).
 //!
 //! Debug builds only: with `PGCAST_TEST_FAULT_DIR=DIR` in the environment, the task named
-//! `NAME` panics once the file `DIR/NAME` exists (polled every 100 ms). Release builds never
+//! `NAME` panics once the file `DIR/NAME` exists (polled every 100 ms), or, for a stall,
+//! blocks its thread while the file exists. Release builds never
 //! look at the variable, so no environment can make a production balancer panic.
 
 use std::time::Duration;
@@ -28,6 +29,21 @@ pub async fn triggered(task: &'static str) {
 pub async fn panic_when_triggered(task: &'static str) -> ! {
     triggered(task).await;
     panic!("test fault injected into the {task} task ({FAULT_DIR_ENV})");
+}
+
+/// Blocks the calling thread (the whole runtime, if it has one worker) while the fault for
+/// `task` stays triggered: a stall, as a frozen or starved thread would cause.
+pub fn stall_while_triggered(task: &'static str) {
+    let Some(path) = trigger_path(task) else {
+        return;
+    };
+    tracing::warn!(
+        "test fault: the {task} thread stalls while {} exists",
+        path.display()
+    );
+    while path.exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn trigger_path(task: &str) -> Option<std::path::PathBuf> {

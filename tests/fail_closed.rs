@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bgplab::{received_notifications, wait_until, BgpOptions, Routing};
-use netlab::{NetLab, Options};
+use netlab::{status_prefix, NetLab, Options, ANYCAST};
 
 /// Session up + route in the kernel, with a wide margin.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -29,10 +29,9 @@ fn lab_slot() -> Option<MutexGuard<'static, ()>> {
     bgplab::lab_slot(&ONE_LAB)
 }
 
-/// Starts pgcast in b1 with the fault hook armed, waits until the router routes the anycast
-/// prefix through b1, triggers the fault in `task`, and returns how long the router took to
-/// drop the route and pgcast's exit status.
-fn inject(lab: &mut NetLab, task: &str) -> (Duration, std::process::ExitStatus) {
+/// Starts pgcast in b1 with the fault hook armed and waits until the router routes the
+/// anycast prefix through b1; returns the fault directory.
+fn start_armed(lab: &mut NetLab) -> std::path::PathBuf {
     let fault_dir = lab.state.join("faults");
     std::fs::create_dir_all(&fault_dir).expect("fault dir");
     std::env::set_var("PGCAST_TEST_FAULT_DIR", &fault_dir);
@@ -41,6 +40,14 @@ fn inject(lab: &mut NetLab, task: &str) -> (Duration, std::process::ExitStatus) 
     wait_until(lab, "r1 routes the prefix through b1", CONVERGE, |l| {
         l.kernel_gateways().contains(&b1)
     });
+    fault_dir
+}
+
+/// Triggers the fault in `task` once b1 is in the router's route; returns how long the
+/// router took to drop the route and pgcast's exit status.
+fn inject(lab: &mut NetLab, task: &str) -> (Duration, std::process::ExitStatus) {
+    let fault_dir = start_armed(lab);
+    let b1 = lab.b(1).addr.clone();
     let t0 = Instant::now();
     std::fs::write(fault_dir.join(task), b"").expect("trigger");
     let gone = wait_until(lab, "r1 dropped b1's route", CONVERGE, |l| {
@@ -117,5 +124,40 @@ fn coupling_panic_withdraws_over_ospf_and_exits_non_zero() {
     assert!(
         gone < Duration::from_secs(20),
         "withdrawn by pgcast, not by the 40 s dead interval: {gone:?}"
+    );
+}
+
+/// The health checker's thread stalls (blocked, not dead): its last verdicts must not keep the
+/// prefix announced. pgcast stays up, withdraws while the heartbeat is late, says why in its
+/// status, and announces again once the thread runs.
+#[test]
+fn health_stall_withdraws_until_it_runs_again() {
+    let Some(_lab) = lab_slot() else { return };
+    let mut lab = BgpOptions {
+        balancers: 1,
+        hold: 90,
+        ..BgpOptions::default()
+    }
+    .up();
+    let fault_dir = start_armed(&mut lab);
+    let b1 = lab.b(1).addr.clone();
+    let trigger = fault_dir.join("health-stall");
+    std::fs::write(&trigger, b"").expect("trigger");
+    let gone = wait_until(&lab, "r1 dropped b1's route", CONVERGE, |l| {
+        !l.kernel_gateways().contains(&b1)
+    });
+    let status = lab.status(1).expect("pgcast answers while health stalls");
+    let (announced, reason) = status_prefix(&status, ANYCAST).expect("the prefix");
+    assert!(!announced && reason.contains("stalled"), "{reason}");
+    assert!(lab.running(1), "a stall withdraws; it does not end pgcast");
+    std::fs::remove_file(&trigger).expect("end the stall");
+    let back = wait_until(&lab, "r1 routes through b1 again", CONVERGE, |l| {
+        l.kernel_gateways().contains(&b1)
+    });
+    println!(
+        "health stalled: route gone {} ms after the trigger ({reason}); back {} ms after the \
+         stall ended",
+        gone.as_millis(),
+        back.as_millis()
     );
 }

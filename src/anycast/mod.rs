@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::{Config, PrefixConfig};
 use crate::health::ClusterView;
@@ -72,11 +73,30 @@ pub struct Speakers {
 pub const HEALTH_GONE_REASON: &str =
     "health checker stopped: withdrawn (never announced on stale health)";
 
+/// The reason every prefix shows while the health checker's heartbeat is late.
+pub const HEALTH_STALE_REASON: &str =
+    "health checker stalled (no heartbeat): withdrawn until it runs again";
+
+/// How long the health supervisor's heartbeat may be missing before its verdicts count as
+/// stale: six of its intervals, at least 3 s (a loaded host can delay a thread by a fraction
+/// of that; a stall longer than it is a fault).
+pub fn stale_after(health_interval: Duration) -> Duration {
+    (health_interval * 6).max(Duration::from_secs(3))
+}
+
+/// What the coupling follows of health.
+struct HealthInput {
+    cluster: watch::Receiver<Arc<ClusterView>>,
+    heartbeat: watch::Receiver<Instant>,
+    stale_after: Duration,
+}
+
 impl Speakers {
     /// Starts the configured speakers (none: only the verdicts are computed, for status).
     pub fn start(
         config: &Config,
         cluster: watch::Receiver<Arc<ClusterView>>,
+        heartbeat: watch::Receiver<Instant>,
     ) -> Result<Speakers, AnycastError> {
         let ospf = match &config.ospf {
             Some(o) => Some(ospf::io::spawn(o)?),
@@ -90,9 +110,14 @@ impl Speakers {
         let (drain_tx, drain_rx) = watch::channel(Drain::Serving);
         let initial = announce::evaluate(&config.prefixes, &cluster.borrow(), Drain::Serving);
         let (verdict_tx, verdict_rx) = watch::channel(initial);
+        let health = HealthInput {
+            cluster,
+            heartbeat,
+            stale_after: stale_after(config.health.interval),
+        };
         let coupling = tokio::spawn(couple(
             config.prefixes.clone(),
-            cluster,
+            health,
             drain_rx,
             verdict_tx,
             ospf.clone(),
@@ -311,8 +336,8 @@ fn until_closed<T: Send + Sync + 'static>(mut rx: watch::Receiver<T>) -> JoinHan
     tokio::spawn(async move { while rx.changed().await.is_ok() {} })
 }
 
-/// Every prefix withdrawn because health is gone.
-fn withdrawn_without_health(prefixes: &[PrefixConfig]) -> Vec<PrefixVerdict> {
+/// Every prefix withdrawn, for `reason`.
+fn withdrawn_all(prefixes: &[PrefixConfig], reason: &str) -> Vec<PrefixVerdict> {
     prefixes
         .iter()
         .map(|p| PrefixVerdict {
@@ -320,16 +345,17 @@ fn withdrawn_without_health(prefixes: &[PrefixConfig]) -> Vec<PrefixVerdict> {
             prefix_len: p.prefix_len,
             announce: false,
             cost: p.cost,
-            reason: HEALTH_GONE_REASON.into(),
+            reason: reason.into(),
         })
         .collect()
 }
 
-/// Re-evaluates the prefixes on every health or drain change and tells the speakers. A closed
-/// health channel means "unhealthy": everything is withdrawn and stays so.
+/// Re-evaluates the prefixes on every health or drain change and tells the speakers. Fails
+/// closed: a closed health channel withdraws everything for good, a late heartbeat until the
+/// health checker runs again.
 async fn couple(
     prefixes: Vec<PrefixConfig>,
-    mut cluster: watch::Receiver<Arc<ClusterView>>,
+    mut health: HealthInput,
     mut drain: watch::Receiver<Drain>,
     verdicts: watch::Sender<Vec<PrefixVerdict>>,
     ospf: Option<OspfHandle>,
@@ -338,11 +364,15 @@ async fn couple(
     let mut last: Option<Vec<Announcement>> = None;
     let mut health_alive = true;
     loop {
-        let now = if health_alive {
-            let view = cluster.borrow_and_update().clone();
-            announce::evaluate(&prefixes, &view, *drain.borrow_and_update())
+        let last_beat = *health.heartbeat.borrow_and_update();
+        let stale = last_beat.elapsed() >= health.stale_after;
+        let now = if !health_alive {
+            withdrawn_all(&prefixes, HEALTH_GONE_REASON)
+        } else if stale {
+            withdrawn_all(&prefixes, HEALTH_STALE_REASON)
         } else {
-            withdrawn_without_health(&prefixes)
+            let view = health.cluster.borrow_and_update().clone();
+            announce::evaluate(&prefixes, &view, *drain.borrow_and_update())
         };
         let wanted: Vec<Announcement> = now
             .iter()
@@ -365,11 +395,21 @@ async fn couple(
                 false
             }
         });
+        let stale_at = last_beat + health.stale_after;
         tokio::select! {
-            r = cluster.changed(), if health_alive => if r.is_err() {
+            r = health.cluster.changed(), if health_alive => if r.is_err() {
                 tracing::error!("health verdicts stopped: withdrawing every prefix");
                 health_alive = false;
             },
+            r = health.heartbeat.changed(), if health_alive => if r.is_err() {
+                health_alive = false;
+            },
+            _ = tokio::time::sleep_until(stale_at), if health_alive && !stale => {
+                tracing::error!(
+                    "no heartbeat from the health checker for {:?}: withdrawing every prefix",
+                    health.stale_after
+                );
+            }
             r = drain.changed() => if r.is_err() { return },
             never = crate::fault::panic_when_triggered("coupling") => never,
         }
@@ -398,5 +438,93 @@ async fn tell_speakers(
         let prefixes: Vec<(std::net::Ipv4Addr, u8)> =
             wanted.iter().map(|a| (a.prefix, a.prefix_len)).collect();
         b.announce(&prefixes).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ListenerRole, Requirement, WhenUnhealthy};
+    use crate::health::ListenerVerdict;
+
+    fn healthy_view() -> Arc<ClusterView> {
+        Arc::new(ClusterView {
+            listeners: vec![ListenerVerdict {
+                name: "auto".into(),
+                role: ListenerRole::Auto,
+                can_read: true,
+                can_write: true,
+                reason: "ok".into(),
+                accepting: true,
+                accept_error: None,
+            }],
+            ..ClusterView::default()
+        })
+    }
+
+    fn prefix() -> PrefixConfig {
+        PrefixConfig {
+            address: std::net::Ipv4Addr::new(198, 18, 2, 0),
+            prefix_len: 32,
+            listeners: Vec::new(),
+            require: Requirement::ReadWrite,
+            cost: 10,
+            when_unhealthy: WhenUnhealthy::Withdraw,
+            last_resort_cost: 65535,
+        }
+    }
+
+    /// The coupling without speakers: what it decides shows in the verdicts.
+    #[tokio::test(start_paused = true)]
+    async fn stale_or_closed_health_withdraws() {
+        let (cluster_tx, cluster) = watch::channel(healthy_view());
+        let (beat_tx, heartbeat) = watch::channel(Instant::now());
+        let (_drain_tx, drain) = watch::channel(Drain::Serving);
+        let (verdict_tx, mut verdicts) = watch::channel(Vec::new());
+        let health = HealthInput {
+            cluster,
+            heartbeat,
+            stale_after: stale_after(Duration::from_millis(500)),
+        };
+        tokio::spawn(couple(
+            vec![prefix()],
+            health,
+            drain,
+            verdict_tx,
+            None,
+            None,
+        ));
+        let announced = |v: &Vec<PrefixVerdict>| v.first().is_some_and(|p| p.announce);
+        verdicts.wait_for(announced).await.expect("announced");
+        // No heartbeat: once 3 s have passed (paused time advances to the coupling's timer),
+        // the verdicts are stale.
+        let t0 = Instant::now();
+        let stale = verdicts
+            .wait_for(|v| !announced(v))
+            .await
+            .expect("withdrawn");
+        assert_eq!(stale[0].reason, HEALTH_STALE_REASON);
+        drop(stale);
+        assert!(
+            t0.elapsed() >= Duration::from_secs(2),
+            "not before the heartbeat is late"
+        );
+        beat_tx.send_replace(Instant::now());
+        verdicts.wait_for(announced).await.expect("announced again");
+        drop(cluster_tx);
+        let gone = verdicts
+            .wait_for(|v| !announced(v))
+            .await
+            .expect("withdrawn");
+        assert_eq!(gone[0].reason, HEALTH_GONE_REASON);
+    }
+
+    #[test]
+    fn stale_after_has_a_floor() {
+        assert_eq!(
+            stale_after(Duration::from_millis(100)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(stale_after(Duration::from_secs(1)), Duration::from_secs(6));
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
 use super::cluster::{parse_lsn, ClusterState, ClusterView, Probe};
@@ -23,16 +24,25 @@ const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
 
 type ProbeResult = (String, u64, Result<Probe, String>);
 
+/// The running health actor.
+pub struct Health {
+    /// The verdicts. Its closing means "unhealthy" to every reader.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// When the supervisor's loop last ran (it ticks every health interval): a view that is
+    /// not refreshed is stale, whatever it says.
+    pub heartbeat: watch::Receiver<Instant>,
+    /// The supervisor, which runs until the config channel closes: the daemon treats its end
+    /// as fatal.
+    pub task: JoinHandle<()>,
+}
+
 /// Starts the health actor: backend checkers, and a self-check of each bound listener
-/// (`listeners`: name and bound address; none are checked while `paused` is true). Returns
-/// the verdict channel and the supervisor's task, which runs until the config channel
-/// closes: the daemon treats its end as fatal, and every reader of the verdict channel must
-/// treat the channel's closing as "unhealthy".
+/// (`listeners`: name and bound address; none are checked while `paused` is true).
 pub fn spawn(
     mut config_rx: watch::Receiver<Arc<Config>>,
     listeners: Vec<(String, SocketAddr)>,
     paused: watch::Receiver<bool>,
-) -> (watch::Receiver<Arc<ClusterView>>, JoinHandle<()>) {
+) -> Health {
     let config = config_rx.borrow_and_update().clone();
     let mut state = ClusterState::new(&config);
     let (view_tx, view_rx) = watch::channel(Arc::new(state.view()));
@@ -40,6 +50,9 @@ pub fn spawn(
     let (self_tx, mut self_rx) = mpsc::channel::<SelfCheckResult>(64);
     let self_checks = spawn_listener_checks(listeners, config_rx.clone(), paused, self_tx);
 
+    let (heartbeat_tx, heartbeat_rx) = watch::channel(Instant::now());
+    let mut beat = tokio::time::interval(config.health.interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let supervisor = tokio::spawn(async move {
         let mut checkers: HashMap<String, (BackendConfig, u64, JoinHandle<()>)> = HashMap::new();
         let mut generation = 0u64;
@@ -76,7 +89,13 @@ pub fn spawn(
                     sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, health_changed);
                     publish(&view_tx, &state);
                 }
+                _ = beat.tick() => {
+                    heartbeat_tx.send_replace(Instant::now());
+                }
                 never = crate::fault::panic_when_triggered("health") => never,
+                _ = crate::fault::triggered("health-stall") => {
+                    crate::fault::stall_while_triggered("health-stall");
+                }
             }
         }
         for (_, (_, _, h)) in checkers {
@@ -86,7 +105,11 @@ pub fn spawn(
             h.abort();
         }
     });
-    (view_rx, supervisor)
+    Health {
+        view: view_rx,
+        heartbeat: heartbeat_rx,
+        task: supervisor,
+    }
 }
 
 fn publish(view_tx: &watch::Sender<Arc<ClusterView>>, state: &ClusterState) {

@@ -9,7 +9,7 @@ pub mod cluster;
 pub mod hysteresis;
 pub mod self_check;
 
-pub use checker::{connect, spawn};
+pub use checker::{connect, spawn, Health};
 pub use cluster::{BackendView, ClusterState, ClusterView, ListenerVerdict, Probe, Role};
 
 /// Why a probe failed.
