@@ -556,18 +556,29 @@ impl Session {
             }
         }
         if plan.send_deferred_begin {
-            if let Some(sql) = self.deferred_begin.take() {
-                if let Some(slot) = self.slots.get_mut(target) {
-                    slot.send_silent_query(&sql).await?;
-                }
+            self.send_deferred_begin(target).await?;
+        }
+        self.count_routed(target);
+        self.send_unit(target, unit, plan.session_set).await
+    }
+
+    /// The BEGIN the client was told had run goes out just before its transaction's first
+    /// unit, on the connection that unit runs on.
+    async fn send_deferred_begin(&mut self, target: Target) -> Result<(), ProxyError> {
+        if let Some(sql) = self.deferred_begin.take() {
+            if let Some(slot) = self.slots.get_mut(target) {
+                slot.send_silent_query(&sql).await?;
             }
         }
+        Ok(())
+    }
+
+    fn count_routed(&self, target: Target) {
         let counter = match target {
             Target::Primary => &self.ctx.stats.routed_primary,
             Target::Replica => &self.ctx.stats.routed_replica,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.send_unit(target, unit, plan.session_set).await
     }
 
     /// What the plan is computed from.
