@@ -9,14 +9,17 @@ pub mod catalog_refresh;
 pub mod classify;
 pub mod message;
 mod pause;
+pub mod plan;
 pub mod pool;
 pub mod router;
 pub mod scram_verifiers;
 pub mod session;
 pub mod session_backends;
 pub mod slot;
+pub mod slots;
 pub mod startup;
 pub mod stats;
+pub mod weighted;
 
 use std::sync::Arc;
 

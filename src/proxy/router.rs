@@ -13,6 +13,16 @@ pub enum Target {
     Replica,
 }
 
+impl Target {
+    /// The session's other connection.
+    pub fn other(self) -> Target {
+        match self {
+            Target::Primary => Target::Replica,
+            Target::Replica => Target::Primary,
+        }
+    }
+}
+
 /// What the session knows when a unit arrives.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRouting {

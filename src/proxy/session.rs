@@ -18,8 +18,10 @@ use tokio::net::TcpStream;
 use super::cancel::CancelTargets;
 use super::classify::StatementClass;
 use super::message::{self, Message};
-use super::router::{self, SessionRouting, Target};
+use super::plan::{self, Action, Fallback, Plan, SessionFacts};
+use super::router::Target;
 use super::slot::{parse_hash, Reply, Slot, StatementInfo};
+use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
@@ -50,8 +52,7 @@ pub struct Session {
     pub(super) listener: Arc<ListenerConfig>,
     pub(super) client: ClientStartup,
     pub(super) classify: Arc<super::classify::ClassifyCache>,
-    pub(super) primary: Option<Slot>,
-    pub(super) replica: Option<Slot>,
+    pub(super) slots: Slots,
     pub(super) cancel_targets: Arc<CancelTargets>,
     pub(super) statements: HashMap<String, StatementInfo>,
     pub(super) batch: Unit,
@@ -102,8 +103,7 @@ pub async fn serve_client(
         listener,
         classify: ctx.catalogs.for_database(&client.database),
         client,
-        primary: None,
-        replica: None,
+        slots: Slots::default(),
         cancel_targets: Arc::new(CancelTargets::default()),
         statements: HashMap::new(),
         batch: Unit::default(),
@@ -141,9 +141,9 @@ impl Session {
         // in a clean state, else closed.
         let mut terminate = BytesMut::new();
         message::write_terminate(&mut terminate);
-        for slot in [self.primary.take(), self.replica.take()]
+        for slot in [Target::Primary, Target::Replica]
             .into_iter()
-            .flatten()
+            .filter_map(|t| self.slots.take(t))
         {
             if slot.reusable() {
                 let (key, conn) = slot.into_server_conn();
@@ -164,7 +164,8 @@ impl Session {
         wr.write_all(&self.client_out).await?;
         self.client_out.clear();
         loop {
-            if self.waiting.is_some() && self.replica.as_ref().is_none_or(|r| r.idle()) {
+            let replica_idle = self.slots.get(Target::Replica).is_none_or(|r| r.idle());
+            if self.waiting.is_some() && replica_idle {
                 if let Some(unit) = self.waiting.take() {
                     self.dispatch(unit).await?;
                 }
@@ -177,14 +178,15 @@ impl Session {
                 self.client_out.clear();
             }
             let reading_client = self.waiting.is_none();
+            let (primary, replica) = self.slots.both_mut();
             tokio::select! {
                 n = rd.read_buf(&mut self.client_buf), if reading_client => {
                     if n? == 0 {
                         return Ok(());
                     }
                 }
-                n = read_slot(&mut self.primary) => self.on_slot_readable(Target::Primary, n).await?,
-                n = read_slot(&mut self.replica) => self.on_slot_readable(Target::Replica, n).await?,
+                n = read_slot(primary) => self.on_slot_readable(Target::Primary, n).await?,
+                n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
             }
         }
     }
@@ -211,11 +213,9 @@ impl Session {
     /// A backend connection closed. An idle replica connection is simply dropped; losing the
     /// primary, or any connection the client waits on, ends the session with an error.
     fn on_slot_lost(&mut self, target: Target) -> Result<(), ProxyError> {
-        let slot = match target {
-            Target::Primary => self.primary.take(),
-            Target::Replica => self.replica.take(),
+        let Some(slot) = self.slots.take(target) else {
+            return Ok(());
         };
-        let Some(slot) = slot else { return Ok(()) };
         // Also when a transaction is open there: continuing elsewhere would silently drop it.
         let client_waits = slot.pending.iter().any(|u| u.forward) || slot.in_transaction();
         if target == Target::Replica && !client_waits && self.listener.role == ListenerRole::Auto {
@@ -237,7 +237,7 @@ impl Session {
 
     async fn process_backend_messages(&mut self, target: Target) -> Result<(), ProxyError> {
         loop {
-            let Some(slot) = self.slot_mut(target) else {
+            let Some(slot) = self.slots.get_mut(target) else {
                 return Ok(());
             };
             let Some(m) = slot.reader.buffered()? else {
@@ -267,12 +267,9 @@ impl Session {
                             "session state replay failed; pinning the session to the primary"
                         );
                         self.pinned_primary = true;
-                        if target == Target::Replica {
-                            if let Some(s) = &self.replica {
-                                if s.idle() {
-                                    self.replica = None;
-                                }
-                            }
+                        let replica_idle = self.slots.get(target).is_some_and(|s| s.idle());
+                        if target == Target::Replica && replica_idle {
+                            self.slots.take(target);
                         }
                     }
                     if !failed && !sets.is_empty() {
@@ -284,19 +281,12 @@ impl Session {
                             let drop_n = self.session_sets.len() - keep;
                             self.session_sets.drain(..drop_n);
                             self.statements.clear();
-                            for slot in [self.primary.as_mut(), self.replica.as_mut()]
-                                .into_iter()
-                                .flatten()
-                            {
+                            for (_, slot) in self.slots.iter_mut() {
                                 slot.prepared.clear();
                                 slot.to_close.clear();
                             }
                         }
-                        let other = match target {
-                            Target::Primary => Target::Replica,
-                            Target::Replica => Target::Primary,
-                        };
-                        if let Some(o) = self.slot_mut(other) {
+                        if let Some(o) = self.slots.get_mut(target.other()) {
                             for sql in &sets {
                                 o.send_silent_query(sql).await?;
                             }
@@ -320,7 +310,7 @@ impl Session {
     fn home_target(&self) -> Target {
         match self.listener.role {
             ListenerRole::Replica => Target::Replica,
-            _ if self.primary.is_some() => Target::Primary,
+            _ if self.slots.is_open(Target::Primary) => Target::Primary,
             _ => Target::Replica,
         }
     }
@@ -401,15 +391,15 @@ impl Session {
                 b'd' | b'c' | b'f' => {
                     // COPY FROM STDIN data goes to the connection in copy-in mode.
                     let copy_in = self
-                        .primary
-                        .as_ref()
+                        .slots
+                        .get(Target::Primary)
                         .is_some_and(|s| s.copy_in || s.has_open_unit());
                     let target = if copy_in {
                         Target::Primary
                     } else {
                         Target::Replica
                     };
-                    if let Some(slot) = self.slot_mut(target) {
+                    if let Some(slot) = self.slots.get_mut(target) {
                         if m.tag != b'd' {
                             slot.copy_in = false;
                         }
@@ -452,18 +442,16 @@ impl Session {
             && !self.pinned_primary
             && self.batch.messages.is_empty()
             && self.tx_status() == b'I'
-            && self.primary.as_ref().is_none_or(|s| s.idle())
-            && self.replica.as_ref().is_none_or(|s| s.idle())
+            && self.slots.iter().all(|(_, s)| s.idle())
     }
 
     fn tx_status(&self) -> u8 {
         if self.deferred_begin.is_some() {
             return b'T';
         }
-        [&self.primary, &self.replica]
+        self.slots
             .iter()
-            .filter_map(|s| s.as_ref())
-            .map(|s| s.tx_status)
+            .map(|(_, s)| s.tx_status)
             .find(|s| *s != b'I')
             .unwrap_or(b'I')
     }
@@ -541,138 +529,112 @@ impl Session {
         }
     }
 
-    /// Routes a unit and sends it, or parks it until the replica connection is idle.
+    /// Routes a unit and sends it, or parks it until the replica connection is idle. Every
+    /// decision is [`plan`]'s, from facts gathered here; this only opens the connection the
+    /// plan names (or its fallback) and sends the unit there.
     async fn dispatch(&mut self, unit: Unit) -> Result<(), ProxyError> {
-        let auto = self.listener.role == ListenerRole::Auto;
-        // The rest of an extended batch that was sent early (Flush) follows it; its statements
-        // still count for pinning and read-your-writes.
-        let open = [Target::Primary, Target::Replica]
-            .into_iter()
-            .find(|t| match t {
-                Target::Primary => self.primary.as_ref().is_some_and(|s| s.has_open_unit()),
-                Target::Replica => self.replica.as_ref().is_some_and(|s| s.has_open_unit()),
-            });
-        if let Some(target) = open {
-            let state = SessionRouting {
-                role: self.listener.role,
-                in_transaction_on: Some(target),
-                pinned_to_primary: self.pinned_primary,
-                recent_write: self.recent_write(),
-            };
-            let d = router::decide(state, &unit.classes);
-            self.apply_effects(&d);
-            return self.send_unit(target, unit, false).await;
+        let plan = plan::plan(&self.facts(&unit), &unit.classes);
+        match &plan.action {
+            Action::Send => {}
+            Action::Wait => return self.park(unit),
+            Action::Refuse(r) => return self.refuse(&unit, r.code, &r.message),
         }
-        if auto && self.replica.as_ref().is_some_and(|r| !r.idle()) {
-            // Its transaction status is unknown until it answers: decide afterwards.
-            self.waiting = Some(unit);
+        self.apply_effects(&plan);
+        if plan.continues_open_unit {
+            return self.send_unit(plan.target, unit, false).await;
+        }
+        let Some(target) = self.connect(&plan, &unit).await? else {
             return Ok(());
-        }
-        let in_transaction_on = if self.primary.as_ref().is_some_and(|s| s.in_transaction()) {
-            Some(Target::Primary)
-        } else if self.replica.as_ref().is_some_and(|s| s.in_transaction()) {
-            Some(Target::Replica)
-        } else {
-            None
         };
-        let state = SessionRouting {
-            role: self.listener.role,
-            in_transaction_on,
-            pinned_to_primary: self.pinned_primary,
-            recent_write: self.recent_write(),
-        };
-        let mut decision = router::decide(state, &unit.classes);
-        if decision.unsupported_in_replica_transaction {
-            return self.refuse(
-                &unit,
-                "0A000",
-                "pgcast: session state (SET, PREPARE, LISTEN, temporary objects) cannot be created \
-                 inside a read-only transaction that runs on a replica; use SET LOCAL, or do it \
-                 before BEGIN",
-            );
-        }
-        let begin = self.deferred_begin.take();
-        if begin.is_some() {
-            // The transaction's first statement decides: SET TRANSACTION READ ONLY may use a
-            // replica (unless read-your-writes says otherwise), anything else the primary.
-            let read_only = matches!(
-                unit.classes.first(),
-                Some(StatementClass::SetTransaction { read_only: true })
-            );
-            // Only a bare BEGIN is deferred, so SERIALIZABLE can only come from this unit.
-            decision.target = if read_only && !state.recent_write && !unit.serializable {
-                Target::Replica
-            } else {
-                Target::Primary
-            };
-            if decision.session_set {
-                // A SET inside the transaction would be undone by a rollback: no replay.
-                decision.session_set = false;
-                decision.pin_primary = true;
+        match plan::after_connect(&plan, self.connected(target)) {
+            Action::Send => {}
+            Action::Wait => return self.park(unit),
+            Action::Refuse(r) => {
+                // The deferred BEGIN went with the unit that was to follow it.
+                self.deferred_begin = None;
+                return self.refuse(&unit, r.code, &r.message);
             }
         }
-        if auto && decision.target == Target::Replica && unit.serializable {
-            // A hot standby refuses SERIALIZABLE: such read-only transactions use the primary.
-            decision.target = Target::Primary;
+        if plan.send_deferred_begin {
+            self.send_deferred_begin(target).await?;
         }
-        if auto && self.primary.as_ref().is_some_and(|p| !p.idle()) {
-            // Pipelining on the primary: the primary can run anything, keep the order.
-            decision.target = Target::Primary;
-        }
-        self.apply_effects(&decision);
-        let mut target = decision.target;
-        let opening_replica = target == Target::Replica && self.replica.is_none();
-        if let Err(e) = self.ensure_slot(target).await {
-            if target == Target::Replica && auto && self.view().primary.is_some() {
-                // No replica: the primary serves the read.
-                target = Target::Primary;
-                self.ensure_slot(target).await?;
-            } else {
-                self.deferred_begin = begin;
-                let code = if decision.writes { "25006" } else { "57P03" };
-                return self.refuse(
-                    &unit,
-                    code,
-                    &format!("pgcast: cannot run this statement: {e}"),
-                );
-            }
-        }
-        if opening_replica
-            && auto
-            && !self.session_sets.is_empty()
-            && self.replica.as_ref().is_some_and(|r| !r.idle())
-        {
-            // The new replica connection is replaying the session's SETs: decide again once
-            // it answered, so a failed replay sends this unit to the primary instead.
-            self.deferred_begin = begin;
-            self.waiting = Some(unit);
-            return Ok(());
-        }
-        if decision.writes && self.slot_mut(target).is_some_and(|s| s.read_only_fallback) {
-            return self.refuse(&unit, "25006", "pgcast: this listener is read-only");
-        }
-        if let Some(sql) = begin {
-            if let Some(slot) = self.slot_mut(target) {
+        self.count_routed(target);
+        self.send_unit(target, unit, plan.session_set).await
+    }
+
+    /// The BEGIN the client was told had run goes out just before its transaction's first
+    /// unit, on the connection that unit runs on.
+    async fn send_deferred_begin(&mut self, target: Target) -> Result<(), ProxyError> {
+        if let Some(sql) = self.deferred_begin.take() {
+            if let Some(slot) = self.slots.get_mut(target) {
                 slot.send_silent_query(&sql).await?;
             }
         }
+        Ok(())
+    }
+
+    fn count_routed(&self, target: Target) {
         let counter = match target {
             Target::Primary => &self.ctx.stats.routed_primary,
             Target::Replica => &self.ctx.stats.routed_replica,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let with_sets = decision.session_set;
-        self.send_unit(target, unit, with_sets).await
     }
 
-    fn apply_effects(&mut self, decision: &router::RouteDecision) {
-        if (decision.pin_primary || self.session_sets.len() >= MAX_SESSION_SETS)
-            && !self.pinned_primary
-        {
+    /// What the plan is computed from.
+    fn facts(&self, unit: &Unit) -> SessionFacts {
+        SessionFacts {
+            role: self.listener.role,
+            primary: self.slots.facts(Target::Primary),
+            replica: self.slots.facts(Target::Replica),
+            pinned: self.pinned_primary,
+            recent_write: self.recent_write(),
+            has_session_sets: !self.session_sets.is_empty(),
+            session_sets_full: self.session_sets.len() >= MAX_SESSION_SETS,
+            deferred_begin: self.deferred_begin.is_some(),
+            unit_serializable: unit.serializable,
+        }
+    }
+
+    /// Opens the plan's connection, or the fallback [`plan::on_connect_failure`] chooses.
+    /// `None`: the unit was refused.
+    async fn connect(&mut self, plan: &Plan, unit: &Unit) -> Result<Option<Target>, ProxyError> {
+        let Err(e) = self.ensure_slot(plan.target).await else {
+            return Ok(Some(plan.target));
+        };
+        let primary_known = self.view().primary.is_some();
+        match plan::on_connect_failure(plan, primary_known, &e.to_string()) {
+            Fallback::Use(target) => {
+                self.ensure_slot(target).await?;
+                Ok(Some(target))
+            }
+            Fallback::Refuse(r) => {
+                self.refuse(unit, r.code, &r.message)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The state of the connections once the unit's connection is open.
+    fn connected(&self, target: Target) -> plan::Connected {
+        plan::Connected {
+            replica_busy: self.slots.get(Target::Replica).is_some_and(|r| !r.idle()),
+            read_only_fallback: self.slots.get(target).is_some_and(|s| s.read_only_fallback),
+        }
+    }
+
+    /// Keeps the unit (and any deferred BEGIN) until the replica connection is idle.
+    fn park(&mut self, unit: Unit) -> Result<(), ProxyError> {
+        self.waiting = Some(unit);
+        Ok(())
+    }
+
+    fn apply_effects(&mut self, plan: &Plan) {
+        if plan.pin && !self.pinned_primary {
             tracing::debug!("session pinned to the primary");
             self.pinned_primary = true;
         }
-        if decision.writes {
+        if plan.writes {
             self.last_write = Some(Instant::now());
         }
     }
@@ -698,11 +660,10 @@ impl Session {
         unit: Unit,
         with_sets: bool,
     ) -> Result<(), ProxyError> {
-        let slot = match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Replica => self.replica.as_mut(),
-        }
-        .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
+        let slot = self
+            .slots
+            .get_mut(target)
+            .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
         let sets = if with_sets { unit.set_sql } else { Vec::new() };
         let closed = slot
             .write_unit(
@@ -714,13 +675,9 @@ impl Session {
                 unit.bytes,
             )
             .await?;
-        let other = match target {
-            Target::Primary => Target::Replica,
-            Target::Replica => Target::Primary,
-        };
         for name in closed {
             self.statements.remove(&name);
-            if let Some(o) = self.slot_mut(other) {
+            if let Some(o) = self.slots.get_mut(target.other()) {
                 if o.prepared.remove(&name).is_some() {
                     o.to_close.insert(name);
                 }

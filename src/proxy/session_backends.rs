@@ -10,6 +10,7 @@ use super::message;
 use super::router::Target;
 use super::session::Session;
 use super::slot::Slot;
+use super::weighted::{self, Candidate};
 use super::ProxyError;
 use crate::config::ListenerRole;
 use crate::health::ClusterView;
@@ -52,11 +53,10 @@ impl Session {
             }
             Err(e) => return Err(e),
         }
-        let slot = match home {
-            Target::Primary => self.primary.as_ref(),
-            Target::Replica => self.replica.as_ref(),
-        }
-        .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
+        let slot = self
+            .slots
+            .get(home)
+            .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
         let pid = slot.startup.pid;
         message::write_auth_request(&mut self.client_out, 0, &[]);
         for m in &slot.startup.parameter_status {
@@ -91,142 +91,131 @@ impl Session {
 
     /// Makes sure a connection for `target` exists, opening one if needed.
     pub(super) async fn ensure_slot(&mut self, target: Target) -> Result<(), ProxyError> {
-        let view = self.view();
         match target {
-            Target::Primary => {
-                if self.primary.is_some() {
-                    return Ok(());
-                }
-                let Some(p) = view.primary_backend() else {
-                    let why = if view.split_brain.is_empty() {
-                        "no primary is available".to_string()
-                    } else {
-                        format!(
-                            "split brain: {} all claim to be primary",
-                            view.split_brain.join(", ")
-                        )
-                    };
-                    return Err(ProxyError::BackendUnavailable(why));
-                };
-                let counters = self.ctx.stats.backend(&p.name);
-                let slot = Slot::open(
-                    Target::Primary,
-                    &p.name,
-                    &self.login(&p.host, p.port),
-                    counters,
-                    Arc::clone(&self.cancel_targets),
-                    (&self.ctx.pool, &self.config.pool),
+            Target::Primary if self.slots.is_open(Target::Primary) => Ok(()),
+            Target::Primary => self.open_primary().await,
+            Target::Replica => self.ensure_replica().await,
+        }
+    }
+
+    async fn open_primary(&mut self) -> Result<(), ProxyError> {
+        let view = self.view();
+        let Some(p) = view.primary_backend() else {
+            let why = if view.split_brain.is_empty() {
+                "no primary is available".to_string()
+            } else {
+                format!(
+                    "split brain: {} all claim to be primary",
+                    view.split_brain.join(", ")
                 )
-                .await?;
-                self.primary = Some(slot);
-                self.replay_sets(Target::Primary).await
+            };
+            return Err(ProxyError::BackendUnavailable(why));
+        };
+        let counters = self.ctx.stats.backend(&p.name);
+        let slot = Slot::open(
+            Target::Primary,
+            &p.name,
+            &self.login(&p.host, p.port),
+            counters,
+            Arc::clone(&self.cancel_targets),
+            (&self.ctx.pool, &self.config.pool),
+        )
+        .await?;
+        self.slots.set(Target::Primary, slot);
+        self.replay_sets(Target::Primary).await
+    }
+
+    async fn ensure_replica(&mut self) -> Result<(), ProxyError> {
+        let view = self.view();
+        if let Some(r) = self.slots.get(Target::Replica) {
+            // Leave a replica that dropped out of the read set at the next chance.
+            let still_good =
+                view.read_set.contains(&r.backend) || view.primary.as_deref() == Some(&r.backend);
+            // A replica listener's session lives on its one connection: swapping it would
+            // lose the session's state and change its PID.
+            if still_good
+                || !r.idle()
+                || r.in_transaction()
+                || self.listener.role != ListenerRole::Auto
+            {
+                return Ok(());
             }
-            Target::Replica => {
-                if let Some(r) = &self.replica {
-                    // Leave a replica that dropped out of the read set at the next chance.
-                    let still_good = view.read_set.contains(&r.backend)
-                        || view.primary.as_deref() == Some(&r.backend);
-                    // A replica listener's session lives on its one connection: swapping it would
-                    // lose the session's state and change its PID.
-                    if still_good
-                        || !r.idle()
-                        || r.in_transaction()
-                        || self.listener.role != ListenerRole::Auto
-                    {
-                        return Ok(());
-                    }
-                    self.replica = None;
+            self.slots.take(Target::Replica);
+        }
+        let mut candidates: Vec<Candidate> = view
+            .backends
+            .iter()
+            .filter(|b| b.in_read_set)
+            .map(|b| Candidate {
+                name: b.name.clone(),
+                host: b.host.clone(),
+                port: b.port,
+                weight: b.weight,
+            })
+            .collect();
+        while let Some(i) = weighted::pick(&candidates, rand::random::<u64>()) {
+            let c = candidates.swap_remove(i);
+            let counters = self.ctx.stats.backend(&c.name);
+            match Slot::open(
+                Target::Replica,
+                &c.name,
+                &self.login(&c.host, c.port),
+                counters,
+                Arc::clone(&self.cancel_targets),
+                (&self.ctx.pool, &self.config.pool),
+            )
+            .await
+            {
+                Ok(slot) => {
+                    self.slots.set(Target::Replica, slot);
+                    return self.replay_sets(Target::Replica).await;
                 }
-                let mut candidates: Vec<(String, String, u16, u32)> = view
-                    .backends
-                    .iter()
-                    .filter(|b| b.in_read_set)
-                    .map(|b| (b.name.clone(), b.host.clone(), b.port, b.weight))
-                    .collect();
-                while !candidates.is_empty() {
-                    let i = pick_weighted(&candidates);
-                    let (name, host, port, _) = candidates.swap_remove(i);
-                    let counters = self.ctx.stats.backend(&name);
-                    match Slot::open(
-                        Target::Replica,
-                        &name,
-                        &self.login(&host, port),
-                        counters,
-                        Arc::clone(&self.cancel_targets),
-                        (&self.ctx.pool, &self.config.pool),
-                    )
-                    .await
-                    {
-                        Ok(slot) => {
-                            self.replica = Some(slot);
-                            return self.replay_sets(Target::Replica).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(backend = %name, error = %e, "cannot open replica connection")
-                        }
-                    }
+                Err(e) => {
+                    tracing::warn!(backend = %c.name, error = %e, "cannot open replica connection")
                 }
-                // An auto session reads from its own primary connection instead (see dispatch).
-                if !self.config.routing.fallback_reads_to_primary
-                    || self.listener.role == ListenerRole::Auto
-                {
-                    return Err(ProxyError::BackendUnavailable(
-                        "no replica is available".into(),
-                    ));
-                }
-                // Reads fall back to the primary, read-only so a replica listener never writes.
-                let p = view.primary_backend().ok_or_else(|| {
-                    ProxyError::BackendUnavailable("no replica and no primary is available".into())
-                })?;
-                let mut params = self.client.params.clone();
-                params.push(("default_transaction_read_only".into(), "on".into()));
-                let mut login = self.login(&p.host, p.port);
-                login.params = &params;
-                let slot = Slot::open(
-                    Target::Replica,
-                    &p.name,
-                    &login,
-                    self.ctx.stats.backend(&p.name),
-                    Arc::clone(&self.cancel_targets),
-                    (&self.ctx.pool, &self.config.pool),
-                )
-                .await?;
-                let mut slot = slot;
-                slot.read_only_fallback = self.listener.role == ListenerRole::Replica;
-                self.replica = Some(slot);
-                self.replay_sets(Target::Replica).await
             }
         }
+        // An auto session reads from its own primary connection instead (see dispatch).
+        if !self.config.routing.fallback_reads_to_primary
+            || self.listener.role == ListenerRole::Auto
+        {
+            return Err(ProxyError::BackendUnavailable(
+                "no replica is available".into(),
+            ));
+        }
+        self.open_read_only_primary(&view).await
+    }
+
+    /// Reads fall back to the primary, read-only so a replica listener never writes.
+    async fn open_read_only_primary(&mut self, view: &ClusterView) -> Result<(), ProxyError> {
+        let p = view.primary_backend().ok_or_else(|| {
+            ProxyError::BackendUnavailable("no replica and no primary is available".into())
+        })?;
+        let mut params = self.client.params.clone();
+        params.push(("default_transaction_read_only".into(), "on".into()));
+        let mut login = self.login(&p.host, p.port);
+        login.params = &params;
+        let mut slot = Slot::open(
+            Target::Replica,
+            &p.name,
+            &login,
+            self.ctx.stats.backend(&p.name),
+            Arc::clone(&self.cancel_targets),
+            (&self.ctx.pool, &self.config.pool),
+        )
+        .await?;
+        slot.read_only_fallback = self.listener.role == ListenerRole::Replica;
+        self.slots.set(Target::Replica, slot);
+        self.replay_sets(Target::Replica).await
     }
 
     pub(super) async fn replay_sets(&mut self, target: Target) -> Result<(), ProxyError> {
         let sets = self.session_sets.clone();
-        if let Some(slot) = self.slot_mut(target) {
+        if let Some(slot) = self.slots.get_mut(target) {
             for sql in &sets {
                 slot.send_silent_query(sql).await?;
             }
         }
         Ok(())
     }
-
-    pub(super) fn slot_mut(&mut self, target: Target) -> Option<&mut Slot> {
-        match target {
-            Target::Primary => self.primary.as_mut(),
-            Target::Replica => self.replica.as_mut(),
-        }
-    }
-}
-
-/// Index of a weighted random choice (weights are > 0 for members of the read set).
-fn pick_weighted(candidates: &[(String, String, u16, u32)]) -> usize {
-    let total: u64 = candidates.iter().map(|c| c.3.max(1) as u64).sum();
-    let mut r = rand::random::<u64>() % total.max(1);
-    for (i, c) in candidates.iter().enumerate() {
-        let w = c.3.max(1) as u64;
-        if r < w {
-            return i;
-        }
-        r -= w;
-    }
-    0
 }
