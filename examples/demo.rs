@@ -5,7 +5,7 @@
 //!
 //! Run through `lab/demo`, which builds pgcast in release mode first.
 
-#[path = "../tests/common/pg_cluster.rs"]
+#[path = "../tests/common/pg_cluster/mod.rs"]
 #[allow(dead_code)]
 mod pg_cluster;
 

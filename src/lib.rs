@@ -2,6 +2,10 @@
 //! routing issues) an anycast speaker that announces the proxy's address while it can serve.
 //!
 //! The binary (`src/main.rs`) wires these together; tests and benches use the library.
+//!
+//! `unsafe` code is allowed only in `sys`, the operating-system boundary.
+
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod anycast;
@@ -11,3 +15,5 @@ pub mod fault;
 pub mod health;
 pub mod proxy;
 pub mod status;
+#[allow(unsafe_code)]
+mod sys;

@@ -1,5 +1,7 @@
 //! The `pgcast` command line.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

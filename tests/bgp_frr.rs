@@ -1,5 +1,5 @@
 //! pgcast's BGP speaker and BFD against a real FRR 8.4 router (bgpd, bfdd, ospfd), in network
-//! namespaces built by `lab/netns/ospf-topology --routing bgp|ospf` (see `tests/common/netlab.rs`
+//! namespaces built by `lab/netns/ospf-topology --routing bgp|ospf` (see `tests/common/netlab/`
 //! and `tests/common/bgplab.rs`), with a real PostgreSQL 15 primary.
 //!
 //! Needs root and `ip netns`; without them the tests say why and pass, except under CI
@@ -10,7 +10,7 @@
 
 #[path = "common/bgplab.rs"]
 mod bgplab;
-#[path = "common/netlab.rs"]
+#[path = "common/netlab/mod.rs"]
 mod netlab;
 
 use std::collections::BTreeSet;

@@ -11,7 +11,7 @@
 //! Needs root and `ip netns`; without them the tests say why and pass, except under CI
 //! (`CI=true`), where they fail.
 
-#[path = "common/netlab.rs"]
+#[path = "common/netlab/mod.rs"]
 mod netlab;
 
 use std::path::{Path, PathBuf};

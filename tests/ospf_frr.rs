@@ -1,11 +1,11 @@
 //! pgcast's OSPFv2 speaker against a real FRR 8.4 router, in network namespaces built by
-//! `lab/netns/ospf-topology` (see `tests/common/netlab.rs`), with a real PostgreSQL 15 primary.
+//! `lab/netns/ospf-topology` (see `tests/common/netlab/`), with a real PostgreSQL 15 primary.
 //!
 //! Skipped (message on stderr, test passes) only when not root or `ip netns` cannot be used.
 //! Each test has its own namespace prefix, so they may run in parallel; timings are printed:
 //!   cargo test --test ospf_frr -- --nocapture
 
-#[path = "common/netlab.rs"]
+#[path = "common/netlab/mod.rs"]
 mod netlab;
 
 use std::collections::BTreeSet;

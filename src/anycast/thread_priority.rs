@@ -6,20 +6,6 @@
 //! it is fine. Under SCHED_RR the thread runs as soon as it wakes; the speakers use little CPU,
 //! and the kernel's real-time throttling bounds what a runaway could take.
 
-use nix::libc;
-
-/// Puts the calling thread under SCHED_RR at `priority` (1..=99). Threads it would fork do
-/// not inherit it (SCHED_RESET_ON_FORK). Fails without root or CAP_SYS_NICE (EPERM).
-pub fn set_current_thread_round_robin(priority: u8) -> std::io::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: i32::from(priority),
-    };
-    // SAFETY: `param` is a valid, initialised sched_param; pid 0 names the calling thread.
-    let rc =
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
+// The system call itself is in crate::sys, with the crate's other `unsafe` code; this module
+// keeps the path the daemon uses.
+pub use crate::sys::set_current_thread_round_robin;

@@ -80,17 +80,10 @@ impl LagWindow {
 /// How the calling thread is scheduled.
 pub fn current_thread_scheduling() -> String {
     use nix::libc;
-    // SAFETY: sched_getscheduler and sched_getparam only read the calling thread's (pid 0)
-    // settings into a valid sched_param.
-    let (policy, param) = unsafe {
-        let mut param = libc::sched_param { sched_priority: 0 };
-        let policy = libc::sched_getscheduler(0);
-        libc::sched_getparam(0, &mut param);
-        (policy & !libc::SCHED_RESET_ON_FORK, param)
-    };
+    let crate::sys::ThreadScheduling { policy, priority } = crate::sys::current_thread_scheduling();
     match policy {
-        libc::SCHED_RR => format!("SCHED_RR priority {}", param.sched_priority),
-        libc::SCHED_FIFO => format!("SCHED_FIFO priority {}", param.sched_priority),
+        libc::SCHED_RR => format!("SCHED_RR priority {priority}"),
+        libc::SCHED_FIFO => format!("SCHED_FIFO priority {priority}"),
         _ => "normal (SCHED_OTHER)".to_string(),
     }
 }

@@ -1,5 +1,8 @@
 //! Tests for `classify.rs` (kept in a sibling file to keep the module itself short).
 
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+
 use super::*;
 use StatementClass::*;
 
@@ -484,70 +487,76 @@ fn empty_and_garbage() {
     }
 }
 
+/// Pieces of SQL the random statements are made of: keywords, punctuation and the openers
+/// of quotes, comments and dollar strings that the tokenizer must cope with unterminated.
+const FRAGMENTS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "(",
+    ")",
+    ",",
+    ";",
+    "'",
+    "\"",
+    "$$",
+    "$1",
+    "::",
+    "--",
+    "/*",
+    "*/",
+    "FOR",
+    "UPDATE",
+    "WITH",
+    "AS",
+    "INSERT",
+    "MOVE",
+    "BEGIN",
+    "DEFERRABLE",
+    "NOT",
+    "f(",
+    "1",
+    "-",
+    "ALL",
+    "é",
+    "\u{0}",
+    "\n",
+    "E'\\",
+    "[",
+    "]",
+    "*",
+];
+
+/// Random SQL-ish text: up to 11 pieces, each followed by a space; a piece is one of
+/// [`FRAGMENTS`] (3 in 4) or up to 5 raw bytes, lossily decoded, which exercise the tokenizer
+/// on arbitrary characters (1 in 4).
+fn arb_sql() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        3 => proptest::sample::select(FRAGMENTS).prop_map(str::to_string),
+        1 => proptest::collection::vec(any::<u8>(), 0..6)
+            .prop_map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|pieces| {
+        pieces.into_iter().fold(String::new(), |mut sql, piece| {
+            sql.push_str(&piece);
+            sql.push(' ');
+            sql
+        })
+    })
+}
+
 #[test]
 fn random_input_never_panics() {
-    // Deterministic xorshift so failures are reproducible.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let fragments = [
-        "SELECT",
-        "FROM",
-        "WHERE",
-        "(",
-        ")",
-        ",",
-        ";",
-        "'",
-        "\"",
-        "$$",
-        "$1",
-        "::",
-        "--",
-        "/*",
-        "*/",
-        "FOR",
-        "UPDATE",
-        "WITH",
-        "AS",
-        "INSERT",
-        "MOVE",
-        "BEGIN",
-        "DEFERRABLE",
-        "NOT",
-        "f(",
-        "1",
-        "-",
-        "ALL",
-        "é",
-        "\u{0}",
-        "\n",
-        "E'\\",
-        "[",
-        "]",
-        "*",
-    ];
     let p = pg();
-    for _ in 0..3000 {
-        let len = (next() % 12) as usize;
-        let mut sql = String::new();
-        for _ in 0..len {
-            if next() % 4 == 0 {
-                // Raw bytes, lossily decoded, exercise the tokenizer on arbitrary characters.
-                let bytes: Vec<u8> = (0..(next() % 6)).map(|_| next() as u8).collect();
-                sql.push_str(&String::from_utf8_lossy(&bytes));
-            } else {
-                let i = (next() % fragments.len() as u64) as usize;
-                sql.push_str(fragments.get(i).copied().unwrap_or(""));
-            }
-            sql.push(' ');
-        }
+    // proptest reports (and shrinks) any input that panics or breaks the property.
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(3000));
+    let result = runner.run(&arb_sql(), |sql| {
         let classes = classify(&sql, &p);
-        assert!(classes.len() <= sql.len(), "{sql:?}");
+        prop_assert!(classes.len() <= sql.len(), "{sql:?}");
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
     // Deep nesting hits the parser's recursion limit instead of the stack.
     let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));

@@ -1,4 +1,4 @@
-//! BGP and BFD on top of `netlab.rs`: the same topology (`lab/netns/ospf-topology`) with the
+//! BGP and BFD on top of `netlab/`: the same topology (`lab/netns/ospf-topology`) with the
 //! router running bgpd (and bfdd), and what the router and pgcast say about it.
 //!
 //! * [`BgpOptions`] turns into `ospf-topology up` flags (`--routing`, `--bgp-as`, `--bgp-hold`,

@@ -19,12 +19,4 @@ pub use sessions::BfdPeer;
 pub use status::{BfdSessionStatus, BfdStatus};
 
 #[cfg(test)]
-mod codec_tests;
-#[cfg(test)]
-mod frr_fixture_tests;
-#[cfg(test)]
-mod fsm_tests;
-#[cfg(test)]
-mod io_tests;
-#[cfg(test)]
-mod sessions_tests;
+mod tests;

@@ -10,7 +10,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::{self, AuthConfig, AuthKey};
@@ -97,9 +96,7 @@ pub fn spawn(cfg: &OspfConfig) -> Result<OspfHandle, OspfIoError> {
                 name: ic.name.clone(),
                 source,
             })?;
-        // SAFETY: the socket2::Socket owns its descriptor, which stays open and unchanged until
-        // the AsyncFd (which owns the Socket) is dropped.
-        let registered = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) };
+        let registered = crate::sys::async_fd_readable(sock);
         let sock = Arc::new(registered.map_err(|e| OspfIoError::Socket {
             name: ic.name.clone(),
             source: std::io::Error::other(e.to_string()),

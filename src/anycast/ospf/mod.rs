@@ -13,14 +13,7 @@ pub mod neighbor;
 pub mod origin;
 pub mod status;
 
-#[cfg(test)]
-mod codec_proptests;
-#[cfg(test)]
-mod codec_tests;
-#[cfg(test)]
-mod frr_fixture_tests;
-#[cfg(test)]
-mod fsm_tests;
-#[cfg(test)]
-mod fsm_tests2;
 pub mod io;
+
+#[cfg(test)]
+mod tests;

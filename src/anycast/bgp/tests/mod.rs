@@ -1,11 +1,13 @@
-//! Tests across the BGP modules. Paths are relative (`super::super`) so
-//! the folder moves with the module.
+//! Unit tests of the BGP speaker, one file per concern: `codec` (framing, OPEN, KEEPALIVE,
+//! NOTIFICATION, ROUTE-REFRESH), `codec_update` (UPDATE building and checks), `proptests`,
+//! `fixtures` (messages captured from FRR) and `fsm` (scripted sessions). Paths are
+//! relative (`super::super`) so the folder moves with the module. Shared helpers below.
 
-mod frr_fixtures;
-mod fsm_tests;
-mod fuzz_tests;
-mod message_tests;
-mod update_tests;
+mod codec;
+mod codec_update;
+mod fixtures;
+mod fsm;
+mod proptests;
 
 use bytes::{Bytes, BytesMut};
 

@@ -6,20 +6,20 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::fsm::{Action, BfdTimers, Input, Session};
-use super::packet::{ControlPacket, Diag, State};
+use super::super::fsm::{Action, BfdTimers, Input, Session};
+use super::super::packet::{ControlPacket, Diag, State};
 
 const FRR_DISCR: u32 = 295_576_777;
 const PEER_DISCR: u32 = 3_750_263_800;
 
-const DOWN: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-down.bin");
-const INIT: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-init.bin");
-const UP_POLL: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-up-poll.bin");
-const UP_FINAL: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-up-final.bin");
-const UP: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-up.bin");
-const POLL_TX200: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-poll-tx200.bin");
-const ADMIN_DOWN: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-admindown.bin");
-const DOWN_DIAG3: &[u8] = include_bytes!("../../../tests/fixtures/bfd/frr-down-diag3.bin");
+const DOWN: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-down.bin");
+const INIT: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-init.bin");
+const UP_POLL: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-up-poll.bin");
+const UP_FINAL: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-up-final.bin");
+const UP: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-up.bin");
+const POLL_TX200: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-poll-tx200.bin");
+const ADMIN_DOWN: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-admindown.bin");
+const DOWN_DIAG3: &[u8] = include_bytes!("../../../../tests/fixtures/bfd/frr-down-diag3.bin");
 
 fn decode_roundtrip(name: &str, bytes: &[u8]) -> ControlPacket {
     let p = ControlPacket::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::watch;
 
-use super::io::{spawn_with_ports, BfdPorts};
-use super::packet::{ControlPacket, Diag, Flags, State};
-use super::{BfdPeer, BfdStatus, BfdTimers};
+use super::super::io::{spawn_with_ports, BfdPorts};
+use super::super::packet::{ControlPacket, Diag, Flags, State};
+use super::super::{BfdPeer, BfdStatus, BfdTimers};
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const LIMIT: Duration = Duration::from_secs(30);

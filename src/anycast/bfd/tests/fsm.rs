@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::fsm::{Action, BfdTimers, ConfigError, Input, Session};
-use super::packet::{ControlPacket, Diag, Flags, State};
+use super::super::fsm::{Action, BfdTimers, ConfigError, Input, Session};
+use super::super::packet::{ControlPacket, Diag, Flags, State};
 
 const LOCAL: u32 = 0x1111;
 const REMOTE: u32 = 0x2222;

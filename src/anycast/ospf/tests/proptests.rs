@@ -7,10 +7,10 @@ use bytes::BytesMut;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use super::auth::*;
-use super::checksum::{fletcher_checksum, internet_checksum};
-use super::lsa::*;
-use super::packet::*;
+use super::super::auth::*;
+use super::super::checksum::{fletcher_checksum, internet_checksum};
+use super::super::lsa::*;
+use super::super::packet::*;
 
 fn arb_ip() -> impl Strategy<Value = Ipv4Addr> {
     any::<u32>().prop_map(Ipv4Addr::from)

@@ -1,37 +1,13 @@
-//! Codec tests: exact bytes both ways, every §6.8.6 codec rejection, and properties.
+//! Codec tests: exact bytes both ways and every §6.8.6 codec rejection (the properties are
+//! in `proptests`).
 
-use bytes::BytesMut;
-use proptest::prelude::*;
-
-use super::packet::{ControlPacket, DecodeError, Diag, Flags, State};
-
-fn sample() -> ControlPacket {
-    ControlPacket {
-        diag: Diag::NeighborSignaledSessionDown,
-        state: State::Up,
-        flags: Flags {
-            poll: true,
-            ..Flags::default()
-        },
-        detect_mult: 3,
-        my_discr: 0x0102_0304,
-        your_discr: 0xa0b0_c0d0,
-        desired_min_tx: 100_000,
-        required_min_rx: 300_000,
-        required_min_echo_rx: 0,
-    }
-}
+use super::super::packet::{ControlPacket, DecodeError, Diag, Flags, State};
+use super::{encoded, sample};
 
 const SAMPLE_BYTES: [u8; 24] = [
     0x23, 0xe0, 3, 24, 1, 2, 3, 4, 0xa0, 0xb0, 0xc0, 0xd0, 0x00, 0x01, 0x86, 0xa0, 0x00, 0x04,
     0x93, 0xe0, 0, 0, 0, 0,
 ];
-
-fn encoded(p: &ControlPacket) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    p.encode(&mut out);
-    out.to_vec()
-}
 
 #[test]
 fn encodes_to_known_bytes_and_back() {
@@ -157,51 +133,4 @@ fn authentication_is_refused_with_its_own_error() {
 fn bytes_after_the_length_are_ignored() {
     let r = with(|b| b.extend([0xde, 0xad]));
     assert_eq!(r, Ok(sample()));
-}
-
-fn any_state() -> impl Strategy<Value = State> {
-    prop_oneof![
-        Just(State::AdminDown),
-        Just(State::Down),
-        Just(State::Init),
-        Just(State::Up)
-    ]
-}
-
-proptest! {
-    #[test]
-    fn decode_never_panics(d in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let _ = ControlPacket::decode(&d);
-    }
-
-    /// Mostly-valid headers reach the deeper checks, which random bytes rarely do.
-    #[test]
-    fn decode_never_panics_near_valid(mut d in proptest::collection::vec(any::<u8>(), 24..40),
-                                      len in any::<u8>(), flags in any::<u8>()) {
-        d[0] = 0x20 | (d[0] & 0x1f);
-        d[1] = flags;
-        d[3] = len;
-        if let Ok(p) = ControlPacket::decode(&d) {
-            prop_assert!(usize::from(len) <= d.len());
-            prop_assert!(p.my_discr != 0 && p.detect_mult != 0);
-            prop_assert!(!p.flags.authentication && !p.flags.multipoint);
-        }
-    }
-
-    #[test]
-    fn valid_packets_round_trip(diag in 0u8..32, state in any_state(), flags in 0u8..64,
-                                mult in 1u8.., my in 1u32.., your in any::<u32>(),
-                                tx in any::<u32>(), rx in any::<u32>(), echo in any::<u32>()) {
-        let mut b = vec![0x20 | diag, 0, mult, 24];
-        // State bits from the strategy; A and M cleared: they are refused.
-        let mut probe = BytesMut::new();
-        ControlPacket { state, ..sample() }.encode(&mut probe);
-        b[1] = (probe[1] & 0xc0) | (flags & 0x3a);
-        for v in [my, your, tx, rx, echo] {
-            b.extend(v.to_be_bytes());
-        }
-        let p = ControlPacket::decode(&b).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(p.state, state);
-        prop_assert_eq!(encoded(&p), b);
-    }
 }

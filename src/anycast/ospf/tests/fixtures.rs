@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 
 use bytes::BytesMut;
 
-use super::auth::{decode_packet, encode_packet, AuthConfig, AuthKey};
-use super::lsa::{ls_type, LsaBody, RouterLink};
-use super::packet::{Packet, PacketBody};
+use super::super::auth::{decode_packet, encode_packet, AuthConfig, AuthKey};
+use super::super::lsa::{ls_type, LsaBody, RouterLink};
+use super::super::packet::{Packet, PacketBody};
 
 const FRR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 90);
 const PGCAST: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 94);

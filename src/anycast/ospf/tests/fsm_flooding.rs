@@ -1,25 +1,109 @@
-//! More scripted-input tests: point-to-point, external mode, shutdown, LSDB bound, replay
-//! protection, Hello checks and the election with a non-zero priority.
+//! Scripted-input tests of origination, flooding and the LSDB: MinLSInterval and
+//! MinLSArrival, retransmission, point-to-point and external origination, the LSDB bound,
+//! refresh and MaxAge, and the flush at shutdown.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::fsm_tests::*;
-use super::instance::{Action, ExternalConfig, Input, NetworkType};
-use super::interface::IfState;
-use super::lsa::{
+use super::super::instance::{Action, ExternalConfig, Input, NetworkType};
+use super::super::interface::IfState;
+use super::super::lsa::{
     ls_type, AsExternalLsa, Lsa, LsaBody, LsaKey, NetworkLsa, Options, RouterLink, RouterLsa,
     INITIAL_SEQ, MAX_AGE,
 };
-use super::neighbor::NbrState;
-use super::packet::{PacketBody, ALL_D_ROUTERS, ALL_SPF_ROUTERS};
+use super::super::neighbor::NbrState;
+use super::super::packet::{PacketBody, ALL_D_ROUTERS, ALL_SPF_ROUTERS};
+use super::*;
 
-fn ext_key(prefix: Ipv4Addr) -> LsaKey {
-    LsaKey {
-        ls_type: ls_type::AS_EXTERNAL,
-        ls_id: prefix,
-        adv_router: ME,
-    }
+/// Withdrawal 200 ms after an origination is held back until MinLSInterval, not lost.
+#[test]
+fn withdrawal_respects_min_ls_interval() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.step(Input::SetAnnouncements(vec![vip(1)]));
+    let acts = h.establish();
+    // Reaching Full re-originates with the transit link at once (last origination was 10 s ago).
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    let first = u[0].1[0].clone();
+    // Initial, announcement (+10 s), Full (+12 s).
+    assert_eq!(first.header.seq, INITIAL_SEQ + 2);
+    let t_orig = h.now;
+
+    h.now += Duration::from_millis(200);
+    let acts = h.step(Input::SetAnnouncements(vec![]));
+    assert!(
+        lsus(&acts).is_empty(),
+        "must not originate within MinLSInterval"
+    );
+    // (the Hello triggered by the election is due now; let the actor send it)
+    let acts = h.step(Input::Timer);
+    assert!(lsus(&acts).is_empty());
+    assert_eq!(
+        h.inst.next_deadline(),
+        Some(t_orig + Duration::from_secs(1))
+    );
+    assert_eq!(h.inst.status(h.now).pending_origination_ms, Some(800));
+
+    h.now = t_orig + Duration::from_millis(999);
+    assert!(lsus(&h.step(Input::Timer)).is_empty());
+    h.now = t_orig + Duration::from_secs(1);
+    let acts = h.step(Input::Timer);
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1);
+    let lsa = &u[0].1[0];
+    assert_eq!(lsa.header.seq, INITIAL_SEQ + 3);
+    let (_, links) = router_links(lsa);
+    assert_eq!(
+        links,
+        vec![link(PEER_ADDR, MY_ADDR, RouterLink::TRANSIT, 10)]
+    );
+    let st = h.inst.status(h.now);
+    assert!(st.announced.is_empty());
+    assert_eq!(st.pending_origination_ms, None);
+}
+
+/// Unacknowledged LSAs are retransmitted directly to the neighbour every RxmtInterval until
+/// acknowledged (explicitly or implicitly by a flooded-back duplicate).
+#[test]
+fn retransmission_until_acked() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.step(Input::SetAnnouncements(vec![vip(1)]));
+    let acts = h.establish();
+    let ours = lsus(&acts)[0].1[0].clone();
+
+    let acts = h.advance(Duration::from_secs(5));
+    let u = lsus(&acts);
+    assert_eq!(
+        u.len(),
+        1,
+        "one retransmission after RxmtInterval: {acts:?}"
+    );
+    assert_eq!(u[0].0, PEER_ADDR, "retransmissions are unicast");
+    assert_eq!(u[0].1[0].key(), rkey(ME));
+    assert_eq!(u[0].1[0].header.seq, ours.header.seq);
+
+    let acts = h.advance(Duration::from_secs(5));
+    assert_eq!(lsus(&acts).len(), 1, "still unacked: again");
+
+    // The DR floods our LSA back to AllSPFRouters: an implied ack.
+    let echoed = ours.with_age(2);
+    let acts = h.recv(ALL_SPF_ROUTERS, PacketBody::LsUpdate(vec![echoed]));
+    assert!(acks(&acts).is_empty(), "implied ack: no direct ack");
+    let acts = h.advance(Duration::from_secs(6));
+    assert!(
+        lsus(&acts).is_empty(),
+        "no retransmission after the implied ack"
+    );
+
+    // A new origination, acked explicitly.
+    let acts = h.step(Input::SetAnnouncements(vec![]));
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1, "long after the last origination: at once");
+    let newer = u[0].1[0].clone();
+    assert_eq!(newer.header.seq, ours.header.seq + 1);
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsAck(vec![newer.header]));
+    let acts = h.advance(Duration::from_secs(6));
+    assert!(lsus(&acts).is_empty(), "acked: no retransmission");
 }
 
 #[test]
@@ -62,6 +146,14 @@ fn point_to_point_type1_link_and_flooding_to_allspf() {
         Ipv4Addr::new(192, 0, 2, 78)
     );
     assert_eq!(h.nbr_state(), Some(NbrState::Full));
+}
+
+fn ext_key(prefix: Ipv4Addr) -> LsaKey {
+    LsaKey {
+        ls_type: ls_type::AS_EXTERNAL,
+        ls_id: prefix,
+        adv_router: ME,
+    }
 }
 
 #[test]
@@ -128,8 +220,8 @@ fn external_mode_originates_as_external_with_e_bit_and_flushes_withdrawn() {
 /// Helper for a second announcement.
 struct Announcement2;
 impl Announcement2 {
-    fn of(p: Ipv4Addr) -> super::instance::Announcement {
-        super::instance::Announcement {
+    fn of(p: Ipv4Addr) -> super::super::instance::Announcement {
+        super::super::instance::Announcement {
             prefix: p,
             prefix_len: 32,
             cost: 1,
@@ -248,131 +340,6 @@ fn lsdb_bound_drops_new_lsas_and_counts() {
 }
 
 #[test]
-fn crypto_sequence_replay_is_dropped_per_neighbour() {
-    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
-    let hello = |h: &H| PacketBody::Hello(h.peer_hello(false));
-    let b = hello(&h);
-    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(100));
-    assert_eq!(h.nbr_state(), Some(NbrState::Init));
-    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(99));
-    assert_eq!(h.dropped("crypto_seq_replay"), 1);
-    // Equal is accepted (D.5.2 says "less than"), and so is higher.
-    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(100));
-    h.recv_seq(ALL_SPF_ROUTERS, b.clone(), Some(101));
-    assert_eq!(h.dropped("crypto_seq_replay"), 1);
-    // A replayed older Hello listing us must not move the state.
-    let b2 = PacketBody::Hello(h.peer_hello(true));
-    h.recv_seq(ALL_SPF_ROUTERS, b2, Some(50));
-    assert_eq!(h.nbr_state(), Some(NbrState::Init));
-    assert_eq!(h.dropped("crypto_seq_replay"), 2);
-    // Non-Hello packets are checked too.
-    let ack = PacketBody::LsAck(vec![]);
-    h.recv_seq(MY_ADDR, ack, Some(10));
-    assert_eq!(h.dropped("crypto_seq_replay"), 3);
-}
-
-#[test]
-fn hello_checks_and_generic_drops() {
-    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
-    let base = h.peer_hello(false);
-    type Mutate = Box<dyn Fn(&mut super::packet::Hello)>;
-    let cases: Vec<(&str, Mutate)> = vec![
-        (
-            "hello_interval_mismatch",
-            Box::new(|x| x.hello_interval = 5),
-        ),
-        (
-            "dead_interval_mismatch",
-            Box::new(|x| x.dead_interval = 120),
-        ),
-        (
-            "mask_mismatch",
-            Box::new(|x| x.network_mask = Ipv4Addr::new(255, 255, 0, 0)),
-        ),
-        ("options_mismatch", Box::new(|x| x.options = Options(0))),
-    ];
-    for (reason, f) in cases {
-        let mut x = base.clone();
-        f(&mut x);
-        h.recv(ALL_SPF_ROUTERS, PacketBody::Hello(x));
-        assert_eq!(h.dropped(reason), 1, "{reason}");
-    }
-    assert_eq!(h.nbr_state(), None);
-
-    // Area mismatch and our own router id.
-    let mut p = super::packet::Packet {
-        router_id: HIGH_PEER,
-        area_id: Ipv4Addr::new(0, 0, 0, 1),
-        body: PacketBody::Hello(base.clone()),
-    };
-    let mk = |p: &super::packet::Packet| Input::Packet {
-        ifindex: IFX,
-        src: PEER_ADDR,
-        dst: ALL_SPF_ROUTERS,
-        received: super::auth::Received {
-            packet: p.clone(),
-            crypto_seq: None,
-            key_id: None,
-        },
-    };
-    h.step(mk(&p));
-    assert_eq!(h.dropped("area_mismatch"), 1);
-    p.area_id = AREA;
-    p.router_id = ME;
-    h.step(mk(&p));
-    assert_eq!(h.dropped("own_router_id"), 1);
-
-    // Packets from unknown neighbours, to AllDRouters while DROther, decode failures.
-    h.recv(MY_ADDR, PacketBody::LsRequest(vec![]));
-    assert_eq!(h.dropped("unknown_neighbor"), 1);
-    h.recv(ALL_D_ROUTERS, PacketBody::Hello(base));
-    assert_eq!(h.dropped("not_dr"), 1);
-    h.step(Input::DecodeFailed {
-        ifindex: IFX,
-        reason: "bad_checksum",
-    });
-    assert_eq!(h.dropped("bad_checksum"), 1);
-    let st = h.inst.status(h.now);
-    assert_eq!(st.received.get("hello"), Some(&7));
-    assert_eq!(st.received.get("ls_request"), Some(&1));
-}
-
-#[test]
-fn one_way_drops_back_to_init_and_stub() {
-    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
-    h.establish();
-    h.now += Duration::from_secs(2);
-    let acts = h.hello(false);
-    assert_eq!(h.nbr_state(), Some(NbrState::Init));
-    let u = lsus(&acts);
-    // We lost the adjacency: the new Router-LSA has the stub network again.
-    assert_eq!(
-        h.inst.lsdb.get(&rkey(ME)).map(|e| router_links(&e.lsa).1),
-        Some(vec![link(
-            Ipv4Addr::new(192, 0, 2, 0),
-            SUBNET_MASK,
-            RouterLink::STUB,
-            10
-        )])
-    );
-    // ... and nobody is left to flood it to.
-    assert!(u.is_empty());
-}
-
-#[test]
-fn bad_ls_request_restarts_exchange() {
-    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
-    h.establish();
-    let missing = rkey(Ipv4Addr::new(7, 7, 7, 7));
-    let acts = h.recv(MY_ADDR, PacketBody::LsRequest(vec![missing]));
-    assert_eq!(h.nbr_state(), Some(NbrState::ExStart));
-    let d = dds(&acts);
-    assert_eq!(d.len(), 1);
-    assert!(d[0].1.init);
-    assert_eq!(h.dropped("bad_ls_request"), 1);
-}
-
-#[test]
 fn foreign_claims_of_our_router_id_are_flushed() {
     let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
     h.establish();
@@ -454,36 +421,6 @@ fn min_ls_arrival_discards_rapid_instances() {
     let a = acks(&acts);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].0, PEER_ADDR);
-}
-
-#[test]
-fn priority_above_zero_waits_then_elects() {
-    // Alone: Waiting until the wait timer (dead interval), then DR.
-    let mut cfg = config(NetworkType::Broadcast);
-    cfg.interfaces[0].priority = 1;
-    let mut h = H::new(cfg.clone(), HIGH_PEER);
-    assert_eq!(h.if_state(), IfState::Waiting);
-    h.run_for(Duration::from_secs(39));
-    assert_eq!(h.if_state(), IfState::Waiting);
-    let acts = h.run_for(Duration::from_secs(2));
-    assert_eq!(h.if_state(), IfState::DR);
-    assert!(hellos(&acts)
-        .iter()
-        .any(|(_, x)| x.dr == MY_ADDR && x.bdr == Ipv4Addr::UNSPECIFIED));
-    // With a DR on the segment: BackupSeen ends Waiting early; we become Backup and form
-    // the adjacency with the DR.
-    let mut h = H::new(cfg, HIGH_PEER);
-    h.hello(false);
-    assert_eq!(h.if_state(), IfState::Waiting);
-    let acts = h.hello(true);
-    assert_eq!(h.if_state(), IfState::Backup);
-    let st = h.inst.status(h.now);
-    assert_eq!(
-        (st.interfaces[0].dr, st.interfaces[0].bdr),
-        (PEER_ADDR, MY_ADDR)
-    );
-    assert_eq!(h.nbr_state(), Some(NbrState::ExStart));
-    assert_eq!(dds(&acts).len(), 1);
 }
 
 /// LSRefreshTime re-origination (§12.4) and MaxAge removal of a dead peer's LSA (§14).

@@ -102,7 +102,7 @@ fn bgpkit_parser_reads_our_open_the_same_way() {
 }
 
 // Real FRR OPENs (one capability per parameter, capabilities we ignore)
-// are decoded in `frr_fixtures.rs` from captured bytes.
+// are decoded in `fixtures.rs` from captured bytes.
 
 #[test]
 fn rfc9072_extended_optional_parameters_decode() {

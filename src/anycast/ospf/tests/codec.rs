@@ -9,10 +9,10 @@ use std::net::Ipv4Addr;
 
 use bytes::BytesMut;
 
-use super::auth::*;
-use super::checksum::{fletcher_verify, internet_checksum};
-use super::lsa::*;
-use super::packet::*;
+use super::super::auth::*;
+use super::super::checksum::{fletcher_verify, internet_checksum};
+use super::super::lsa::*;
+use super::super::packet::*;
 
 pub(super) fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s
@@ -531,7 +531,7 @@ fn lsa_body_errors() {
     // Router-LSA announcing 3 links but carrying 2: re-checksummed so the body parser sees it.
     let mut raw = hex(ROUTER_LSA);
     raw[23] = 3;
-    let sum = super::checksum::fletcher_checksum(&raw);
+    let sum = super::super::checksum::fletcher_checksum(&raw);
     raw[16..18].copy_from_slice(&sum.to_be_bytes());
     assert_eq!(Lsa::decode(&raw).unwrap_err().reason(), "bad_lsa_body");
     assert_eq!(
@@ -550,7 +550,7 @@ fn router_lsa_tos_metrics_are_skipped_but_kept_in_raw() {
     let mut raw = hex(
         "0001020101010101010101018000000200000028 00000001 02020202 0a000001 0101000a 08000014",
     );
-    let sum = super::checksum::fletcher_checksum(&raw);
+    let sum = super::super::checksum::fletcher_checksum(&raw);
     raw[16..18].copy_from_slice(&sum.to_be_bytes());
     let (lsa, used) = Lsa::decode(&raw).expect("valid");
     assert_eq!(used, 40);

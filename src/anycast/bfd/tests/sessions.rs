@@ -3,9 +3,9 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::fsm::{Action, BfdTimers};
-use super::packet::{ControlPacket, Diag, Flags, State};
-use super::sessions::{BfdPeer, Demux, Plan, Sessions};
+use super::super::fsm::{Action, BfdTimers};
+use super::super::packet::{ControlPacket, Diag, Flags, State};
+use super::super::sessions::{BfdPeer, Demux, Plan, Sessions};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);

@@ -1,0 +1,113 @@
+//! The FRR router: vtysh, its logs, and its view of the routes and OSPF neighbours.
+
+use super::*;
+
+impl NetLab {
+    /// The router's log of one FRR daemon ("zebra", "ospfd").
+    pub fn router_log(&self, daemon: &str) -> String {
+        let path = self.state.join(format!("{}-{daemon}.log", self.router));
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// `vtysh -N ROUTER -c CMD` output (panics if vtysh fails).
+    pub fn vtysh(&self, cmd: &str) -> String {
+        let out = run(Command::new("vtysh").args(["-N", &self.router, "-c", cmd]));
+        assert!(
+            out.status.success(),
+            "vtysh -N {} -c {cmd:?}: {}{}",
+            self.router,
+            lossy(&out.stdout),
+            lossy(&out.stderr)
+        );
+        lossy(&out.stdout)
+    }
+
+    pub(super) fn vtysh_json(&self, cmd: &str) -> Value {
+        let text = self.vtysh(cmd);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("vtysh {cmd:?}: {e}: {text}"))
+    }
+
+    /// The router kernel's next hops for the anycast prefix (`ip -j route show`), sorted.
+    pub fn kernel_nexthops(&self) -> Vec<NextHop> {
+        let out =
+            run(Command::new("ip").args(["-n", &self.router, "-j", "route", "show", ANYCAST]));
+        assert!(
+            out.status.success(),
+            "ip route show: {}",
+            lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ip -j route: {e}: {}", lossy(&out.stdout)));
+        let mut hops = Vec::new();
+        for route in v.as_array().into_iter().flatten() {
+            let one = |h: &Value| NextHop {
+                gateway: h["gateway"].as_str().unwrap_or("").to_string(),
+                dev: h["dev"].as_str().unwrap_or("").to_string(),
+            };
+            match route["nexthops"].as_array() {
+                Some(list) => hops.extend(list.iter().map(one)),
+                None => hops.push(one(route)),
+            }
+        }
+        hops.sort();
+        hops
+    }
+
+    /// Just the gateways of [`kernel_nexthops`](Self::kernel_nexthops).
+    pub fn kernel_gateways(&self) -> BTreeSet<String> {
+        self.kernel_nexthops()
+            .into_iter()
+            .map(|h| h.gateway)
+            .collect()
+    }
+
+    /// FRR's view (`show ip route PREFIX json`): gateways of the selected route's active
+    /// next hops that are in the FIB.
+    pub fn frr_gateways(&self) -> BTreeSet<String> {
+        let v = self.vtysh_json(&format!("show ip route {ANYCAST} json"));
+        let mut set = BTreeSet::new();
+        for route in v[ANYCAST].as_array().into_iter().flatten() {
+            if route["selected"] != Value::Bool(true) {
+                continue;
+            }
+            for h in route["nexthops"].as_array().into_iter().flatten() {
+                if h["active"] == Value::Bool(true) && h["fib"] == Value::Bool(true) {
+                    if let Some(ip) = h["ip"].as_str() {
+                        set.insert(ip.to_string());
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    /// The router's OSPF neighbours.
+    pub fn router_neighbors(&self) -> Vec<RouterNeighbor> {
+        let v = self.vtysh_json("show ip ospf neighbor json");
+        let mut list = Vec::new();
+        for (rid, entries) in v["neighbors"].as_object().into_iter().flatten() {
+            for e in entries.as_array().into_iter().flatten() {
+                let state = e["nbrState"].as_str().or(e["state"].as_str()).unwrap_or("");
+                list.push(RouterNeighbor {
+                    router_id: rid.clone(),
+                    address: e["ifaceAddress"]
+                        .as_str()
+                        .or(e["address"].as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                    state: state.to_string(),
+                });
+            }
+        }
+        list
+    }
+
+    /// Router ids of the router's neighbours in state Full.
+    pub fn router_full_neighbors(&self) -> BTreeSet<String> {
+        self.router_neighbors()
+            .into_iter()
+            .filter(|n| n.state.starts_with("Full"))
+            .map(|n| n.router_id)
+            .collect()
+    }
+}
