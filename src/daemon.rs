@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, Control};
-use crate::anycast::{thread_priority, AnycastError, Speakers};
+use crate::anycast::{AnycastError, Speakers};
 use crate::config::{merge_reload, Config, ConfigError, ReloadReport};
 use crate::health;
 use crate::proxy::catalog::Catalogs;
@@ -240,7 +240,7 @@ async fn raise_speaker_priority(routing: &Handle, priority: u8) {
         return;
     }
     let on_worker =
-        routing.spawn(async move { thread_priority::set_current_thread_round_robin(priority) });
+        routing.spawn(async move { crate::sys::set_current_thread_round_robin(priority) });
     match on_worker.await {
         Ok(Ok(())) => tracing::info!(priority, "routing speakers run under SCHED_RR"),
         Ok(Err(e)) => tracing::warn!(

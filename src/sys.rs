@@ -19,7 +19,13 @@ use tokio::io::Interest;
 
 // --- Thread scheduling -----------------------------------------------------------------------
 //
-// Why the routing thread runs under SCHED_RR: see `crate::anycast::thread_priority`.
+// Why the routing thread runs under SCHED_RR: BFD detects a dead balancer after 300 ms of
+// silence (100 ms x 3), so a packet must leave within tens of milliseconds of its timer. On a
+// busy host a sleeping thread can wait 200 ms and more to be scheduled after its timer fires
+// (measured in the lab: `epoll_wait` with a 23 ms timeout returned after 192 ms while pgbench
+// loaded the proxies), and the router declares the balancer dead although it is fine. Under
+// SCHED_RR the thread runs as soon as it wakes; the speakers use little CPU, and the kernel's
+// real-time throttling bounds what a runaway could take.
 
 /// Puts the calling thread under SCHED_RR at `priority` (1..=99). Threads it would fork do
 /// not inherit it (SCHED_RESET_ON_FORK). Fails without root or CAP_SYS_NICE (EPERM).

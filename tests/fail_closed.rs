@@ -10,7 +10,7 @@
 
 #[path = "common/bgplab.rs"]
 mod bgplab;
-#[path = "common/netlab.rs"]
+#[path = "common/netlab/mod.rs"]
 mod netlab;
 
 use std::sync::{Mutex, MutexGuard};

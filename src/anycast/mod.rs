@@ -9,7 +9,6 @@ mod bfd_owners;
 pub mod bgp;
 pub mod ospf;
 pub mod render;
-pub mod thread_priority;
 pub mod timer_lag;
 
 use std::sync::Arc;
