@@ -682,3 +682,46 @@ fn reference_frr_balancers_router_side() {
         && (n.code, n.subcode) == (6, 2)
         && n.message.as_deref() == Some("reference: b1 drained")));
 }
+
+/// A router reload (issue 14): r1's bgpd dies, stays away 15 s while pgcast's connection
+/// attempts fail, and comes back with its neighbours passive, so only pgcast's own connect
+/// can bring the session back. pgcast's back-off is capped (`bgp.connect_retry_max_ms`,
+/// default 4 s): b1 is back in r1's kernel route within seconds of bgpd being ready, not after
+/// RFC 4271's doubling (1, 2, 4, 8, 16 s … here 16 s or more).
+#[test]
+fn restarted_passive_router_gets_the_route_back_within_the_back_off_cap() {
+    let _lab = lab_or_skip!();
+    let mut lab = BgpOptions {
+        balancers: 1,
+        ..BgpOptions::default()
+    }
+    .up();
+    start_and_converge(&mut lab, &[1]);
+    let b1 = lab.b(1).addr.clone();
+    let ready = lab.restart_router_daemon("bgpd", Duration::from_secs(15), |conf| {
+        let mut out = String::new();
+        for line in conf.lines() {
+            out.push_str(line);
+            out.push('\n');
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let ["neighbor", peer, "remote-as", _] = words.as_slice() {
+                out.push_str(&format!(" neighbor {peer} passive\n"));
+            }
+        }
+        out
+    });
+    wait_until(&lab, "b1 back in r1's kernel route", CONVERGE, |l| {
+        l.kernel_gateways().contains(&b1)
+    });
+    let back = ready.elapsed();
+    println!(
+        "router bgpd restarted passive after 15 s away: b1 back in its ECMP set {} ms after \
+         bgpd was ready",
+        ms(back)
+    );
+    assert!(
+        back < Duration::from_secs(10),
+        "back within the 4 s back-off cap plus the handshake, not the doubled back-off: {back:?}\n{}",
+        bgplab::diagnostics(&lab)
+    );
+}

@@ -414,6 +414,37 @@ fn reload_of_partly_live_sections() {
 }
 
 #[test]
+fn bgp_connect_retry_back_off_is_capped() {
+    let c = parse(&format!("{MINIMAL}{BGP}")).expect("valid");
+    let n = &c.bgp.expect("bgp").neighbors[0];
+    assert_eq!(n.connect_retry, Duration::from_millis(5000));
+    assert_eq!(
+        n.connect_retry_max,
+        Duration::from_millis(5000),
+        "never below the first retry"
+    );
+    let quick = format!("{MINIMAL}{BGP}").replace(
+        "hold_time = 30\n",
+        "hold_time = 30\nconnect_retry_ms = 1000\n",
+    );
+    let n = &parse(&quick).expect("valid").bgp.expect("bgp").neighbors[0];
+    assert_eq!(
+        n.connect_retry_max,
+        Duration::from_secs(4),
+        "the default cap"
+    );
+    let bad = quick.replace(
+        "connect_retry_ms = 1000\n",
+        "connect_retry_ms = 1000\nconnect_retry_max_ms = 500\n",
+    );
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("bgp.connect_retry_max_ms") && e.contains("at least"),
+        "{e}"
+    );
+}
+
+#[test]
 fn bgp_errors_name_the_key_and_line() {
     let cases = [
         ("hold_time = 30", "hold_time = 2", "bgp.hold_time"),

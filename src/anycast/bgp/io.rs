@@ -69,7 +69,7 @@ pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
         sc.local_pref = n.local_pref;
         sc.passive = n.passive;
         sc.connect_retry_time = n.connect_retry;
-        sc.connect_retry_max = sc.connect_retry_max.max(n.connect_retry);
+        sc.connect_retry_max = n.connect_retry_max;
         let session = Session::new(sc).map_err(|source| BgpIoError::Session {
             address: n.address,
             source,

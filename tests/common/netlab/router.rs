@@ -9,6 +9,65 @@ impl NetLab {
         fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// Kills the router's FRR `daemon` (SIGKILL: it says goodbye to nobody), waits `down_for`,
+    /// and starts it again from its configuration with `edit` applied to the text (e.g. to
+    /// make its neighbours passive, as after a router reload). The new process is recorded in
+    /// `STATE/pids` for `down`. Returns when its vty socket exists: when it is ready.
+    pub fn restart_router_daemon(
+        &self,
+        daemon: &str,
+        down_for: Duration,
+        edit: impl Fn(&str) -> String,
+    ) -> Instant {
+        let run_dir = PathBuf::from(format!("/var/run/frr/{}", self.router));
+        let pid_of = || -> Option<u32> {
+            fs::read_to_string(run_dir.join(format!("{daemon}.pid")))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let old = pid_of().unwrap_or_else(|| panic!("no pid file for {daemon}"));
+        let _ = run(Command::new("kill").args(["-KILL", &old.to_string()]));
+        let vty = run_dir.join(format!("{daemon}.vty"));
+        let _ = fs::remove_file(&vty);
+        thread::sleep(down_for);
+        let conf_dir = PathBuf::from(format!("/etc/frr/{}", self.router));
+        let conf = conf_dir.join("frr.conf");
+        let edited = conf_dir.join(format!("{daemon}-restarted.conf"));
+        let text = fs::read_to_string(&conf).expect("router config");
+        fs::write(&edited, edit(&text)).expect("write restarted config");
+        let _ = run(Command::new("chown").arg("frr:frr").arg(&edited));
+        let out = run(Command::new("ip")
+            .args(["netns", "exec", &self.router])
+            .arg(format!("/usr/lib/frr/{daemon}"))
+            .args(["-d", "-N", &self.router, "-P", "0", "-f"])
+            .arg(&edited)
+            .arg("--log")
+            .arg(format!(
+                "file:{}",
+                self.state
+                    .join(format!("{}-{daemon}.log", self.router))
+                    .display()
+            )));
+        assert!(
+            out.status.success(),
+            "restart {daemon}: {}",
+            lossy(&out.stderr)
+        );
+        poll_until(Duration::from_secs(10), || vty.exists())
+            .unwrap_or_else(|| panic!("{daemon} did not come back"));
+        let ready = Instant::now();
+        if let Some((pid, st)) = pid_of().and_then(|p| Some((p, start_time(p)?))) {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(self.state.join("pids"))
+                .expect("open STATE/pids");
+            let _ = f.write_all(format!("{pid} {st} TERM r1-{daemon}\n").as_bytes());
+        }
+        ready
+    }
+
     /// `vtysh -N ROUTER -c CMD` output (panics if vtysh fails).
     pub fn vtysh(&self, cmd: &str) -> String {
         let out = run(Command::new("vtysh").args(["-N", &self.router, "-c", cmd]));
