@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod fault;
 pub mod health;
+pub mod log_limit;
 pub mod proxy;
 pub mod status;
 #[allow(unsafe_code)]

@@ -109,8 +109,13 @@ pub async fn run_listener(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(listener = %cfg.name, error = %e, "accept failed");
+                // EMFILE and friends: back off briefly instead of spinning; a flood of
+                // connections must not flood the log too.
+                static ACCEPT_FAILED: crate::log_limit::LogLimit =
+                    crate::log_limit::LogLimit::new(std::time::Duration::from_secs(10));
+                if let Some(more) = ACCEPT_FAILED.admit() {
+                    tracing::warn!(listener = %cfg.name, error = %e, more_since_last_line = more, "accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }

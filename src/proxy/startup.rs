@@ -14,6 +14,10 @@ use super::message::{self, Message, StartupPacket};
 use super::stats::CancelOutcome;
 use super::{backend, cancel, ProxyContext, ProxyError};
 use crate::config::{ClientAuthMethod, Config, UserConfig};
+use crate::log_limit::LogLimit;
+
+/// At most one line per this interval for each log line a stranger can trigger per connection.
+const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A client that completed start-up and authentication.
 pub struct ClientStartup {
@@ -57,6 +61,45 @@ async fn read_startup(
     }
 }
 
+/// Bytes that arrived together with an SSLRequest/GSSENCRequest, before its answer was sent,
+/// are refused as PostgreSQL refuses them (CVE-2021-23214: they could have been injected by a
+/// man in the middle ahead of the encryption that the client asked for).
+async fn refuse_early_data(
+    stream: &mut TcpStream,
+    buf: &BytesMut,
+    ctx: &ProxyContext,
+    request: &str,
+) -> Result<(), ProxyError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let mut out = BytesMut::new();
+    let fields = [
+        (b'S', "FATAL".to_string()),
+        (b'V', "FATAL".to_string()),
+        (b'C', "08P01".to_string()),
+        (b'M', format!("received unencrypted data after {request}")),
+        (
+            b'D',
+            "This could be either a client-software bug or evidence of an attempted \
+             man-in-the-middle attack."
+                .to_string(),
+        ),
+    ];
+    message::write_message(&mut out, b'E', |b| {
+        for (tag, value) in &fields {
+            bytes::BufMut::put_u8(b, *tag);
+            message::put_cstr(b, value);
+        }
+        bytes::BufMut::put_u8(b, 0);
+    });
+    ctx.stats.count_error("08P01");
+    stream.write_all(&out).await?;
+    Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
+        "data after an encryption request",
+    )))
+}
+
 /// Reads one tagged message during authentication.
 pub async fn read_message(
     stream: &mut TcpStream,
@@ -80,6 +123,9 @@ pub async fn client_startup(
     ctx: &Arc<ProxyContext>,
     config: &Config,
 ) -> Result<StartupOutcome, ProxyError> {
+    // PostgreSQL answers each of SSLRequest and GSSENCRequest once; a repeated one is an
+    // unsupported protocol version (postmaster.c, ProcessStartupPacket).
+    let (mut ssl_done, mut gss_done) = (false, false);
     let params = loop {
         let packet = match read_startup(stream, buf).await {
             Ok(p) => p,
@@ -96,8 +142,27 @@ pub async fn client_startup(
         };
         match packet {
             // No TLS or GSS encryption yet: answer 'N' and let the client continue in clear.
+            StartupPacket::SslRequest if !ssl_done => {
+                ssl_done = true;
+                stream.write_all(b"N").await?;
+                refuse_early_data(stream, buf, ctx, "SSL request").await?;
+            }
+            StartupPacket::GssEncRequest if !gss_done => {
+                gss_done = true;
+                stream.write_all(b"N").await?;
+                refuse_early_data(stream, buf, ctx, "GSSAPI encryption request").await?;
+            }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                stream.write_all(b"N").await?
+                let version = match packet {
+                    StartupPacket::SslRequest => "1234.5679",
+                    _ => "1234.5680",
+                };
+                let msg =
+                    format!("unsupported frontend protocol {version}: server supports 3.0 to 3.0");
+                fatal(stream, ctx, "0A000", &msg).await?;
+                return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
+                    "repeated encryption request",
+                )));
             }
             StartupPacket::Cancel { pid, secret } => {
                 handle_cancel(ctx, config, pid, secret).await;
@@ -250,11 +315,15 @@ async fn handle_cancel(ctx: &ProxyContext, config: &Config, pid: i32, secret: i3
         (CancelRoute::Forward(peer), _) => forward(ctx, config, peer, pid, secret).await,
         _ => {
             if issuer != own {
-                tracing::info!(
-                    pid,
-                    issuer,
-                    "cancel key issued by another balancer that is not in [[peers]]; dropped"
-                );
+                static NOT_A_PEER: LogLimit = LogLimit::new(LOG_INTERVAL);
+                if let Some(more) = NOT_A_PEER.admit() {
+                    tracing::info!(
+                        pid,
+                        issuer,
+                        more_since_last_line = more,
+                        "cancel key issued by another balancer that is not in [[peers]]; dropped"
+                    );
+                }
             } else {
                 tracing::debug!(pid, "cancel request for an unknown key");
             }
@@ -273,13 +342,17 @@ async fn forward(
 ) -> CancelOutcome {
     let issuer = cancel::issuer_of(secret);
     let Some(_claim) = ctx.cancel.begin_forward(pid, secret) else {
-        tracing::info!(
-            pid,
-            issuer,
-            %peer,
-            "cancel request already being forwarded; dropped (if this repeats, a [[peers]] \
-             address may point at the wrong balancer)"
-        );
+        static DUPLICATE: LogLimit = LogLimit::new(LOG_INTERVAL);
+        if let Some(more) = DUPLICATE.admit() {
+            tracing::info!(
+                pid,
+                issuer,
+                %peer,
+                more_since_last_line = more,
+                "cancel request already being forwarded; dropped (if this repeats, a [[peers]] \
+                 address may point at the wrong balancer)"
+            );
+        }
         return CancelOutcome::Duplicate;
     };
     match backend::forward_cancel(peer, pid, secret, config.limits.connect_timeout).await {
@@ -288,7 +361,10 @@ async fn forward(
             CancelOutcome::Forwarded
         }
         Err(e) => {
-            tracing::warn!(pid, issuer, %peer, error = %e, "cannot forward cancel request");
+            static FAILED: LogLimit = LogLimit::new(LOG_INTERVAL);
+            if let Some(more) = FAILED.admit() {
+                tracing::warn!(pid, issuer, %peer, error = %e, more_since_last_line = more, "cannot forward cancel request");
+            }
             CancelOutcome::ForwardFailed
         }
     }
