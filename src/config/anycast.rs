@@ -57,6 +57,7 @@ struct RawAuth {
     kind: String,
     key_id: Option<i64>,
     key: Option<String>,
+    key_preparation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,8 +92,26 @@ pub enum OspfNetwork {
 pub enum OspfAuth {
     None,
     Simple(String),
-    Md5 { key_id: u8, key: String },
-    HmacSha256 { key_id: u8, key: String },
+    Md5 {
+        key_id: u8,
+        key: String,
+    },
+    HmacSha256 {
+        key_id: u8,
+        key: String,
+        preparation: HmacKeyPreparation,
+    },
+}
+
+/// `ospf.interfaces.auth.key_preparation` for HMAC-SHA-256: how a key of 33 to 64 bytes is
+/// turned into the HMAC key. Both sides must agree, or no adjacency forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HmacKeyPreparation {
+    /// "rfc5709" (default): hashed first, as RFC 5709 §3.3 says (FRR, Cisco).
+    #[default]
+    Rfc5709,
+    /// "rfc2104": used as it is, as plain HMAC does (BIRD 2).
+    Rfc2104,
 }
 
 impl std::fmt::Debug for OspfAuth {
@@ -311,6 +330,24 @@ impl Validator<'_> {
         }))
     }
 
+    fn hmac_key_preparation(
+        &self,
+        s: &Range<usize>,
+        raw: Option<&str>,
+    ) -> Result<HmacKeyPreparation, ConfigError> {
+        match raw {
+            None | Some("rfc5709") => Ok(HmacKeyPreparation::Rfc5709),
+            Some("rfc2104") => Ok(HmacKeyPreparation::Rfc2104),
+            Some(other) => Err(self.err(
+                s.clone(),
+                "ospf.interfaces.auth.key_preparation",
+                format!(
+                    "unknown value {other:?}; expected \"rfc5709\" (FRR) or \"rfc2104\" (BIRD 2)"
+                ),
+            )),
+        }
+    }
+
     fn ospf_auth(&self, s: &Range<usize>, raw: Option<RawAuth>) -> Result<OspfAuth, ConfigError> {
         let Some(a) = raw else {
             return Ok(OspfAuth::None);
@@ -338,7 +375,11 @@ impl Validator<'_> {
             "simple" => OspfAuth::Simple(key(8)?),
             // App. D.4.3: the key is 16 bytes (shorter ones are padded with zeros).
             "md5" => OspfAuth::Md5 { key_id: key_id()?, key: key(16)? },
-            "hmac-sha-256" => OspfAuth::HmacSha256 { key_id: key_id()?, key: key(1024)? },
+            "hmac-sha-256" => OspfAuth::HmacSha256 {
+                key_id: key_id()?,
+                key: key(1024)?,
+                preparation: self.hmac_key_preparation(s, a.key_preparation.as_deref())?,
+            },
             other => {
                 return Err(self.err(
                     s.clone(),

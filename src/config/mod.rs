@@ -8,8 +8,8 @@ mod community;
 mod peers;
 pub mod reload;
 pub use anycast::{
-    DrainConfig, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig, OspfNetwork,
-    PrefixConfig, Requirement, WhenUnhealthy,
+    DrainConfig, HmacKeyPreparation, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig,
+    OspfNetwork, PrefixConfig, Requirement, WhenUnhealthy,
 };
 pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};

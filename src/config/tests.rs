@@ -109,6 +109,48 @@ require = "read-write"
 when_unhealthy = "last-resort"
 "#;
 
+/// `key_preparation` picks the HMAC-SHA-256 keying a router needs (BIRD 2: rfc2104).
+#[test]
+fn ospf_hmac_key_preparation() {
+    let with = |auth: &str| {
+        format!("{MINIMAL}{OSPF}").replace(
+            "auth = { type = \"md5\", key_id = 7, key = \"secret\" }",
+            auth,
+        )
+    };
+    let auth_of =
+        |text: &str| parse(text).map(|c| c.ospf.expect("ospf").interfaces[0].auth.clone());
+    let default = auth_of(&with(
+        "auth = { type = \"hmac-sha-256\", key_id = 1, key = \"k\" }",
+    ));
+    assert!(matches!(
+        default,
+        Ok(OspfAuth::HmacSha256 {
+            preparation: HmacKeyPreparation::Rfc5709,
+            ..
+        })
+    ));
+    let bird = auth_of(&with(
+        "auth = { type = \"hmac-sha-256\", key_id = 1, key = \"k\", key_preparation = \"rfc2104\" }",
+    ));
+    assert!(matches!(
+        bird,
+        Ok(OspfAuth::HmacSha256 {
+            preparation: HmacKeyPreparation::Rfc2104,
+            ..
+        })
+    ));
+    let e = auth_of(&with(
+        "auth = { type = \"hmac-sha-256\", key_id = 1, key = \"k\", key_preparation = \"bird\" }",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("ospf.interfaces.auth.key_preparation") && e.contains("rfc2104"),
+        "{e}"
+    );
+}
+
 #[test]
 fn ospf_and_prefix_sections_are_validated_into_typed_values() {
     let c = parse(&format!("{MINIMAL}{OSPF}")).expect("valid");

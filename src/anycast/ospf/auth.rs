@@ -58,7 +58,19 @@ pub enum AuthKey {
     HmacSha256 {
         key_id: u8,
         key: Vec<u8>,
+        keying: HmacKeying,
     },
+}
+
+/// How an HMAC-SHA-256 key becomes the HMAC key. The two differ only for keys of 33 to 64
+/// bytes; a router using the other one never forms an adjacency with such a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HmacKeying {
+    /// RFC 5709 §3.3: a key longer than the hash (32 bytes) is hashed first (FRR, Cisco).
+    #[default]
+    Rfc5709,
+    /// Plain RFC 2104: only a key longer than the block (64 bytes) is hashed (BIRD 2).
+    Rfc2104,
 }
 
 impl fmt::Debug for AuthKey {
@@ -183,6 +195,23 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; HMAC_SHA256_DIGEST_LEN] 
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC-SHA-256 with RFC 2104's own key handling (a key longer than the 64-byte block is
+/// hashed, any other is used as it is), as BIRD 2 computes OSPF's RFC 5709 digest.
+pub fn hmac_sha256_rfc2104(key: &[u8], parts: &[&[u8]]) -> [u8; HMAC_SHA256_DIGEST_LEN] {
+    let mut block_key = [0u8; SHA256_BLOCK_LEN];
+    if key.len() > SHA256_BLOCK_LEN {
+        let hashed: [u8; HMAC_SHA256_DIGEST_LEN] = Sha256::digest(key).into();
+        block_key[..HMAC_SHA256_DIGEST_LEN].copy_from_slice(&hashed);
+    } else {
+        block_key[..key.len()].copy_from_slice(key);
+    }
+    let mut mac = <Hmac<Sha256> as KeyInit>::new(&block_key.into());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Apad of RFC 5709 §3.3: 0x878FE1F3 repeated to 32 bytes.
 fn apad() -> [u8; HMAC_SHA256_DIGEST_LEN] {
     let mut out = [0u8; HMAC_SHA256_DIGEST_LEN];
@@ -197,7 +226,16 @@ fn apad() -> [u8; HMAC_SHA256_DIGEST_LEN] {
 fn crypto_digest(key: &AuthKey, packet: &[u8]) -> Vec<u8> {
     match key {
         AuthKey::Md5 { key, .. } => md5_digest(key, packet).to_vec(),
-        AuthKey::HmacSha256 { key, .. } => hmac_sha256(key, &[packet, &apad()]).to_vec(),
+        AuthKey::HmacSha256 {
+            key,
+            keying: HmacKeying::Rfc5709,
+            ..
+        } => hmac_sha256(key, &[packet, &apad()]).to_vec(),
+        AuthKey::HmacSha256 {
+            key,
+            keying: HmacKeying::Rfc2104,
+            ..
+        } => hmac_sha256_rfc2104(key, &[packet, &apad()]).to_vec(),
         AuthKey::Null | AuthKey::Simple(_) => Vec::new(),
     }
 }

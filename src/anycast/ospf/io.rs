@@ -12,14 +12,14 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type}
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::auth::{self, AuthConfig, AuthKey};
+use super::auth::{self, AuthConfig, AuthKey, HmacKeying};
 use super::instance::{
     Action, Announcement, ExternalConfig, Input, Instance, InstanceConfig, InterfaceConfig,
     NetworkType,
 };
 use super::packet::{ALL_SPF_ROUTERS, IP_PROTO_OSPF};
 use super::status::OspfStatus;
-use crate::config::{OspfAuth, OspfConfig, OspfNetwork};
+use crate::config::{HmacKeyPreparation, OspfAuth, OspfConfig, OspfNetwork};
 
 /// Errors setting up the OSPF speaker (runtime packet problems are counted, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +162,17 @@ fn auth_config(a: &OspfAuth) -> AuthConfig {
             key_id: *key_id,
             key: key.as_bytes().to_vec(),
         },
-        OspfAuth::HmacSha256 { key_id, key } => AuthKey::HmacSha256 {
+        OspfAuth::HmacSha256 {
+            key_id,
+            key,
+            preparation,
+        } => AuthKey::HmacSha256 {
             key_id: *key_id,
             key: key.as_bytes().to_vec(),
+            keying: match preparation {
+                HmacKeyPreparation::Rfc5709 => HmacKeying::Rfc5709,
+                HmacKeyPreparation::Rfc2104 => HmacKeying::Rfc2104,
+            },
         },
     };
     AuthConfig::single(key)

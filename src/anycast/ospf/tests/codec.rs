@@ -247,6 +247,7 @@ fn hmac_key(id: u8, key: &[u8]) -> AuthKey {
     AuthKey::HmacSha256 {
         key_id: id,
         key: key.to_vec(),
+        keying: HmacKeying::Rfc5709,
     }
 }
 
@@ -286,6 +287,18 @@ fn hmac_sha256_hashes_keys_longer_than_32_bytes() {
     };
     assert_eq!(ours, expect(&hashed));
     assert_ne!(ours, expect(&key));
+    // The BIRD-compatible keying is plain HMAC (the hmac crate's RFC 2104) for every length.
+    for len in [1usize, 20, 32, 33, 40, 64, 65, 80] {
+        let key = vec![0x5au8; len];
+        assert_eq!(
+            hmac_sha256_rfc2104(&key, &[b"da", b"ta"]),
+            expect(&key),
+            "{len}"
+        );
+        // The two keyings agree except for keys of 33 to 64 bytes.
+        let same = hmac_sha256(&key, &[b"data"]) == expect(&key);
+        assert_eq!(same, !(33..=64).contains(&len), "{len}");
+    }
 }
 
 #[test]

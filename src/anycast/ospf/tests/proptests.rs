@@ -182,7 +182,17 @@ fn arb_auth() -> impl Strategy<Value = AuthKey> {
         Just(AuthKey::Null),
         any::<[u8; 8]>().prop_map(AuthKey::Simple),
         (any::<u8>(), key.clone()).prop_map(|(key_id, key)| AuthKey::Md5 { key_id, key }),
-        (any::<u8>(), key).prop_map(|(key_id, key)| AuthKey::HmacSha256 { key_id, key }),
+        (any::<u8>(), key, any::<bool>()).prop_map(|(key_id, key, rfc2104)| {
+            AuthKey::HmacSha256 {
+                key_id,
+                key,
+                keying: if rfc2104 {
+                    HmacKeying::Rfc2104
+                } else {
+                    HmacKeying::Rfc5709
+                },
+            }
+        }),
     ]
 }
 
@@ -207,6 +217,7 @@ fn configs() -> Vec<AuthConfig> {
                 AuthKey::HmacSha256 {
                     key_id: 2,
                     key: b"k".to_vec(),
+                    keying: HmacKeying::Rfc5709,
                 },
             ],
         },
