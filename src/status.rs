@@ -95,6 +95,10 @@ pub struct BackendStatus {
     pub idle_connections: i64,
     pub queries: u64,
     pub last_error: Option<String>,
+    /// Why an up replica is not in the read set, e.g. the lag limit it exceeded (absent when
+    /// it is, and in the documents of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_set_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -163,6 +167,7 @@ impl Status {
                     idle_connections: c.idle_connections,
                     queries: c.queries,
                     last_error: b.last_error.clone(),
+                    read_set_reason: b.read_set_reason.clone(),
                 }
             })
             .collect();
@@ -281,6 +286,9 @@ impl Status {
             );
             if let Some(e) = &b.last_error {
                 let _ = writeln!(s, "    last error: {e}");
+            }
+            if let Some(r) = &b.read_set_reason {
+                let _ = writeln!(s, "    not in the read set: {r}");
             }
         }
         let _ = writeln!(
