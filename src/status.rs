@@ -343,3 +343,29 @@ fn yes_no(b: bool) -> &'static str {
         "NO"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_status_without_read_set_reason_still_parses() {
+        let old = r#"{"name":"pg2","address":"h:5432","role":"replica","up":true,
+            "in_read_set":false,"lag_bytes":5,"lag_seconds":0.5,"weight":1,
+            "server_connections":0,"queries":0,"last_error":null}"#;
+        let b: BackendStatus = serde_json::from_str(old).expect("older document");
+        assert_eq!(b.read_set_reason, None);
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(
+            !json.contains("read_set_reason"),
+            "absent when none: {json}"
+        );
+        let with = BackendStatus {
+            read_set_reason: Some("replica lag: x".into()),
+            ..b
+        };
+        let back: BackendStatus =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+    }
+}
