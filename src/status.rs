@@ -95,6 +95,10 @@ pub struct BackendStatus {
     pub idle_connections: i64,
     pub queries: u64,
     pub last_error: Option<String>,
+    /// Why an up replica is not in the read set, e.g. the lag limit it exceeded (absent when
+    /// it is, and in the documents of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_set_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -163,6 +167,7 @@ impl Status {
                     idle_connections: c.idle_connections,
                     queries: c.queries,
                     last_error: b.last_error.clone(),
+                    read_set_reason: b.read_set_reason.clone(),
                 }
             })
             .collect();
@@ -282,6 +287,9 @@ impl Status {
             if let Some(e) = &b.last_error {
                 let _ = writeln!(s, "    last error: {e}");
             }
+            if let Some(r) = &b.read_set_reason {
+                let _ = writeln!(s, "    not in the read set: {r}");
+            }
         }
         let _ = writeln!(
             s,
@@ -333,5 +341,31 @@ fn yes_no(b: bool) -> &'static str {
         "yes"
     } else {
         "NO"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_status_without_read_set_reason_still_parses() {
+        let old = r#"{"name":"pg2","address":"h:5432","role":"replica","up":true,
+            "in_read_set":false,"lag_bytes":5,"lag_seconds":0.5,"weight":1,
+            "server_connections":0,"queries":0,"last_error":null}"#;
+        let b: BackendStatus = serde_json::from_str(old).expect("older document");
+        assert_eq!(b.read_set_reason, None);
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(
+            !json.contains("read_set_reason"),
+            "absent when none: {json}"
+        );
+        let with = BackendStatus {
+            read_set_reason: Some("replica lag: x".into()),
+            ..b
+        };
+        let back: BackendStatus =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

@@ -138,4 +138,70 @@ async fn lagging_replica_leaves_the_read_set_and_returns() {
     p.wait_until("pg2 back in the read set", |s| {
         s.backends.iter().any(|b| b.name == "pg2" && b.in_read_set)
     });
+    // One line per change, with the lag and the limit.
+    let log = p.log();
+    let left: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("replica leaves the read set") && l.contains("pg2"))
+        .collect();
+    assert_eq!(left.len(), 1, "{log}");
+    assert!(
+        left[0].contains("> max_replica_lag_bytes 8192 for 1 consecutive probe"),
+        "{}",
+        left[0]
+    );
+    eprintln!("{}", left[0]);
+    let joined: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("replica joins the read set") && l.contains("pg2"))
+        .collect();
+    assert!(
+        joined
+            .iter()
+            .any(|l| l.contains("(80% of max_replica_lag_bytes 8192)")),
+        "{log}"
+    );
+    eprintln!("{}", joined.last().unwrap());
+}
+
+/// An idle primary is not replica lag: with no writes for 10 s the replica's last replayed
+/// commit gets older than `max_replica_lag_ms`, yet it has everything and stays in the read set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_primary_keeps_a_caught_up_replica_in_the_read_set() {
+    let c = PgCluster::start(1);
+    setup(&c);
+    let pg2 = c.node("pg2").clone();
+    c.wait_replica_caught_up(&c.primary, &pg2);
+    let p = Pgcast::start(
+        &c,
+        "[health]\ninterval_ms = 100\nrise = 2\nfall = 3\nmax_replica_lag_ms = 1000\ndatabase = \"app\"\n",
+    );
+    let start = Instant::now();
+    let mut max_lag = 0.0f64;
+    while start.elapsed() < Duration::from_secs(12) {
+        let s = p.status().expect("status");
+        let b = s.backends.iter().find(|b| b.name == "pg2").unwrap();
+        assert!(
+            b.in_read_set,
+            "after {:?} idle: {b:?}\nlog:\n{}",
+            start.elapsed(),
+            p.log()
+        );
+        max_lag = max_lag.max(b.lag_seconds.unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What PostgreSQL calls the replay age is well past the limit by now.
+    let age: f64 = c
+        .psql(
+            &pg2,
+            DATABASE,
+            "SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())",
+        )
+        .parse()
+        .unwrap();
+    assert!(age > 10.0, "replay age {age}");
+    assert!(max_lag <= 1.0, "lag_seconds reached {max_lag}");
+    let log = p.log();
+    assert!(!log.contains("replica leaves the read set"), "{log}");
+    eprintln!("replay age {age:.1} s, max lag_seconds seen {max_lag}");
 }

@@ -174,6 +174,7 @@ struct RawHealth {
     fall: Option<i64>,
     max_replica_lag_bytes: Option<i64>,
     max_replica_lag_ms: Option<i64>,
+    replica_lag_return_percent: Option<i64>,
     user: Option<String>,
     password: Option<String>,
     database: Option<String>,
@@ -285,6 +286,9 @@ pub struct HealthConfig {
     pub fall: u32,
     pub max_replica_lag_bytes: Option<u64>,
     pub max_replica_lag: Option<Duration>,
+    /// A replica that exceeded a lag limit (for `fall` probes) returns to the read set once its
+    /// lag is at most this percentage of every limit (for `rise` probes): 1..=100.
+    pub replica_lag_return_percent: u32,
     pub user: String,
     pub password: Option<String>,
     pub database: String,
@@ -588,6 +592,14 @@ impl Validator<'_> {
                 Some(v) => Some(Duration::from_millis(v as u64)),
                 None => Some(Duration::from_secs(10)),
             },
+            replica_lag_return_percent: self.count(
+                &hs,
+                "health.replica_lag_return_percent",
+                h.replica_lag_return_percent,
+                80,
+                1,
+                100,
+            )? as u32,
             user: h.user.unwrap_or_else(|| "postgres".to_string()),
             password: h.password,
             database: h.database.unwrap_or_else(|| "postgres".to_string()),

@@ -52,6 +52,22 @@ fn invalid_value_names_key_and_line() {
 }
 
 #[test]
+fn replica_lag_return_percent_is_optional_and_checked() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().health.replica_lag_return_percent,
+        80
+    );
+    let text = format!("{MINIMAL}\n[health]\nreplica_lag_return_percent = 100\n");
+    assert_eq!(parse(&text).unwrap().health.replica_lag_return_percent, 100);
+    let text = format!("{MINIMAL}\n[health]\nrise = 1\nreplica_lag_return_percent = 0\n");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("test.toml:19: health.replica_lag_return_percent: must be between 1 and 100"),
+        "{e}"
+    );
+}
+
+#[test]
 fn duplicate_backend_is_rejected() {
     let text = format!("{MINIMAL}\n[[backends]]\nname = \"pg1\"\nhost = \"h\"\n");
     let e = parse(&text).unwrap_err().to_string();

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
-use super::cluster::{parse_lsn, ClusterState, ClusterView, Probe};
+use super::cluster::{parse_lsn, BackendView, ClusterState, ClusterView, Probe, Role};
 use super::self_check::{spawn_listener_checks, SelfCheckResult};
 use super::HealthError;
 use crate::config::{BackendConfig, Config, HealthConfig};
@@ -131,8 +131,13 @@ fn log_changes(old: &ClusterView, new: &ClusterView) {
     if !new.split_brain.is_empty() && old.split_brain != new.split_brain {
         tracing::error!(backends = ?new.split_brain, "SPLIT BRAIN: several backends claim to be primary; no writes are routed");
     }
-    if old.read_set != new.read_set {
-        tracing::info!(read_set = ?new.read_set, "read set changed");
+    for b in &new.backends {
+        log_read_set_change(old.backend(&b.name), b, &new.read_set);
+    }
+    for b in &old.backends {
+        if b.in_read_set && new.backend(&b.name).is_none() {
+            tracing::info!(backend = %b.name, read_set = ?new.read_set, "replica leaves the read set: removed from the configuration");
+        }
     }
     for l in &new.listeners {
         let was = old.listener(&l.name).map(|o| o.accepting);
@@ -146,6 +151,40 @@ fn log_changes(old: &ClusterView, new: &ClusterView) {
             }
             _ => {}
         }
+    }
+}
+
+/// One line when a backend enters or leaves the read set: the lag measured at that probe, the
+/// limit that tripped (or the return limits now met) and after how many consecutive probes.
+fn log_read_set_change(old: Option<&BackendView>, new: &BackendView, read_set: &[String]) {
+    if old.is_some_and(|o| o.in_read_set == new.in_read_set) || (old.is_none() && !new.in_read_set)
+    {
+        return;
+    }
+    let lag_bytes = new.lag_bytes.map(|v| v as i64).unwrap_or(-1);
+    let lag_seconds = new.lag_seconds.unwrap_or(-1.0);
+    // A change of the lag verdict explains the move when it points the same way.
+    let lag = new
+        .lag_change
+        .as_ref()
+        .filter(|c| c.within == new.in_read_set);
+    let probes = lag.map(|c| c.probes).unwrap_or(0);
+    if new.in_read_set {
+        let reason = match lag {
+            Some(c) if old.is_some_and(|o| o.role == Role::Replica && o.up) => c.detail.clone(),
+            _ => "up as a replica within the lag limits".to_string(),
+        };
+        tracing::info!(backend = %new.name, lag_bytes, lag_seconds, probes, reason = %reason, ?read_set, "replica joins the read set");
+    } else {
+        let reason = match (&new.read_set_reason, new.role, new.up) {
+            (Some(r), _, _) => r.clone(),
+            (None, _, false) => {
+                format!("down: {}", new.last_error.as_deref().unwrap_or("no answer"))
+            }
+            (None, Role::Primary, _) => "now a primary".to_string(),
+            (None, _, _) => format!("role {:?}", new.role).to_lowercase(),
+        };
+        tracing::warn!(backend = %new.name, lag_bytes, lag_seconds, probes, reason = %reason, ?read_set, "replica leaves the read set");
     }
 }
 

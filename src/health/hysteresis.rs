@@ -9,6 +9,8 @@ pub struct Hysteresis {
     fall: u32,
     up: Option<bool>,
     streak: u32,
+    /// A change after the first probe happened (the first probe decides alone).
+    changed_once: bool,
 }
 
 impl Hysteresis {
@@ -18,6 +20,7 @@ impl Hysteresis {
             fall: fall.max(1),
             up: None,
             streak: 0,
+            changed_once: false,
         }
     }
 
@@ -39,6 +42,7 @@ impl Hysteresis {
                 if self.streak >= needed {
                     self.up = Some(ok);
                     self.streak = 0;
+                    self.changed_once = true;
                     true
                 } else {
                     false
@@ -50,6 +54,22 @@ impl Hysteresis {
     /// Up after hysteresis; false until the first probe.
     pub fn is_up(&self) -> bool {
         self.up == Some(true)
+    }
+
+    /// The debounced state: None until the first probe.
+    pub fn state(&self) -> Option<bool> {
+        self.up
+    }
+
+    /// How many consecutive probes the last change took: the very first probe is 1, then
+    /// `rise` when it went up and `fall` when it went down. 0 before the first probe.
+    pub fn probes_for_last_change(&self) -> u32 {
+        match self.up {
+            None => 0,
+            Some(_) if !self.changed_once => 1,
+            Some(true) => self.rise,
+            Some(false) => self.fall,
+        }
     }
 
     /// Changes thresholds (config reload) without losing the current state.
@@ -83,6 +103,21 @@ mod tests {
         assert!(h.is_up());
         assert!(h.observe(false));
         assert!(!h.is_up());
+    }
+
+    #[test]
+    fn probes_for_last_change() {
+        let mut h = Hysteresis::new(2, 3);
+        assert_eq!((h.state(), h.probes_for_last_change()), (None, 0));
+        h.observe(true);
+        assert_eq!((h.state(), h.probes_for_last_change()), (Some(true), 1));
+        for _ in 0..3 {
+            h.observe(false);
+        }
+        assert_eq!((h.state(), h.probes_for_last_change()), (Some(false), 3));
+        h.observe(true);
+        h.observe(true);
+        assert_eq!((h.state(), h.probes_for_last_change()), (Some(true), 2));
     }
 
     #[test]
