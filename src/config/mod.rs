@@ -362,9 +362,11 @@ pub const DEFAULT_READ_FUNCTIONS: &[&str] = &[
 /// `pg_backend_pid()` must return the PID the client got in BackendKeyData; the rest fail on a
 /// hot standby (<https://www.postgresql.org/docs/15/hot-standby.html>: no transaction ID can
 /// be assigned and no WAL written during recovery). `txid_current` and `pg_current_xact_id` are
-/// STABLE but assign a transaction ID ("cannot assign TransactionIds during recovery"; their
-/// `_if_assigned` variants and `txid_current_snapshot` work on a standby);
-/// `pg_walfile_name[_offset]` are IMMUTABLE but refuse to run during recovery; the others are
+/// STABLE but assign a transaction ID (PostgreSQL 15 standby: 25006 "cannot execute
+/// pg_current_xact_id() during recovery"; their `_if_assigned` variants and
+/// `txid_current_snapshot` work there); `pg_walfile_name[_offset]` are IMMUTABLE but refuse to
+/// run during recovery (55000 "recovery is in progress"); tests/proxy.rs checks both. The
+/// others are
 /// VOLATILE already and listed so that they are writes before the load and in every schema.
 pub const DEFAULT_WRITE_FUNCTIONS: &[&str] = &[
     "pg_backend_pid",
