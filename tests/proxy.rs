@@ -773,3 +773,27 @@ async fn session_state_follows_the_session() {
         "f"
     );
 }
+
+/// A client that asks for a database that does not exist makes pgcast try to load its
+/// functions; the load fails with 3D000 and the database is forgotten (not retried for ever,
+/// with a warning every 30 s), so every used database counts as loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_forgotten() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let url = p
+        .auto()
+        .replace(&format!("dbname={DATABASE}"), "dbname=no_such_db");
+    assert_ne!(url, p.auto(), "conninfo names the database");
+    let e = connect(&url).await.expect_err("no such database");
+    assert_eq!(sqlstate(&e), "3D000");
+    p.wait_until("the missing database forgotten", |s| {
+        s.statement_cache.functions_loaded
+    });
+    let log = p.log();
+    assert!(
+        log.contains("database does not exist; forgetting its functions"),
+        "{log}"
+    );
+    assert!(!log.contains("cannot load functions"), "{log}");
+}
