@@ -1,5 +1,7 @@
 //! The proxy against a real PostgreSQL 15 primary with two streaming replicas.
-//! Where a statement ran is checked with `pg_is_in_recovery()` / `inet_server_port()`.
+//! Where a statement ran is checked with `on_standby()` (a STABLE wrapper of
+//! `pg_is_in_recovery()`, which pgcast itself sends to the primary on `auto` listeners) and
+//! `inet_server_port()`.
 
 mod common;
 
@@ -27,7 +29,9 @@ fn cluster() -> &'static PgCluster {
                  INSERT INTO items (v) VALUES ('seed');
                  CREATE SEQUENCE s;
                  CREATE FUNCTION bump() RETURNS bool VOLATILE LANGUAGE sql
-                   AS 'INSERT INTO items (v) VALUES (''bump'') RETURNING pg_is_in_recovery()';"
+                   AS 'INSERT INTO items (v) VALUES (''bump'') RETURNING pg_is_in_recovery()';
+                 CREATE FUNCTION on_standby() RETURNS bool STABLE LANGUAGE sql
+                   AS 'SELECT pg_is_in_recovery()';"
             ),
         );
         for r in &c.replicas {
@@ -49,7 +53,7 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
     let p = Pgcast::start(c, "");
     let client = connect(&p.auto()).await.unwrap();
     let row = client
-        .query_one("SELECT pg_is_in_recovery(), inet_server_port()", &[])
+        .query_one("SELECT on_standby(), inet_server_port()", &[])
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0), "a plain read runs on a replica");
@@ -61,16 +65,13 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
 
     let row = client
         .query_one(
-            "INSERT INTO items (v) VALUES ('w') RETURNING (SELECT pg_is_in_recovery())",
+            "INSERT INTO items (v) VALUES ('w') RETURNING (SELECT on_standby())",
             &[],
         )
         .await
         .unwrap();
     assert!(!row.get::<_, bool>(0), "a write runs on the primary");
-    let row = client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .unwrap();
+    let row = client.query_one("SELECT on_standby()", &[]).await.unwrap();
     assert!(
         !row.get::<_, bool>(0),
         "read-your-writes: after a write the session reads from the primary"
@@ -78,7 +79,7 @@ async fn reads_go_to_replicas_and_writes_to_the_primary() {
 
     let other = connect(&p.auto()).await.unwrap();
     assert!(other
-        .query_one("SELECT pg_is_in_recovery()", &[])
+        .query_one("SELECT on_standby()", &[])
         .await
         .unwrap()
         .get::<_, bool>(0));
@@ -96,20 +97,26 @@ async fn auto_listener_rules() {
     let p = Pgcast::start(c, "");
     // (statement, runs on a replica?) — each on a fresh session, so read-your-writes is not involved.
     let cases: &[(&str, bool)] = &[
-        ("SELECT pg_is_in_recovery()", true),
-        ("VALUES (pg_is_in_recovery())", true),
-        ("SELECT pg_is_in_recovery() FROM generate_series(1, 1)", true),
-        ("SELECT pg_is_in_recovery(), random() >= 0", true),
-        ("SELECT pg_is_in_recovery() FROM items LIMIT 1 FOR UPDATE", false),
-        ("SELECT pg_is_in_recovery() FROM items LIMIT 1 FOR SHARE", false),
-        ("SELECT pg_is_in_recovery() FROM items LIMIT 1 FOR NO KEY UPDATE", false),
-        ("SELECT pg_is_in_recovery(), nextval('s')", false),
+        ("SELECT on_standby()", true),
+        ("VALUES (on_standby())", true),
+        ("SELECT on_standby() FROM generate_series(1, 1)", true),
+        ("SELECT on_standby(), random() >= 0", true),
+        ("SELECT on_standby() FROM items LIMIT 1 FOR UPDATE", false),
+        ("SELECT on_standby() FROM items LIMIT 1 FOR SHARE", false),
+        ("SELECT on_standby() FROM items LIMIT 1 FOR NO KEY UPDATE", false),
+        ("SELECT on_standby(), nextval('s')", false),
         ("SELECT bump()", false),
-        ("WITH x AS (INSERT INTO items (v) VALUES ('cte') RETURNING 1) SELECT pg_is_in_recovery() FROM x", false),
-        ("BEGIN READ ONLY; SELECT pg_is_in_recovery(); COMMIT", true),
-        ("BEGIN; SELECT pg_is_in_recovery(); COMMIT", false),
-        ("BEGIN; LOCK items IN SHARE MODE; SELECT pg_is_in_recovery(); COMMIT", false),
-        ("SELECT pg_is_in_recovery(); SELECT 1 FROM items LIMIT 0; UPDATE items SET v = v WHERE false", false),
+        ("WITH x AS (INSERT INTO items (v) VALUES ('cte') RETURNING 1) SELECT on_standby() FROM x", false),
+        ("BEGIN READ ONLY; SELECT on_standby(); COMMIT", true),
+        ("BEGIN; SELECT on_standby(); COMMIT", false),
+        ("BEGIN; LOCK items IN SHARE MODE; SELECT on_standby(); COMMIT", false),
+        ("SELECT on_standby(); SELECT 1 FROM items LIMIT 0; UPDATE items SET v = v WHERE false", false),
+        // Questions about the server's role get the primary's answer.
+        ("SELECT pg_is_in_recovery()", false),
+        ("SELECT on_standby() AND current_setting('transaction_read_only') = 'on'", false),
+        // STABLE, but assigns a transaction ID: fails on a standby.
+        ("SELECT txid_current() > 0 AND on_standby()", false),
+        ("SELECT pg_current_xact_id()::text <> '' AND on_standby()", false),
     ];
     for (sql, replica) in cases {
         let client = connect(&p.auto()).await.unwrap();
@@ -117,23 +124,47 @@ async fn auto_listener_rules() {
         assert_eq!(
             got == "t",
             *replica,
-            "{sql} ran on the wrong backend (pg_is_in_recovery = {got})"
+            "{sql} ran on the wrong backend (on_standby = {got})"
         );
     }
 
-    // Transactions opened by separate messages stay where they started.
+    // Server-state questions use the primary without starting read-your-writes or pinning.
     let client = connect(&p.auto()).await.unwrap();
-    client.batch_execute("BEGIN READ ONLY").await.unwrap();
     assert_eq!(
-        simple_value(&client, "SELECT pg_is_in_recovery()").await,
-        "t"
+        simple_value(&client, "SHOW transaction_read_only").await,
+        "off"
     );
-    client.batch_execute("COMMIT").await.unwrap();
-    client.batch_execute("BEGIN").await.unwrap();
     assert_eq!(
         simple_value(&client, "SELECT pg_is_in_recovery()").await,
         "f"
     );
+    assert_eq!(
+        simple_value(&client, "SELECT on_standby()").await,
+        "t",
+        "no read-your-writes, no pin"
+    );
+    // set_config(..., false) changes the session: pinned to the primary.
+    simple_value(
+        &client,
+        "SELECT set_config('application_name', 'pinned', false)",
+    )
+    .await;
+    assert_eq!(
+        simple_value(
+            &client,
+            "SELECT current_setting('application_name') || ':' || on_standby()"
+        )
+        .await,
+        "pinned:false"
+    );
+
+    // Transactions opened by separate messages stay where they started.
+    let client = connect(&p.auto()).await.unwrap();
+    client.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(simple_value(&client, "SELECT on_standby()").await, "t");
+    client.batch_execute("COMMIT").await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(simple_value(&client, "SELECT on_standby()").await, "f");
     client.batch_execute("COMMIT").await.unwrap();
 
     // SELECT INTO creates a table: it must have run on the primary.
@@ -156,7 +187,7 @@ async fn auto_listener_rules() {
     assert_eq!(
         simple_value(
             &client,
-            "SELECT current_setting('application_name') || ':' || pg_is_in_recovery()"
+            "SELECT current_setting('application_name') || ':' || on_standby()"
         )
         .await,
         "replayed:true"
@@ -169,13 +200,62 @@ async fn auto_listener_rules() {
         .await
         .unwrap();
     assert_eq!(
-        simple_value(
-            &client,
-            "SELECT count(*)::text || pg_is_in_recovery() FROM t1"
-        )
-        .await,
+        simple_value(&client, "SELECT count(*)::text || on_standby() FROM t1").await,
         "1false"
     );
+}
+
+/// A function created or replaced through pgcast is a write at once: unknown, or forgotten
+/// until the database's functions are reloaded (soon after the DDL, not at the next refresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_changed_through_pgcast_are_writes_until_reloaded() {
+    let c = cluster();
+    let p = Pgcast::start(c, "");
+    let admin = connect(&p.auto()).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION flip() RETURNS bool STABLE LANGUAGE sql AS 'SELECT pg_is_in_recovery()'",
+        )
+        .await
+        .unwrap();
+    // Fresh sessions, so read-your-writes is not involved.
+    let fresh = connect(&p.auto()).await.unwrap();
+    assert_eq!(
+        simple_value(&fresh, "SELECT flip()").await,
+        "f",
+        "unknown: primary"
+    );
+    for r in &c.replicas {
+        c.wait_replica_caught_up(&c.primary, r);
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let fresh = connect(&p.auto()).await.unwrap();
+        if simple_value(&fresh, "SELECT flip()").await == "t" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "STABLE flip() never ran on a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION flip() RETURNS bool VOLATILE LANGUAGE sql \
+             AS 'SELECT pg_is_in_recovery()'",
+        )
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let fresh = connect(&p.auto()).await.unwrap();
+        assert_eq!(
+            simple_value(&fresh, "SELECT flip()").await,
+            "f",
+            "VOLATILE now"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,16 +265,31 @@ async fn fixed_role_listeners() {
     let ro = connect(&p.conninfo(p.replica_port, SCRAM_USER, SCRAM_PASSWORD))
         .await
         .unwrap();
-    assert_eq!(simple_value(&ro, "SELECT pg_is_in_recovery()").await, "t");
+    assert_eq!(simple_value(&ro, "SELECT on_standby()").await, "t");
     let e = ro
         .batch_execute("INSERT INTO items (v) VALUES ('no')")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "25006", "a replica listener never writes");
+    // Why the defaults send these non-VOLATILE functions to the primary: a standby refuses
+    // them (the replica listener sends everything to a replica).
+    for (f, code) in [
+        ("txid_current()", "25006"),
+        ("pg_current_xact_id()", "25006"),
+        ("pg_walfile_name('0/0')", "55000"),
+    ] {
+        let e = ro.batch_execute(&format!("SELECT {f}")).await.expect_err(f);
+        assert_eq!(sqlstate(&e), code, "{f} on a standby");
+    }
+    assert_eq!(
+        simple_value(&ro, "SELECT txid_current_if_assigned() IS NULL").await,
+        "t",
+        "the _if_assigned variant works on a standby"
+    );
     let rw = connect(&p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD))
         .await
         .unwrap();
-    assert_eq!(simple_value(&rw, "SELECT pg_is_in_recovery()").await, "f");
+    assert_eq!(simple_value(&rw, "SELECT on_standby()").await, "f");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +298,7 @@ async fn extended_protocol_named_statements_and_pipelining() {
     let p = Pgcast::start(c, "");
     let client = connect(&p.auto()).await.unwrap();
     let stmt = client
-        .prepare("SELECT pg_is_in_recovery(), $1::int + 1")
+        .prepare("SELECT on_standby(), $1::int + 1")
         .await
         .unwrap();
     for i in 0..3 {
@@ -284,7 +379,7 @@ async fn copy_in_and_out() {
     }
     let fresh = connect(&p.auto()).await.unwrap();
     let stream = fresh
-        .copy_out("COPY (SELECT pg_is_in_recovery()) TO STDOUT")
+        .copy_out("COPY (SELECT on_standby()) TO STDOUT")
         .await
         .unwrap();
     let chunks: Vec<_> = stream.collect().await;
@@ -374,20 +469,6 @@ async fn scram_and_md5_authentication() {
     }
 }
 
-/// Sends `first`, waits for one byte of answer, sends `second`, reads to the end.
-async fn raw_conversation(port: u16, first: &[u8], second: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(first).await.unwrap();
-    let mut out = vec![0u8; 1];
-    s.read_exact(&mut out).await.unwrap();
-    s.write_all(second).await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    out
-}
-
 async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -403,14 +484,10 @@ async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
 async fn malformed_and_oversized_messages() {
     let c = cluster();
     let p = Pgcast::start(c, "[limits]\nmax_message_bytes = 4096\n");
-    // SSLRequest is declined with 'N', then protocol 2.0 is refused like PostgreSQL does.
-    let out = raw_exchange(
-        p.auto_port,
-        &[0, 0, 0, 8, 4, 210, 22, 47, 0, 0, 0, 8, 0, 2, 0, 0],
-    )
-    .await;
-    assert_eq!(out.first(), Some(&b'N'));
-    assert_eq!(out.get(1), Some(&b'E'));
+    // Protocol 2.0 is refused like PostgreSQL does. (After an SSLRequest in the same write
+    // it is "unencrypted data after SSL request": tests/strangers.rs.)
+    let out = raw_exchange(p.auto_port, &[0, 0, 0, 8, 0, 2, 0, 0]).await;
+    assert_eq!(out.first(), Some(&b'E'));
     assert!(String::from_utf8_lossy(&out).contains("0A000"));
     // A length that makes no sense.
     let out = raw_exchange(p.auto_port, &[0, 0, 0, 3, 1, 2, 3]).await;
@@ -449,7 +526,7 @@ async fn psql_and_the_cli() {
         .args(["-U", SCRAM_USER, "-d", DATABASE])
         .args([
             "-c",
-            "SELECT pg_is_in_recovery()",
+            "SELECT on_standby()",
             "-c",
             "\\copy (SELECT 1 UNION SELECT 2) TO STDOUT",
         ])
@@ -527,10 +604,7 @@ async fn set_transaction_read_only_after_begin_uses_a_replica() {
         .batch_execute("SET TRANSACTION READ ONLY")
         .await
         .unwrap();
-    assert_eq!(
-        simple_value(&client, "SELECT pg_is_in_recovery()").await,
-        "t"
-    );
+    assert_eq!(simple_value(&client, "SELECT on_standby()").await, "t");
     assert_eq!(
         simple_value(&client, "SELECT current_setting('transaction_read_only')").await,
         "on"
@@ -538,10 +612,7 @@ async fn set_transaction_read_only_after_begin_uses_a_replica() {
     client.batch_execute("COMMIT").await.unwrap();
     // A BEGIN followed by anything else runs on the primary, as one transaction.
     client.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(
-        simple_value(&client, "SELECT pg_is_in_recovery()").await,
-        "f"
-    );
+    assert_eq!(simple_value(&client, "SELECT on_standby()").await, "f");
     let a = simple_value(&client, "SELECT txid_current_if_assigned() IS NULL").await;
     client
         .batch_execute("INSERT INTO items (v) VALUES ('tx')")
@@ -668,10 +739,7 @@ async fn session_state_follows_the_session() {
     // Session state inside a read-only transaction on a replica is refused, not lost.
     let client = connect(&p.auto()).await.unwrap();
     client.batch_execute("BEGIN READ ONLY").await.unwrap();
-    assert_eq!(
-        simple_value(&client, "SELECT pg_is_in_recovery()").await,
-        "t"
-    );
+    assert_eq!(simple_value(&client, "SELECT on_standby()").await, "t");
     let e = client
         .batch_execute("SET work_mem = '8MB'")
         .await
@@ -688,7 +756,7 @@ async fn session_state_follows_the_session() {
     assert_eq!(
         simple_value(
             &client,
-            "SELECT current_setting('application_name') || ':' || pg_is_in_recovery()"
+            "SELECT current_setting('application_name') || ':' || on_standby()"
         )
         .await,
         ":true"
@@ -698,66 +766,33 @@ async fn session_state_follows_the_session() {
     assert_eq!(
         simple_value(
             &client,
-            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SELECT pg_is_in_recovery(); COMMIT"
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SELECT on_standby(); COMMIT"
         )
         .await,
         "f"
     );
 }
 
-/// A second SSLRequest is refused as PostgreSQL refuses it (checked against PostgreSQL
-/// itself); a stranger's 1,000 CancelRequests with random keys cost a line or two of log,
-/// not a thousand.
+/// A client that asks for a database that does not exist makes pgcast try to load its
+/// functions; the load fails with 3D000 and the database is forgotten (not retried for ever,
+/// with a warning every 30 s), so every used database counts as loaded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strangers_get_postgresql_answers_and_do_not_flood_the_log() {
+async fn a_missing_database_is_forgotten() {
     let c = cluster();
     let p = Pgcast::start(c, "");
-    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
-    let sqlstate_of = |out: &[u8]| {
-        let text = String::from_utf8_lossy(out).to_string();
-        let at = text.find("\0C")?;
-        Some(text.get(at + 2..at + 7)?.to_string())
-    };
-    // Two SSLRequests in one write: data after the request, before its answer.
-    let twice = [SSL_REQUEST, SSL_REQUEST].concat();
-    // One, its answer, then the second.
-    let direct = [
-        raw_exchange(c.primary.port, &twice).await,
-        raw_conversation(c.primary.port, &SSL_REQUEST, &SSL_REQUEST).await,
-    ];
-    let through = [
-        raw_exchange(p.auto_port, &twice).await,
-        raw_conversation(p.auto_port, &SSL_REQUEST, &SSL_REQUEST).await,
-    ];
-    for (d, t) in direct.iter().zip(&through) {
-        let show = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-        assert_eq!(d.first(), Some(&b'N'), "{}", show(d));
-        assert_eq!(
-            d.get(1),
-            Some(&b'E'),
-            "PostgreSQL refuses the second: {}",
-            show(d)
-        );
-        assert_eq!(t.first(), Some(&b'N'), "{}", show(t));
-        assert_eq!(sqlstate_of(t), sqlstate_of(d), "{} vs {}", show(t), show(d));
-    }
-
-    for i in 0..1000u32 {
-        let pid = i.to_be_bytes();
-        let secret = (0x9e37_79b9u32.wrapping_mul(i + 1)).to_be_bytes();
-        let cancel = [&[0, 0, 0, 16, 4, 210, 22, 46][..], &pid, &secret].concat();
-        raw_exchange(p.auto_port, &cancel).await;
-    }
+    let url = p
+        .auto()
+        .replace(&format!("dbname={DATABASE}"), "dbname=no_such_db");
+    assert_ne!(url, p.auto(), "conninfo names the database");
+    let e = connect(&url).await.expect_err("no such database");
+    assert_eq!(sqlstate(&e), "3D000");
+    p.wait_until("the missing database forgotten", |s| {
+        s.statement_cache.functions_loaded
+    });
     let log = p.log();
-    // At the default level (info); the tests log debug too.
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("cancel") && !l.contains("DEBUG"))
-        .collect();
     assert!(
-        (1..=3).contains(&lines.len()),
-        "{} log lines for 1,000 cancel requests:\n{}",
-        lines.len(),
-        lines.join("\n")
+        log.contains("database does not exist; forgetting its functions"),
+        "{log}"
     );
+    assert!(!log.contains("cannot load functions"), "{log}");
 }

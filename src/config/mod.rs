@@ -344,7 +344,11 @@ impl fmt::Debug for UserConfig {
 }
 
 /// Built-in VOLATILE functions that never write: they may run on a replica. Users extend or
-/// shrink this with `routing.read_functions` (which replaces it when given).
+/// shrink this with `routing.read_functions` (which replaces it when given). An entry applies
+/// only to the `pg_catalog` function of that name: a user function of the same name in another
+/// schema is judged by its own volatility. `pg_is_in_recovery` and `pg_last_*` are still sent
+/// to the primary on `auto` listeners (they ask about the server's state) but do not count as
+/// writes.
 pub const DEFAULT_READ_FUNCTIONS: &[&str] = &[
     "random",
     "clock_timestamp",
@@ -357,9 +361,32 @@ pub const DEFAULT_READ_FUNCTIONS: &[&str] = &[
     "pg_last_xact_replay_timestamp",
 ];
 
-/// Functions that must run on the primary connection although they do not write:
-/// `pg_backend_pid()` must return the PID the client got in BackendKeyData.
-pub const DEFAULT_WRITE_FUNCTIONS: &[&str] = &["pg_backend_pid"];
+/// Functions that must run on the primary connection although PostgreSQL does not mark them
+/// VOLATILE (or that must be writes even before the functions are loaded):
+/// `pg_backend_pid()` must return the PID the client got in BackendKeyData; the rest fail on a
+/// hot standby (<https://www.postgresql.org/docs/15/hot-standby.html>: no transaction ID can
+/// be assigned and no WAL written during recovery). `txid_current` and `pg_current_xact_id` are
+/// STABLE but assign a transaction ID (PostgreSQL 15 standby: 25006 "cannot execute
+/// pg_current_xact_id() during recovery"; their `_if_assigned` variants and
+/// `txid_current_snapshot` work there); `pg_walfile_name[_offset]` are IMMUTABLE but refuse to
+/// run during recovery (55000 "recovery is in progress"); tests/proxy.rs checks both. The
+/// others are
+/// VOLATILE already and listed so that they are writes before the load and in every schema.
+pub const DEFAULT_WRITE_FUNCTIONS: &[&str] = &[
+    "pg_backend_pid",
+    "txid_current",
+    "pg_current_xact_id",
+    "pg_walfile_name",
+    "pg_walfile_name_offset",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_notify",
+    "nextval",
+    "setval",
+];
 
 impl Config {
     /// Reads and validates a file.

@@ -1,10 +1,10 @@
-//! The function refresher: keeps each database's set of VOLATILE functions (the
-//! [`Catalogs`] the classifier routes function calls by) in step with the primary's `pg_proc`.
+//! The function refresher: keeps each database's function volatility (the [`Catalogs`] the
+//! classifier routes function calls by) in step with the primary's `pg_proc`.
 //! It follows the primary named by health's [`ClusterView`] and logs in as the health user.
 //! The daemon runs it on the health runtime, so that its CPU-bound logins (SCRAM) do not load
 //! the proxy's workers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +13,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::catalog::Catalogs;
+use super::classify::FunctionInfo;
 use crate::config::{Config, HealthConfig};
 use crate::health::{self, ClusterView, HealthError};
 
-const VOLATILE_SQL: &str = "SELECT DISTINCT proname::text FROM pg_proc WHERE provolatile = 'v'";
+/// Every function name, whether any function of that name is VOLATILE, and whether all of
+/// them are built-ins in `pg_catalog` (only then do the configured overrides apply). Every name
+/// is loaded, so that a name missing from the result is known to be new (and counts as a write).
+const FUNCTIONS_SQL: &str = "SELECT proname::text, bool_or(provolatile = 'v'), \
+     bool_and(pronamespace = 'pg_catalog'::regnamespace) FROM pg_proc GROUP BY proname";
+
+/// When the catalog of a database in which a statement may have changed functions is
+/// reloaded, after the statement was seen: soon after it ran, and again in case it ran in a
+/// transaction that committed later (the regular refresh catches anything later still).
+const RELOADS_AFTER_FUNCTION_DDL: [Duration; 2] =
+    [Duration::from_millis(500), Duration::from_secs(5)];
+
+/// At most one warning per database per this period about failing loads.
+const WARN_EVERY: Duration = Duration::from_secs(600);
 
 /// Keeps each database's set of VOLATILE functions in step with the primary's `pg_proc`: when
 /// a database is first used, whenever the primary changes, and every `health.function_refresh`.
@@ -38,7 +52,20 @@ pub fn spawn(
         // database -> (primary it was loaded from, when)
         let mut loaded: HashMap<String, (String, tokio::time::Instant)> = HashMap::new();
         let mut retries: HashMap<String, LoadRetry> = HashMap::new();
+        // database -> when to reload it after a statement that may have changed functions
+        let mut reloads: HashMap<String, Vec<tokio::time::Instant>> = HashMap::new();
         loop {
+            let now = tokio::time::Instant::now();
+            for db in catalogs.take_functions_changed() {
+                reloads.insert(db, RELOADS_AFTER_FUNCTION_DDL.map(|d| now + d).to_vec());
+            }
+            reloads.retain(|db, due| {
+                if due.first().is_some_and(|t| *t <= now) {
+                    due.remove(0);
+                    loaded.remove(db);
+                }
+                !due.is_empty()
+            });
             let config = config_rx.borrow_and_update().clone();
             let primary = view_rx
                 .borrow_and_update()
@@ -59,16 +86,28 @@ pub fn spawn(
                     if is_fresh(&loaded, &db, name) || !retry.due() {
                         continue;
                     }
-                    match load_volatile(host, *port, &db, &config.health).await {
-                        Ok(set) => {
-                            tracing::info!(primary = %name, database = %db, functions = set.len(), "loaded volatile functions");
-                            catalogs.set_volatile(&db, set);
+                    match load_functions(host, *port, &db, &config.health).await {
+                        Ok(functions) => {
+                            tracing::info!(primary = %name, database = %db, functions = functions.len(), "loaded functions");
+                            catalogs.set_functions(&db, functions);
                             loaded.insert(db, (name.clone(), tokio::time::Instant::now()));
                             retry.succeeded();
                         }
+                        Err(e) if is_missing_database(&e) => {
+                            // A client asked for a database that does not exist: forget it, so it
+                            // is tried again only if a client uses it again.
+                            tracing::info!(primary = %name, database = %db, "database does not exist; forgetting its functions");
+                            catalogs.forget(&db);
+                            retries.remove(&db);
+                            loaded.remove(&db);
+                            reloads.remove(&db);
+                        }
                         Err(e) => {
                             let delay = retry.failed(&config.health);
-                            tracing::warn!(primary = %name, database = %db, error = %e, retry_in = ?delay, "cannot load volatile functions");
+                            match retry.warn_now() {
+                                Some(suppressed) => tracing::warn!(primary = %name, database = %db, error = %e, retry_in = ?delay, suppressed, "cannot load functions"),
+                                None => tracing::debug!(primary = %name, database = %db, error = %e, retry_in = ?delay, "cannot load functions"),
+                            }
                         }
                     }
                 }
@@ -86,6 +125,11 @@ pub fn spawn(
                     .unwrap_or_default()
                     .max(config.health.interval.max(Duration::from_millis(200)))
             };
+            let wait = reloads
+                .values()
+                .filter_map(|due| due.first())
+                .map(|t| t.saturating_duration_since(tokio::time::Instant::now()))
+                .fold(wait, Duration::min);
             tokio::select! {
                 r = view_rx.changed() => if r.is_err() { return },
                 r = config_rx.changed() => {
@@ -106,6 +150,8 @@ struct LoadRetry {
     primary: Option<String>,
     failures: u32,
     next: Option<tokio::time::Instant>,
+    warned: Option<tokio::time::Instant>,
+    suppressed: u32,
 }
 
 impl LoadRetry {
@@ -130,6 +176,23 @@ impl LoadRetry {
     fn succeeded(&mut self) {
         self.failures = 0;
         self.next = None;
+        self.warned = None;
+        self.suppressed = 0;
+    }
+
+    /// Whether a failure should be logged as a warning now (at most one per [`WARN_EVERY`]),
+    /// with the number of failures not warned about since the last warning.
+    fn warn_now(&mut self) -> Option<u32> {
+        let now = tokio::time::Instant::now();
+        if self
+            .warned
+            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
+        {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        self.warned = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 
     /// Records a failure; returns the delay before the next try.
@@ -148,20 +211,36 @@ impl LoadRetry {
     }
 }
 
-async fn load_volatile(
+/// SQLSTATE 3D000 invalid_catalog_name: the database does not exist.
+fn is_missing_database(e: &HealthError) -> bool {
+    match e {
+        HealthError::Connect(e) | HealthError::Query(e) => {
+            e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME)
+        }
+        _ => false,
+    }
+}
+
+async fn load_functions(
     host: &str,
     port: u16,
     database: &str,
     health: &HealthConfig,
-) -> Result<HashSet<String>, HealthError> {
+) -> Result<HashMap<String, FunctionInfo>, HealthError> {
     let client = health::connect(host, port, database, health).await?;
-    let rows = tokio::time::timeout(health.timeout * 4, client.query(VOLATILE_SQL, &[]))
+    let rows = tokio::time::timeout(health.timeout * 4, client.query(FUNCTIONS_SQL, &[]))
         .await
         .map_err(|_| HealthError::Timeout(health.timeout * 4))?
         .map_err(HealthError::Query)?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.try_get::<_, String>(0).ok())
+        .filter_map(|r| {
+            let info = FunctionInfo {
+                may_write: r.try_get(1).ok()?,
+                only_pg_catalog: r.try_get(2).ok()?,
+            };
+            Some((r.try_get::<_, String>(0).ok()?, info))
+        })
         .collect())
 }
 
@@ -205,5 +284,19 @@ mod tests {
         r.succeeded();
         assert!(r.due());
         assert_eq!(r.until_due(), None, "not backing off");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_warnings_are_rate_limited() {
+        let mut r = LoadRetry::default();
+        assert_eq!(r.warn_now(), Some(0), "the first failure warns");
+        for _ in 0..19 {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            assert_eq!(r.warn_now(), None);
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(r.warn_now(), Some(19), "ten minutes later, with the count");
+        r.succeeded();
+        assert_eq!(r.warn_now(), Some(0), "a success resets it");
     }
 }

@@ -11,19 +11,26 @@
 //! operators, casts, column defaults, row-level-security policies or triggers) are not seen.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::ops::ControlFlow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tokio::sync::Notify;
+
 use sqlparser::ast::{
-    ContextModifier, CopySource, CopyTarget, Declare, DeclareType, DescribeAlias, Expr,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, Query, Reset, Select, SelectInto, Set,
-    SetExpr, Statement, TableFactor, TransactionAccessMode, TransactionMode, Visit, Visitor,
+    ContextModifier, CopySource, CopyTarget, Declare, DeclareType, DescribeAlias, Expr, Ident,
+    ObjectName, ObjectNamePart, Query, Reset, SelectInto, Set, SetExpr, Statement,
+    TransactionAccessMode, TransactionMode,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
+
+#[path = "classify_policy.rs"]
+mod policy;
+use policy::{pins_session, query_need, QueryNeed};
+pub use policy::{FunctionInfo, FunctionPolicy};
 
 /// What one SQL statement means for routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +39,11 @@ pub enum StatementClass {
     /// COPY (query|table) TO STDOUT of a read, DECLARE cursor (no WITH HOLD) for a read,
     /// FETCH / MOVE / CLOSE — and calling no function that may write (see [`FunctionPolicy`]).
     Read,
+    /// Only reads, but asks about the server's role or state (`pg_is_in_recovery()`, the
+    /// read-only settings, WAL positions, `pg_stat_*`, `pg_locks`, ...), which a standby answers
+    /// differently: on an `auto` listener it runs on the primary, without counting as a write
+    /// (read-your-writes does not start) and without pinning.
+    PrimaryRead,
     /// Must run on the primary: DML, DDL, locking SELECTs, data-modifying CTEs, SELECT INTO, LOCK,
     /// COPY FROM, CALL, NOTIFY, maintenance commands, GRANT/REVOKE, two-phase commit, any call of a
     /// function the policy says may write, and any statement that fails to parse.
@@ -57,57 +69,10 @@ pub enum StatementClass {
     SessionReset,
     /// Creates state that lives on one backend connection only, so the session must stay on the
     /// primary from now on: PREPARE, EXECUTE, DEALLOCATE, CREATE TEMP table/view/sequence,
-    /// SELECT INTO TEMP, LISTEN, UNLISTEN, DECLARE ... WITH HOLD.
+    /// CREATE FUNCTION/PROCEDURE pg_temp.f, SELECT INTO TEMP (anywhere in the query), LISTEN,
+    /// UNLISTEN, DECLARE ... WITH HOLD, DO blocks, `set_config(..., false)`, `setseed()`,
+    /// EXPLAIN ANALYZE of any of these, and unparsable statements that look state-creating.
     PinToPrimary,
-}
-
-/// Which functions may write.
-///
-/// Names are compared exactly as given, against the call's last identifier part, lower-cased unless
-/// quoted (`public.NextVal(...)` -> `"nextval"`, `"MyFn"(...)` -> `"MyFn"`), so pass the names as
-/// PostgreSQL stores them in `pg_proc.proname`. The default policy is "not loaded": every call may write.
-#[derive(Debug, Clone, Default)]
-pub struct FunctionPolicy {
-    volatile: Option<HashSet<String>>,
-    read_overrides: HashSet<String>,
-    write_overrides: HashSet<String>,
-}
-
-impl FunctionPolicy {
-    /// `volatile`: names of VOLATILE functions read from the primary's `pg_proc`, or `None` while not
-    /// yet known — then every function call counts as possibly writing, except the read overrides.
-    /// `read_overrides`: functions that never count as writing. `write_overrides`: always count as writing.
-    pub fn new(
-        volatile: Option<HashSet<String>>,
-        read_overrides: impl IntoIterator<Item = String>,
-        write_overrides: impl IntoIterator<Item = String>,
-    ) -> Self {
-        Self {
-            volatile,
-            read_overrides: read_overrides.into_iter().collect(),
-            write_overrides: write_overrides.into_iter().collect(),
-        }
-    }
-
-    /// Whether a call of `name` may write: write overrides win over read overrides, which win over
-    /// the volatile set (an unknown set means "yes").
-    pub fn may_write(&self, name: &str) -> bool {
-        if self.write_overrides.contains(name) {
-            return true;
-        }
-        if self.read_overrides.contains(name) {
-            return false;
-        }
-        match &self.volatile {
-            Some(volatile) => volatile.contains(name),
-            None => true,
-        }
-    }
-
-    /// Whether the volatile function set is known.
-    pub fn is_loaded(&self) -> bool {
-        self.volatile.is_some()
-    }
 }
 
 /// Classify every statement of a (possibly multi-statement) SQL string.
@@ -124,20 +89,29 @@ pub fn classify(sql: &str, policy: &FunctionPolicy) -> Vec<StatementClass> {
             .iter()
             .map(|s| classify_statement(s, policy))
             .collect(),
-        Err(_) => unparsed_fallback(sql).unwrap_or_else(|| vec![StatementClass::Write]),
+        Err(_) => unparsed_fallback(sql).unwrap_or_else(|| vec![unparsed_class(sql)]),
     })
     .unwrap_or_else(|_| vec![StatementClass::Write])
 }
 
-/// Classify one parsed statement. The final `_` arm is what makes new or unhandled statement kinds
-/// (including other dialects' syntax the PostgreSQL parser accepts) fall into `Write`.
+/// Classify one parsed statement: a write that also creates session state through a function
+/// call or a nested `INTO TEMP` pins (see [`pins_session`]).
 fn classify_statement(stmt: &Statement, policy: &FunctionPolicy) -> StatementClass {
+    match classify_kind(stmt, policy) {
+        StatementClass::Write if pins_session(stmt) => StatementClass::PinToPrimary,
+        c => c,
+    }
+}
+
+/// The statement's class by kind. The final `_` arm is what makes new or unhandled statement
+/// kinds (including other dialects' syntax the PostgreSQL parser accepts) fall into `Write`.
+fn classify_kind(stmt: &Statement, policy: &FunctionPolicy) -> StatementClass {
     use StatementClass::*;
     match stmt {
         Statement::Query(q) => match top_level_into(q) {
             Some(into) if into.temporary || into_temp_schema(&into.targets) => PinToPrimary,
             Some(_) => Write,
-            None => read_if(query_is_read(q, policy)),
+            None => need_class(query_need(q, policy)),
         },
         Statement::Explain {
             describe_alias: DescribeAlias::Explain,
@@ -158,7 +132,11 @@ fn classify_statement(stmt: &Statement, policy: &FunctionPolicy) -> StatementCla
                 Read => Read,
                 // Plain EXPLAIN only plans: PostgreSQL skips its read-only-transaction check for it,
                 // so even EXPLAIN of DML runs fine on a standby.
-                Write if !analyzing => Read,
+                // (Not EXPLAIN of a pinning statement: EXPLAIN EXECUTE needs the prepared
+                // statement, which exists on the primary only.)
+                Write | PrimaryRead if !analyzing => Read,
+                // EXPLAIN ANALYZE runs the statement, with all its effects.
+                c @ (PrimaryRead | PinToPrimary) if analyzing => c,
                 _ => Write,
             }
         }
@@ -169,11 +147,11 @@ fn classify_statement(stmt: &Statement, policy: &FunctionPolicy) -> StatementCla
             ..
         } => match source {
             CopySource::Table { .. } => Read,
-            CopySource::Query(q) => read_if(query_is_read(q, policy)),
+            CopySource::Query(q) => need_class(query_need(q, policy)),
         },
         Statement::Declare { stmts } => classify_declare(stmts, policy),
         Statement::Fetch { into: None, .. } | Statement::Close { .. } => Read,
-        Statement::ShowVariable { .. } => Read,
+        Statement::ShowVariable { variable } => show_class(variable),
         Statement::StartTransaction {
             modes,
             modifier: None,
@@ -220,15 +198,35 @@ fn classify_statement(stmt: &Statement, policy: &FunctionPolicy) -> StatementCla
         Statement::CreateSequence {
             temporary, name, ..
         } if *temporary || in_temp_schema(name) => PinToPrimary,
+        // LOAD loads a library into this backend only (e.g. auto_explain with its settings).
+        Statement::Load { .. } => PinToPrimary,
+        // A function in pg_temp lives (and is callable) only on this backend connection.
+        Statement::CreateFunction(f) if in_temp_schema(&f.name) => PinToPrimary,
+        Statement::CreateProcedure { name, .. } if in_temp_schema(name) => PinToPrimary,
         _ => Write,
     }
 }
 
-fn read_if(is_read: bool) -> StatementClass {
-    if is_read {
-        StatementClass::Read
-    } else {
-        StatementClass::Write
+fn need_class(need: QueryNeed) -> StatementClass {
+    match need {
+        QueryNeed::Read => StatementClass::Read,
+        QueryNeed::PrimaryRead => StatementClass::PrimaryRead,
+        QueryNeed::Write => StatementClass::Write,
+    }
+}
+
+/// SHOW of a setting whose value differs between a primary and a standby asks about the
+/// server's role: the primary's answer is wanted (`SHOW ALL` includes them).
+fn show_class(variable: &[Ident]) -> StatementClass {
+    let [v] = variable else {
+        return StatementClass::Read;
+    };
+    let name = v.value.to_ascii_lowercase();
+    match name.as_str() {
+        "transaction_read_only" | "default_transaction_read_only" | "in_hot_standby" | "all" => {
+            StatementClass::PrimaryRead
+        }
+        _ => StatementClass::Read,
     }
 }
 
@@ -274,7 +272,7 @@ fn classify_declare(stmts: &[Declare], policy: &FunctionPolicy) -> StatementClas
         (Some(DeclareType::Cursor), Some(_)) if d.hold == Some(true) => {
             StatementClass::PinToPrimary
         }
-        (Some(DeclareType::Cursor), Some(q)) => read_if(query_is_read(q, policy)),
+        (Some(DeclareType::Cursor), Some(q)) => need_class(query_need(q, policy)),
         _ => StatementClass::Write,
     }
 }
@@ -311,130 +309,101 @@ fn classify_set(set: &Set) -> StatementClass {
     }
 }
 
-/// True when the query provably only reads (no locks, no DML anywhere, no writing function).
-fn query_is_read(q: &Query, policy: &FunctionPolicy) -> bool {
-    q.visit(&mut ReadCheck { policy }).is_continue()
-}
-
-/// Walks a query tree and breaks at the first thing that may write.
-struct ReadCheck<'a> {
-    policy: &'a FunctionPolicy,
-}
-
-impl ReadCheck<'_> {
-    fn check_name(&self, name: &str) -> ControlFlow<()> {
-        if self.policy.may_write(name) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }
-
-    fn check_call(&self, name: &ObjectName) -> ControlFlow<()> {
-        match function_name(name) {
-            Some(n) => self.check_name(&n),
-            // A computed name (another dialect's IDENTIFIER(...)) cannot be judged.
-            None => ControlFlow::Break(()),
-        }
-    }
-}
-
-impl Visitor for ReadCheck<'_> {
-    type Break = ();
-
-    // Only queries are visited, so any nested statement is DML inside a query, e.g. a
-    // data-modifying CTE `WITH x AS (INSERT ... RETURNING *) SELECT ...`.
-    fn pre_visit_statement(&mut self, _: &Statement) -> ControlFlow<()> {
-        ControlFlow::Break(())
-    }
-
-    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-        let dml_body = matches!(
-            q.body.as_ref(),
-            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_)
-        );
-        // Locking clauses need a writable transaction; the other clauses belong to other dialects
-        // and are rejected rather than understood.
-        if dml_body
-            || !q.locks.is_empty()
-            || q.for_clause.is_some()
-            || q.settings.is_some()
-            || q.format_clause.is_some()
-            || !q.pipe_operators.is_empty()
-        {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
-        // SELECT INTO creates a table, wherever it is nested.
-        if s.into.is_some() {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
-        match tf {
-            // `FROM generate_series(1, 3)` parses as a table with arguments.
-            TableFactor::Table {
-                name,
-                args: Some(_),
-                ..
-            }
-            | TableFactor::Function { name, .. } => self.check_call(name),
-            TableFactor::UNNEST { .. } => self.check_name("unnest"),
-            // Arguments and sub-queries of these are visited on their own.
-            TableFactor::Table { .. }
-            | TableFactor::Derived { .. }
-            | TableFactor::TableFunction { .. }
-            | TableFactor::NestedJoin { .. }
-            | TableFactor::JsonTable { .. } => ControlFlow::Continue(()),
-            _ => ControlFlow::Break(()),
-        }
-    }
-
-    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        match e {
-            Expr::Function(f) if is_sql_value_function(f) => ControlFlow::Continue(()),
-            Expr::Function(f) => self.check_call(&f.name),
-            Expr::Convert { .. } => self.check_name("convert"),
-            // Keyword syntaxes such as EXTRACT, SUBSTRING or TRIM map to immutable built-ins.
-            _ => ControlFlow::Continue(()),
-        }
-    }
-}
-
-/// `CURRENT_USER`, `CURRENT_TIMESTAMP`, ...: SQL keywords that parse as parenthesis-less calls but
-/// are built-in and never write, so they need not wait for the volatile set.
-fn is_sql_value_function(f: &sqlparser::ast::Function) -> bool {
-    const NAMES: &[&str] = &[
-        "current_catalog",
-        "current_date",
-        "current_role",
-        "current_schema",
-        "current_time",
-        "current_timestamp",
-        "current_user",
-        "localtime",
-        "localtimestamp",
-        "session_user",
-        "system_user",
-        "user",
+/// The class of a string sqlparser rejects: always the primary, and pinned there when it may
+/// create session state — a `DO` block (it can create temporary objects or set parameters),
+/// a statement starting like SET/PREPARE/DECLARE/LISTEN/LOAD, or any mention of temporary
+/// objects, `set_config` or `setseed`. Without the pin, a later read could go to a replica
+/// that lacks the state.
+fn unparsed_class(sql: &str) -> StatementClass {
+    const STARTS: &[&str] = &[
+        "do",
+        "set",
+        "reset",
+        "prepare",
+        "execute",
+        "deallocate",
+        "declare",
+        "listen",
+        "unlisten",
+        "load",
+        "discard",
     ];
-    matches!(f.args, FunctionArguments::None)
-        && f.name.0.len() == 1
-        && function_name(&f.name).is_some_and(|n| NAMES.contains(&n.as_str()))
+    const ANYWHERE: &[&str] = &["temp", "temporary", "set_config", "setseed"];
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        // Not even tokens (an unterminated quote): PostgreSQL rejects it too.
+        return StatementClass::Write;
+    };
+    let sig: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let mut at_start = true;
+    for (i, t) in sig.iter().enumerate() {
+        match t {
+            Token::SemiColon => {
+                at_start = true;
+                continue;
+            }
+            Token::Word(w) => {
+                let v = w.value.to_ascii_lowercase();
+                // PREPARE TRANSACTION ends the transaction; it creates no session state.
+                let prepare_transaction = v == "prepare"
+                    && matches!(sig.get(i + 1), Some(Token::Word(n)) if n.keyword == Keyword::TRANSACTION);
+                if (at_start && STARTS.contains(&v.as_str()) && !prepare_transaction)
+                    || ANYWHERE.contains(&v.as_str())
+                    || v.starts_with("pg_temp")
+                {
+                    return StatementClass::PinToPrimary;
+                }
+            }
+            _ => {}
+        }
+        at_start = false;
+    }
+    StatementClass::Write
 }
 
-/// The call's last identifier part, case-folded the way PostgreSQL folds unquoted identifiers.
-fn function_name(name: &ObjectName) -> Option<String> {
-    let id = name.0.last()?.as_ident()?;
-    Some(match id.quote_style {
-        Some(_) => id.value.clone(),
-        None => id.value.to_ascii_lowercase(),
-    })
+/// Whether `sql` may create, change or drop functions (so the database's function catalog
+/// must be reloaded): a statement starting with CREATE / ALTER / DROP that mentions FUNCTION,
+/// PROCEDURE, ROUTINE, AGGREGATE, EXTENSION or SCHEMA, or a `DO` block (which can run any of
+/// these). Token-based so that statements sqlparser rejects count too; a false positive only
+/// costs a reload.
+pub fn may_change_functions(sql: &str) -> bool {
+    const OBJECTS: &[&str] = &[
+        "function",
+        "procedure",
+        "routine",
+        "aggregate",
+        "extension",
+        "schema",
+    ];
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let (mut at_start, mut ddl) = (true, false);
+    for t in &tokens {
+        match t {
+            Token::Whitespace(_) => continue,
+            Token::SemiColon => {
+                (at_start, ddl) = (true, false);
+                continue;
+            }
+            Token::Word(w) if w.quote_style.is_none() => {
+                let v = w.value.to_ascii_lowercase();
+                if at_start && v == "do" {
+                    return true;
+                }
+                if at_start {
+                    ddl = matches!(v.as_str(), "create" | "alter" | "drop");
+                } else if ddl && OBJECTS.contains(&v.as_str()) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        at_start = false;
+    }
+    false
 }
 
 /// Handles valid PostgreSQL that sqlparser 0.63 rejects and that would otherwise be misrouted as a
@@ -508,7 +477,8 @@ fn unparsed_fallback(sql: &str) -> Option<Vec<StatementClass>> {
 /// dollar quoting or parameters, E'' strings, backslashes in strings, unterminated quotes):
 /// those are keyed by their exact text. Sound because no classification rule looks at a
 /// literal's value: routing depends on statement kinds, keywords, identifiers and function
-/// names only. The key starts with a NUL byte, which no SQL text from the wire contains, so it
+/// names only — except the arguments of `current_setting` and `set_config`, so texts that
+/// mention those are keyed exactly. The key starts with a NUL byte, which no SQL text from the wire contains, so it
 /// never collides with an exact-text key.
 pub fn literal_free_key(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
@@ -572,8 +542,16 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
             }
             _ if ident(c) => {
                 // Skip the whole word, so digits inside identifiers (t1, x2y) stay.
+                let start = i;
                 while b.get(i).is_some_and(|d| ident(*d)) {
                     i += 1;
+                }
+                // The only calls whose class depends on a literal argument.
+                let word = sql.get(start..i)?;
+                if word.eq_ignore_ascii_case("current_setting")
+                    || word.eq_ignore_ascii_case("set_config")
+                {
+                    return None;
                 }
             }
             _ => i += 1,
@@ -598,6 +576,11 @@ const MAX_CACHED_SQL_LEN: usize = 64 * 1024;
 pub struct ClassifyCache {
     capacity: usize,
     inner: Mutex<CacheInner>,
+    /// Set when a statement that may change functions went through (see
+    /// [`may_change_functions`]); taken by the function refresher.
+    functions_changed: AtomicBool,
+    /// Woken when `functions_changed` is set.
+    on_functions_changed: Option<Arc<Notify>>,
 }
 
 #[derive(Debug)]
@@ -614,8 +597,16 @@ impl ClassifyCache {
     /// A cache holding at most `capacity` SQL texts (0 disables caching), starting with the default
     /// (not loaded) policy.
     pub fn new(capacity: usize) -> Self {
+        Self::with_notify(capacity, None)
+    }
+
+    /// Like [`ClassifyCache::new`], waking `notify` whenever a statement may have changed the
+    /// database's functions.
+    pub fn with_notify(capacity: usize, notify: Option<Arc<Notify>>) -> Self {
         Self {
             capacity,
+            functions_changed: AtomicBool::new(false),
+            on_functions_changed: notify,
             inner: Mutex::new(CacheInner {
                 policy: Arc::new(FunctionPolicy::default()),
                 generation: 0,
@@ -650,6 +641,17 @@ impl ClassifyCache {
             (Arc::clone(&inner.policy), inner.generation)
         };
         let classes: Arc<[StatementClass]> = classify(sql, &policy).into();
+        let writes = classes
+            .iter()
+            .any(|c| matches!(c, StatementClass::Write | StatementClass::PinToPrimary));
+        if writes && may_change_functions(sql) {
+            // A function may now write that the loaded set says does not (CREATE OR REPLACE,
+            // ALTER FUNCTION ... VOLATILE): forget the set, so that every call counts as a
+            // write until the refresher has reloaded it. Not cached, so that every repetition
+            // does this again.
+            self.forget_functions();
+            return classes;
+        }
         if self.capacity > 0 && key.len() <= MAX_CACHED_SQL_LEN {
             let mut inner = self.lock();
             if inner.generation == generation {
@@ -670,6 +672,25 @@ impl ClassifyCache {
         inner.policy = Arc::new(policy);
         inner.generation = inner.generation.wrapping_add(1);
         inner.map.clear();
+    }
+
+    /// Forgets the function set (every call counts as a write) and tells the refresher.
+    pub fn forget_functions(&self) {
+        {
+            let mut inner = self.lock();
+            inner.policy = Arc::new(inner.policy.unloaded());
+            inner.generation = inner.generation.wrapping_add(1);
+            inner.map.clear();
+        }
+        self.functions_changed.store(true, Ordering::SeqCst);
+        if let Some(n) = &self.on_functions_changed {
+            n.notify_one();
+        }
+    }
+
+    /// Whether functions may have changed since the last call (and clears the flag).
+    pub fn take_functions_changed(&self) -> bool {
+        self.functions_changed.swap(false, Ordering::SeqCst)
     }
 
     /// Whether the current policy knows the volatile function set.
@@ -697,3 +718,7 @@ impl ClassifyCache {
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "classify_tests_functions.rs"]
+mod tests_functions;

@@ -3,31 +3,96 @@
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
+use std::collections::HashMap;
+
 use super::*;
 use StatementClass::*;
 
-fn names(list: &[&str]) -> Vec<String> {
+pub(super) fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// A loaded policy whose volatile set holds exactly `volatile`.
-fn loaded(volatile: &[&str]) -> FunctionPolicy {
-    FunctionPolicy::new(Some(names(volatile).into_iter().collect()), [], [])
+/// Built-in functions used below that are not VOLATILE (all in pg_catalog).
+pub(super) const NOT_VOLATILE: &[&str] = &[
+    "count",
+    "sum",
+    "max",
+    "min",
+    "array_agg",
+    "generate_series",
+    "unnest",
+    "now",
+    "lower",
+    "length",
+    "extract",
+    "substring",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "position",
+    "overlay",
+    "ceil",
+    "floor",
+    "timezone",
+    "convert",
+    "is_normalized",
+    "current_setting",
+    "txid_current_if_assigned",
+    "myfn",
+];
+
+/// The pg_proc entries of `volatile` (may write) and `stable` (may not), all in pg_catalog.
+pub(super) fn functions(volatile: &[&str], stable: &[&str]) -> HashMap<String, FunctionInfo> {
+    let info = |may_write| FunctionInfo {
+        may_write,
+        only_pg_catalog: true,
+    };
+    let mut m: HashMap<String, FunctionInfo> = stable
+        .iter()
+        .map(|n| (n.to_string(), info(false)))
+        .collect();
+    m.extend(volatile.iter().map(|n| (n.to_string(), info(true))));
+    m
 }
 
-/// Roughly what pg_proc reports as VOLATILE for the functions used below.
-fn pg() -> FunctionPolicy {
-    loaded(&["nextval", "setval", "random", "pg_advisory_lock", "MyFn"])
+/// Roughly what pg_proc reports for the functions used below, with the default overrides.
+pub(super) fn pg() -> FunctionPolicy {
+    let volatile = [
+        "nextval",
+        "setval",
+        "random",
+        "pg_advisory_lock",
+        "MyFn",
+        "set_config",
+        "setseed",
+        "pg_is_in_recovery",
+        "pg_last_wal_replay_lsn",
+        "pg_stat_get_activity",
+    ];
+    FunctionPolicy::new(Some(functions(&volatile, NOT_VOLATILE)), [], [])
+}
+
+/// [`pg()`] with the default override lists.
+pub(super) fn defaults() -> FunctionPolicy {
+    FunctionPolicy::new(
+        pg().known_for_tests(),
+        crate::config::DEFAULT_READ_FUNCTIONS
+            .iter()
+            .map(|s| s.to_string()),
+        crate::config::DEFAULT_WRITE_FUNCTIONS
+            .iter()
+            .map(|s| s.to_string()),
+    )
 }
 
 /// Asserts that each SQL text is one statement of the expected class under `policy`.
-fn expect_with(policy: &FunctionPolicy, cases: &[(&str, StatementClass)]) {
+pub(super) fn expect_with(policy: &FunctionPolicy, cases: &[(&str, StatementClass)]) {
     for (sql, want) in cases {
         assert_eq!(classify(sql, policy), vec![*want], "SQL: {sql}");
     }
 }
 
-fn expect(cases: &[(&str, StatementClass)]) {
+pub(super) fn expect(cases: &[(&str, StatementClass)]) {
     expect_with(&pg(), cases);
 }
 
@@ -83,9 +148,14 @@ fn any_function_writes_while_not_loaded() {
             // Keyword value functions are not calls of anything that could write.
             ("SELECT CURRENT_TIMESTAMP, current_user, session_user", Read),
             (
-                "SELECT extract(year FROM d), substring(s FROM 1) FROM t",
+                "SELECT coalesce(a, 1), greatest(a, 2), nullif(a, 3) FROM t",
                 Read,
             ),
+            // Keyword syntaxes call ordinary (overloadable) functions: not known yet.
+            ("SELECT extract(year FROM d) FROM t", Write),
+            ("SELECT substring(s FROM 1) FROM t", Write),
+            // Attribute notation may be a call, and nothing is known yet.
+            ("SELECT t.a FROM t", Write),
         ],
     );
 }
@@ -93,17 +163,19 @@ fn any_function_writes_while_not_loaded() {
 #[test]
 fn read_override_wins_over_volatile_and_unloaded() {
     let loaded = FunctionPolicy::new(
-        Some(names(&["pg_sleep"]).into_iter().collect()),
+        Some(functions(&["pg_sleep"], &[])),
         names(&["pg_sleep"]),
         [],
     );
-    assert!(!loaded.may_write("pg_sleep"));
+    assert!(!loaded.may_write(None, "pg_sleep"));
     expect_with(&loaded, &[("SELECT pg_sleep(1)", Read)]);
+    // Until loaded, only an explicit pg_catalog call is known to be the built-in.
     let unloaded = FunctionPolicy::new(None, names(&["count"]), []);
     expect_with(
         &unloaded,
         &[
-            ("SELECT count(*) FROM t", Read),
+            ("SELECT pg_catalog.count(*) FROM t", Read),
+            ("SELECT count(*) FROM t", Write),
             ("SELECT sum(a) FROM t", Write),
         ],
     );
@@ -112,17 +184,18 @@ fn read_override_wins_over_volatile_and_unloaded() {
 #[test]
 fn write_override_wins() {
     let policy = FunctionPolicy::new(
-        Some(Default::default()),
+        Some(functions(&[], &["audit_read", "bump", "other"])),
         names(&["audit_read"]),
         names(&["audit_read", "bump"]),
     );
-    assert!(policy.may_write("audit_read"));
+    assert!(policy.may_write(None, "audit_read"));
     expect_with(
         &policy,
         &[
             ("SELECT audit_read(1)", Write),
             ("SELECT bump()", Write),
             ("SELECT other()", Read),
+            ("SELECT t.bump FROM t", Write),
         ],
     );
 }
@@ -398,7 +471,7 @@ fn other_writes() {
         ("COPY t TO '/tmp/out'", Write),
         ("COPY t TO PROGRAM 'gzip'", Write),
         ("CALL p()", Write),
-        ("DO $$ BEGIN END $$", Write),
+        ("DO $$ BEGIN END $$", PinToPrimary),
         ("VACUUM t", Write),
         ("ANALYZE t", Write),
         ("CHECKPOINT", Write),
@@ -443,7 +516,7 @@ fn explain() {
 fn show_and_values_read() {
     expect(&[
         ("SHOW x", Read),
-        ("SHOW ALL", Read),
+        ("SHOW ALL", PrimaryRead),
         ("SHOW search_path", Read),
         ("VALUES (1)", Read),
         ("VALUES (1), (2) ORDER BY 1", Read),
@@ -463,7 +536,7 @@ fn multi_statement_strings() {
         vec![Begin { read_only: false }, Read, EndTransaction]
     );
     // One bad statement poisons the whole string.
-    assert_eq!(classify("SELECT 1; DO $$ $$", &p), vec![Write]);
+    assert_eq!(classify("SELECT 1; DO $$ $$", &p), vec![PinToPrimary]);
 }
 
 #[test]

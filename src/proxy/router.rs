@@ -69,6 +69,9 @@ pub fn decide(state: SessionRouting, classes: &[StatementClass]) -> RouteDecisio
     for c in classes {
         match c {
             C::Read | C::Neutral | C::EndTransaction => {}
+            // The primary's answer about its own state, but no write: read-your-writes does
+            // not start and the session stays free to use replicas afterwards.
+            C::PrimaryRead => needs_primary = true,
             C::Begin { read_only: true } | C::SetTransaction { read_only: true } => {
                 read_only_tx = true
             }
@@ -234,6 +237,26 @@ mod tests {
         let d = decide(s, &[C::Write, C::PinToPrimary]);
         assert_eq!(d.target, Target::Replica);
         assert!(!d.pin_primary);
+    }
+
+    #[test]
+    fn server_state_questions_ask_the_primary_without_writing_or_pinning() {
+        for classes in [&[C::PrimaryRead][..], &[C::Read, C::PrimaryRead]] {
+            let d = decide(auto(), classes);
+            assert_eq!(d.target, Target::Primary, "{classes:?}");
+            assert!(!d.writes && !d.pin_primary && !d.session_set, "{classes:?}");
+        }
+        assert!(decide(auto(), &[C::PrimaryRead, C::Write]).writes);
+        // Inside a transaction the unit stays where the transaction runs.
+        let mut s = auto();
+        s.in_transaction_on = Some(Target::Replica);
+        let d = decide(s, &[C::PrimaryRead]);
+        assert_eq!(d.target, Target::Replica);
+        assert!(!d.unsupported_in_replica_transaction);
+        // A fixed role ignores it.
+        s = auto();
+        s.role = ListenerRole::Replica;
+        assert_eq!(decide(s, &[C::PrimaryRead]).target, Target::Replica);
     }
 
     #[test]
