@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod catalog_refresh;
 pub mod classify;
+mod client_messages;
 pub mod message;
 mod pause;
 pub mod plan;
