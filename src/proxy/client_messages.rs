@@ -2,6 +2,8 @@
 //! gathered up to Sync (or Flush, or a size limit, or the client going quiet); a bare BEGIN is
 //! answered here and deferred until the transaction's first statement decides where it runs.
 
+use std::sync::Arc;
+
 use super::classify::StatementClass;
 use super::message::{self, Message};
 use super::router::Target;
@@ -42,7 +44,13 @@ impl Session {
                             return Err(ProxyError::ClientProtocol(e));
                         }
                     };
-                    let classes = self.classify.classify(&sql);
+                    let deallocate = self.protocol_deallocate(&sql);
+                    let classes = if deallocate.is_some() {
+                        // Like a Close: no session state of its own, nothing to pin.
+                        Arc::from([])
+                    } else {
+                        self.classes_of(&sql)
+                    };
                     if self.can_defer_begin(&sql, &classes) {
                         // Answer as PostgreSQL would; BEGIN goes out with the next statement.
                         self.deferred_begin = Some(sql);
@@ -55,6 +63,7 @@ impl Session {
                         continue;
                     }
                     let mut unit = std::mem::take(&mut self.batch);
+                    unit.deallocate = deallocate;
                     unit.serializable |=
                         starts_read_only_tx(&classes) && mentions_serializable(&sql);
                     unit.classes.extend(classes.iter().copied());
@@ -158,7 +167,7 @@ impl Session {
             b'P' => {
                 let (name, query) =
                     message::parse_message_fields(body).map_err(ProxyError::ClientProtocol)?;
-                let classes = self.classify.classify(&query);
+                let classes = self.classes_of(&query);
                 self.batch.serializable |=
                     starts_read_only_tx(&classes) && mentions_serializable(&query);
                 self.batch.classes.extend(classes.iter().copied());

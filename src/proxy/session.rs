@@ -20,6 +20,7 @@ use super::classify::StatementClass;
 use super::client_messages::is_discard_all;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
+use super::retry::Held;
 use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo};
 use super::slots::Slots;
@@ -49,6 +50,8 @@ pub(super) struct Unit {
     pub(super) serializable: bool,
     /// A session SET mentioning SERIALIZABLE (as the session's default isolation).
     pub(super) set_serializable: bool,
+    /// A SQL DEALLOCATE of protocol-level statements, handled like a Close.
+    pub(super) deallocate: Option<super::deallocate::Deallocate>,
     /// Sent before its Sync (client quiet, or size limit): the rest of the batch is unknown.
     pub(super) unsynced: bool,
     pub(super) bytes: usize,
@@ -75,6 +78,8 @@ pub struct Session {
     pub(super) deferred_begin: Option<String>,
     /// That BEGIN was `BEGIN READ ONLY`.
     pub(super) deferred_begin_read_only: bool,
+    /// A replica unit kept for a re-run on the primary (see `retry.rs`).
+    pub(super) retry: Option<super::retry::Retry>,
     /// A backend's FATAL error was relayed to the client: the session ends with it.
     pub(super) relayed_fatal: bool,
     pub(super) client_buf: BytesMut,
@@ -127,6 +132,7 @@ pub async fn serve_client(
         deferred_begin: None,
         deferred_begin_read_only: false,
         relayed_fatal: false,
+        retry: None,
         client_buf: buf,
         client_out: BytesMut::with_capacity(16 * 1024),
     };
@@ -266,6 +272,21 @@ impl Session {
                 return Ok(());
             };
             let reply = slot.on_backend_message(&m);
+            let status = slot.tx_status;
+            let armed = target == Target::Replica && self.retry.is_some();
+            match &reply {
+                Reply::Forward if armed => {
+                    if let Held::Kept = self.hold_reply(&m) {
+                        continue;
+                    }
+                }
+                Reply::UnitDone { forward: true, .. } if armed => {
+                    if let Held::Kept = self.on_retry_done(status).await? {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             match reply {
                 Reply::Forward => {
                     if m.tag == b'E' {
@@ -364,6 +385,7 @@ impl Session {
         }
         self.apply_effects(&plan);
         if plan.continues_open_unit {
+            self.retry_unit_continues();
             return self.send_unit(plan.target, unit, false).await;
         }
         let Some(target) = self.connect(&plan, &unit).await? else {
@@ -382,6 +404,7 @@ impl Session {
             self.send_deferred_begin(target).await?;
         }
         self.count_routed(target);
+        self.arm_retry(target, &unit);
         self.send_unit(target, unit, plan.session_set).await
     }
 
@@ -396,7 +419,7 @@ impl Session {
         Ok(())
     }
 
-    fn count_routed(&self, target: Target) {
+    pub(super) fn count_routed(&self, target: Target) {
         let counter = match target {
             Target::Primary => &self.ctx.stats.routed_primary,
             Target::Replica => &self.ctx.stats.routed_replica,
@@ -480,16 +503,18 @@ impl Session {
 
     /// Writes a unit to a connection; statements the client closed there are closed on the
     /// session's other connection before their next use.
-    async fn send_unit(
+    pub(super) async fn send_unit(
         &mut self,
         target: Target,
         unit: Unit,
         with_sets: bool,
     ) -> Result<(), ProxyError> {
+        self.before_deallocate(target, &unit).await?;
         let slot = self
             .slots
             .get_mut(target)
             .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
+        let deallocate = unit.deallocate;
         let sets = if with_sets { unit.set_sql } else { Vec::new() };
         let closed = slot
             .write_unit(
@@ -501,6 +526,7 @@ impl Session {
                 unit.bytes,
             )
             .await?;
+        self.after_deallocate(target, deallocate).await?;
         for name in closed {
             self.statements.remove(&name);
             if let Some(o) = self.slots.get_mut(target.other()) {
