@@ -328,3 +328,34 @@ fn a_server_fatal_reaches_the_client_once() {
     let msgs = r.drain(Duration::from_secs(3));
     assert_eq!(errors(&msgs), ["57P01"], "{msgs:?}");
 }
+
+/// Queries pipelined before Terminate, in one write.
+fn terminate_steps(port: u16) -> Vec<String> {
+    let mut r = Raw::connect(port, MD5_USER, MD5_PASSWORD, DATABASE);
+    r.send(
+        &[
+            raw::query("SELECT pg_sleep(0.3)::text || 'slept'"),
+            raw::query("SELECT count(*) FROM log WHERE false"),
+            raw::terminate(),
+        ]
+        .concat(),
+    );
+    r.drain(Duration::from_secs(5))
+        .iter()
+        .map(|(tag, body)| match tag {
+            b'D' => raw::first_value(body),
+            b'E' => raw::sqlstate(body),
+            other => (*other as char).to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn terminate_after_pipelined_queries_keeps_their_replies() {
+    let c = cluster();
+    let p = Pgcast::start(c, READ_FUNCTIONS);
+    let via = terminate_steps(p.auto_port);
+    let direct = terminate_steps(c.primary.port);
+    assert_eq!(via, direct);
+    assert_eq!(via, ["T", "slept", "C", "Z", "T", "0", "C", "Z"]);
+}

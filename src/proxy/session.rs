@@ -183,6 +183,8 @@ impl Session {
     ) -> Result<(), ProxyError> {
         wr.write_all(&self.client_out).await?;
         self.client_out.clear();
+        // Terminate came: like PostgreSQL, answer what was sent before it, then close.
+        let mut terminating = false;
         loop {
             let replica_idle = self.slots.get(Target::Replica).is_none_or(|r| r.idle());
             if self.waiting.is_some() && replica_idle {
@@ -190,15 +192,18 @@ impl Session {
                     self.dispatch(unit).await?;
                 }
             }
-            if self.waiting.is_none() && !self.process_client_messages().await? {
-                return Ok(());
+            if self.waiting.is_none() && !terminating && !self.process_client_messages().await? {
+                terminating = true;
             }
             if !self.client_out.is_empty() {
                 wr.write_all(&self.client_out).await?;
                 self.client_out.clear();
             }
-            let reading_client = self.waiting.is_none();
-            let quiet_batch = self.quiet_batch_pending();
+            if terminating && self.waiting.is_none() && !self.client_waits() {
+                return Ok(());
+            }
+            let reading_client = self.waiting.is_none() && !terminating;
+            let quiet_batch = !terminating && self.quiet_batch_pending();
             let (primary, replica) = self.slots.both_mut();
             tokio::select! {
                 _ = tokio::time::sleep(QUIET_BATCH_DELAY), if quiet_batch => {
@@ -213,6 +218,14 @@ impl Session {
                 n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
             }
         }
+    }
+
+    /// Replies the client is owed are outstanding on some connection (not counting a batch
+    /// whose Sync never came, or a COPY FROM STDIN whose data never will: those never end).
+    fn client_waits(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|(_, s)| !s.copy_in && s.pending.iter().any(|u| u.forward && u.sync_sent))
     }
 
     async fn on_slot_readable(
