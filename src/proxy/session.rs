@@ -206,7 +206,7 @@ impl Session {
             let quiet_batch = !terminating && self.quiet_batch_pending();
             let (primary, replica) = self.slots.both_mut();
             tokio::select! {
-                _ = tokio::time::sleep(QUIET_BATCH_DELAY), if quiet_batch => {
+                _ = quiet_wait(), if quiet_batch => {
                     self.send_quiet_batch().await?;
                 }
                 n = rd.read_buf(&mut self.client_buf), if reading_client => {
@@ -550,6 +550,11 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The timer of a batch waiting for its Sync; created only when that branch is polled.
+async fn quiet_wait() {
+    tokio::time::sleep(QUIET_BATCH_DELAY).await
 }
 
 async fn read_slot(slot: &mut Option<Slot>) -> std::io::Result<usize> {
