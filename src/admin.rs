@@ -315,6 +315,12 @@ pub fn render_metrics(s: &Status) -> String {
         "pgcast_routed_total{{target=\"replica\"}} {}",
         s.routed.replica
     );
+    let _ = writeln!(m, "# TYPE pgcast_retried_on_primary_total counter");
+    let _ = writeln!(
+        m,
+        "pgcast_retried_on_primary_total {}",
+        s.routed.retried_on_primary
+    );
     let _ = writeln!(m, "# TYPE pgcast_errors_total counter");
     for (class, n) in &s.errors_by_sqlstate_class {
         let _ = writeln!(m, "pgcast_errors_total{{sqlstate_class=\"{class}\"}} {n}");

@@ -108,6 +108,9 @@ pub struct RoutedCounts {
     /// Client sessions served by a pooled backend connection.
     #[serde(default)]
     pub pool_reused: u64,
+    /// Units a replica refused as writes (misclassified reads), run again on the primary.
+    #[serde(default)]
+    pub retried_on_primary: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -199,6 +202,7 @@ impl Status {
                 primary: ctx.stats.routed_primary.load(Ordering::Relaxed),
                 replica: ctx.stats.routed_replica.load(Ordering::Relaxed),
                 pool_reused: ctx.stats.pool_reused.load(Ordering::Relaxed),
+                retried_on_primary: ctx.stats.retried_on_primary.load(Ordering::Relaxed),
             },
             errors_by_sqlstate_class: ctx.stats.errors_by_class(),
             statement_cache: CacheStatus {
@@ -293,9 +297,10 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "\nRouted units: primary {}, replica {}; sessions on pooled connections {}; statement cache {} entries ({} hits, {} misses); volatile functions {}",
+            "\nRouted units: primary {}, replica {} (refused by a replica as writes and re-run on the primary: {}); sessions on pooled connections {}; statement cache {} entries ({} hits, {} misses); volatile functions {}",
             self.routed.primary,
             self.routed.replica,
+            self.routed.retried_on_primary,
             self.routed.pool_reused,
             self.statement_cache.entries,
             self.statement_cache.hits,

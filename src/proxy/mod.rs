@@ -7,10 +7,13 @@ pub mod cancel;
 pub mod catalog;
 pub mod catalog_refresh;
 pub mod classify;
+mod client_messages;
+mod deallocate;
 pub mod message;
 mod pause;
 pub mod plan;
 pub mod pool;
+mod retry;
 pub mod router;
 pub mod scram_verifiers;
 pub mod session;
@@ -69,6 +72,8 @@ pub struct ProxyContext {
     pub pool: Arc<pool::Pool>,
     /// Bounds the number of client connections across all listeners.
     pub client_slots: Arc<Semaphore>,
+    /// Statement shapes a replica refused as writes (see `retry.rs`).
+    pub learned_writes: retry::LearnedWrites,
 }
 
 impl ProxyContext {
@@ -85,6 +90,7 @@ impl ProxyContext {
             pool: pool::Pool::new(Arc::clone(&stats)),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
+            learned_writes: retry::LearnedWrites::default(),
             config,
             cluster,
             catalogs,

@@ -39,8 +39,16 @@ pub struct SessionFacts {
     pub session_sets_full: bool,
     /// A bare BEGIN was answered but not sent yet: this unit is the transaction's first.
     pub deferred_begin: bool,
+    /// That deferred BEGIN was `BEGIN READ ONLY`.
+    pub deferred_begin_read_only: bool,
     /// The unit starts a read-only transaction and mentions SERIALIZABLE.
     pub unit_serializable: bool,
+    /// The unit is a session SET that mentions SERIALIZABLE (`default_transaction_isolation`,
+    /// `SESSION CHARACTERISTICS`): replayed on a hot standby it would fail every later read.
+    pub unit_sets_serializable: bool,
+    /// An extended batch sent before its Sync (the client went quiet, or it grew large): what
+    /// follows is unknown, so it may not start on a replica.
+    pub unsynced: bool,
 }
 
 impl SessionFacts {
@@ -135,8 +143,18 @@ pub fn plan(f: &SessionFacts, classes: &[StatementClass]) -> Plan {
         session_set: d.session_set,
         ..Plan::new(Action::Send, d.target)
     };
+    if p.session_set && f.unit_sets_serializable {
+        // SERIALIZABLE as the session's default: a hot standby refuses every later
+        // transaction, so the session stays on the primary and the SET is not replayed.
+        p.session_set = false;
+        p.pin = true;
+    }
     if f.deferred_begin {
         first_of_deferred_transaction(&mut p, f, classes);
+    }
+    if f.auto() && f.unsynced && p.target == Target::Replica && in_transaction_on(f).is_none() {
+        // The rest of the batch may write: only the primary can run whatever follows.
+        p.target = Target::Primary;
     }
     if f.auto() && p.target == Target::Replica && f.unit_serializable {
         // A hot standby refuses SERIALIZABLE: such read-only transactions use the primary.
@@ -154,14 +172,11 @@ pub fn plan(f: &SessionFacts, classes: &[StatementClass]) -> Plan {
 }
 
 /// The unit after a deferred BEGIN is the transaction's first statement and decides where
-/// the transaction runs: SET TRANSACTION READ ONLY may use a replica (unless read-your-writes
-/// says otherwise), anything else the primary.
+/// the transaction runs: a replica (unless read-your-writes says otherwise) only when the
+/// transaction is read-only and stays so through the whole unit, anything else the primary.
 fn first_of_deferred_transaction(p: &mut Plan, f: &SessionFacts, classes: &[StatementClass]) {
-    let read_only = matches!(
-        classes.first(),
-        Some(StatementClass::SetTransaction { read_only: true })
-    );
-    // Only a bare BEGIN is deferred, so SERIALIZABLE can only come from this unit.
+    let read_only = stays_read_only(f.deferred_begin_read_only, classes);
+    // Only a BEGIN without SERIALIZABLE is deferred, so SERIALIZABLE can only come from here.
     p.target = if read_only && !f.recent_write && !f.unit_serializable {
         Target::Replica
     } else {
@@ -173,6 +188,24 @@ fn first_of_deferred_transaction(p: &mut Plan, f: &SessionFacts, classes: &[Stat
         p.pin = true;
     }
     p.send_deferred_begin = true;
+}
+
+/// Whether a transaction's first unit keeps it read-only throughout: read-only before its
+/// first query (`BEGIN READ ONLY`, or `SET TRANSACTION READ ONLY` first), only reads inside,
+/// never switched to READ WRITE, and nothing after its COMMIT (which would run outside any
+/// read-only transaction, e.g. `SET TRANSACTION READ ONLY; COMMIT; INSERT ...`).
+pub fn stays_read_only(begin_read_only: bool, classes: &[StatementClass]) -> bool {
+    use StatementClass as C;
+    let mut read_only = begin_read_only;
+    for (i, c) in classes.iter().enumerate() {
+        match c {
+            C::SetTransaction { read_only: true } => read_only = true,
+            C::Read | C::Neutral if read_only => {}
+            C::EndTransaction => return read_only && i + 1 == classes.len(),
+            _ => return false,
+        }
+    }
+    read_only
 }
 
 /// What to do when the connection the plan names could not be opened.

@@ -17,7 +17,10 @@ fn auto() -> SessionFacts {
         has_session_sets: false,
         session_sets_full: false,
         deferred_begin: false,
+        deferred_begin_read_only: false,
         unit_serializable: false,
+        unit_sets_serializable: false,
+        unsynced: false,
     }
 }
 
@@ -128,6 +131,7 @@ const BEGIN_RO: C = C::Begin { read_only: true };
 #[test]
 fn plans() {
     let begun = with(auto(), |f| f.deferred_begin = true);
+    let begun_ro = with(begun, |f| f.deferred_begin_read_only = true);
     let table: Vec<(&str, SessionFacts, Vec<StatementClass>, Plan)> = vec![
         // Plain routing.
         (
@@ -224,6 +228,98 @@ fn plans() {
             begun,
             vec![C::SessionSet],
             send(P).begin().pin(),
+        ),
+        (
+            "BEGIN; SET TRANSACTION READ ONLY; COMMIT; INSERT → primary",
+            begun,
+            vec![SET_TX_RO, C::EndTransaction, C::Write],
+            send(P).begin().writes(),
+        ),
+        (
+            "BEGIN; SET TRANSACTION READ ONLY; COMMIT; SELECT → primary",
+            begun,
+            vec![SET_TX_RO, C::EndTransaction, C::Read],
+            send(P).begin(),
+        ),
+        (
+            "BEGIN; SET TRANSACTION READ ONLY; SELECT; COMMIT → replica",
+            begun,
+            vec![SET_TX_RO, C::Read, C::EndTransaction],
+            send(R).fallback().begin(),
+        ),
+        (
+            "BEGIN; SET TRANSACTION READ ONLY; INSERT → primary (25006 there as in PostgreSQL)",
+            begun,
+            vec![SET_TX_RO, C::Write],
+            send(P).begin().writes(),
+        ),
+        (
+            "BEGIN; SET TRANSACTION READ ONLY; SET TRANSACTION READ WRITE → primary",
+            begun,
+            vec![SET_TX_RO, SET_TX_RW],
+            send(P).begin().writes(),
+        ),
+        (
+            "BEGIN READ ONLY; SELECT → replica",
+            begun_ro,
+            vec![C::Read],
+            send(R).fallback().begin(),
+        ),
+        (
+            "BEGIN READ ONLY; SET TRANSACTION READ WRITE → primary",
+            begun_ro,
+            vec![SET_TX_RW],
+            send(P).begin().writes(),
+        ),
+        (
+            "BEGIN READ ONLY; COMMIT → replica",
+            begun_ro,
+            vec![C::EndTransaction],
+            send(R).fallback().begin(),
+        ),
+        (
+            "BEGIN READ ONLY; SELECT after a write → primary",
+            with(begun_ro, |f| f.recent_write = true),
+            vec![C::Read],
+            send(P).begin(),
+        ),
+        (
+            "BEGIN READ ONLY; unsynced batch → primary",
+            with(begun_ro, |f| f.unsynced = true),
+            vec![C::Read],
+            send(P).begin(),
+        ),
+        // SERIALIZABLE as the session default: never replayed on a hot standby.
+        (
+            "SET default_transaction_isolation = serializable pins",
+            with(auto(), |f| f.unit_sets_serializable = true),
+            vec![C::SessionSet],
+            send(P).pin(),
+        ),
+        (
+            "serializable SET in a replica transaction is refused",
+            with(auto(), |f| {
+                f.unit_sets_serializable = true;
+                f.replica = in_tx();
+            }),
+            vec![C::SessionSet],
+            refuse("0A000", STATE_IN_REPLICA_TRANSACTION, R),
+        ),
+        // An extended batch sent before its Sync: the rest may write.
+        (
+            "unsynced read batch → primary",
+            with(auto(), |f| f.unsynced = true),
+            vec![C::Read],
+            send(P),
+        ),
+        (
+            "unsynced batch inside a replica transaction stays there",
+            with(auto(), |f| {
+                f.unsynced = true;
+                f.replica = in_tx();
+            }),
+            vec![C::Read],
+            send(R).fallback(),
         ),
         // SERIALIZABLE read-only transactions: a hot standby refuses them.
         (
@@ -445,5 +541,34 @@ fn after_connecting() {
     ];
     for (name, plan, c, expected) in table {
         assert_eq!(after_connect(&plan, c), expected, "{name}");
+    }
+}
+
+#[test]
+fn read_only_to_the_end() {
+    let table: Vec<(bool, Vec<StatementClass>, bool)> = vec![
+        (false, vec![], false),
+        (true, vec![], true),
+        (false, vec![SET_TX_RO], true),
+        (false, vec![SET_TX_RO, C::Read, C::Neutral, C::Read], true),
+        (false, vec![SET_TX_RO, C::Read, C::EndTransaction], true),
+        (false, vec![SET_TX_RO, C::EndTransaction, C::Read], false),
+        (false, vec![C::Read, SET_TX_RO], false),
+        (true, vec![C::Read, C::EndTransaction], true),
+        (true, vec![SET_TX_RW], false),
+        (true, vec![C::Read, C::Write], false),
+        (true, vec![C::SessionSet], false),
+        (
+            true,
+            vec![C::EndTransaction, C::Begin { read_only: true }],
+            false,
+        ),
+    ];
+    for (begin_ro, classes, expected) in table {
+        assert_eq!(
+            stays_read_only(begin_ro, &classes),
+            expected,
+            "{begin_ro} {classes:?}"
+        );
     }
 }

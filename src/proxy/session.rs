@@ -17,33 +17,44 @@ use tokio::net::TcpStream;
 
 use super::cancel::CancelTargets;
 use super::classify::StatementClass;
+use super::client_messages::is_discard_all;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
+use super::retry::Held;
 use super::router::Target;
-use super::slot::{parse_hash, Reply, Slot, StatementInfo};
+use super::slot::{Reply, Slot, StatementInfo};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
-const MAX_BATCH_BYTES: usize = 1 << 20;
+pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
+/// An extended batch with an Execute but no Sync or Flush is sent once the client has been
+/// quiet this long (it may be waiting for an error PostgreSQL would flush at once).
+const QUIET_BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// Past this many replayed SET statements a session stays on the primary instead.
 const MAX_SESSION_SETS: usize = 1000;
 
 /// Client messages that are routed together.
 #[derive(Default)]
 pub(super) struct Unit {
-    messages: Vec<Message>,
-    classes: Vec<StatementClass>,
-    extended: bool,
+    pub(super) messages: Vec<Message>,
+    pub(super) classes: Vec<StatementClass>,
+    pub(super) extended: bool,
     /// Ends with Sync (extended) — simple queries always end.
-    ends: bool,
+    pub(super) ends: bool,
     /// SQL of session-level SETs in the unit, replayed elsewhere after success.
-    set_sql: Vec<String>,
+    pub(super) set_sql: Vec<String>,
     /// Mentions SERIALIZABLE: a hot standby refuses serializable transactions.
-    serializable: bool,
-    bytes: usize,
+    pub(super) serializable: bool,
+    /// A session SET mentioning SERIALIZABLE (as the session's default isolation).
+    pub(super) set_serializable: bool,
+    /// A SQL DEALLOCATE of protocol-level statements, handled like a Close.
+    pub(super) deallocate: Option<super::deallocate::Deallocate>,
+    /// Sent before its Sync (client quiet, or size limit): the rest of the batch is unknown.
+    pub(super) unsynced: bool,
+    pub(super) bytes: usize,
 }
 
 pub struct Session {
@@ -65,6 +76,12 @@ pub struct Session {
     /// A plain BEGIN the client sent, not yet sent anywhere: the transaction's first statement
     /// decides where it runs, so `BEGIN; SET TRANSACTION READ ONLY; ...` can use a replica.
     pub(super) deferred_begin: Option<String>,
+    /// That BEGIN was `BEGIN READ ONLY`.
+    pub(super) deferred_begin_read_only: bool,
+    /// A replica unit kept for a re-run on the primary (see `retry.rs`).
+    pub(super) retry: Option<super::retry::Retry>,
+    /// A backend's FATAL error was relayed to the client: the session ends with it.
+    pub(super) relayed_fatal: bool,
     pub(super) client_buf: BytesMut,
     pub(super) client_out: BytesMut,
 }
@@ -113,6 +130,9 @@ pub async fn serve_client(
         session_sets: Vec::new(),
         discard_until_sync: false,
         deferred_begin: None,
+        deferred_begin_read_only: false,
+        relayed_fatal: false,
+        retry: None,
         client_buf: buf,
         client_out: BytesMut::with_capacity(16 * 1024),
     };
@@ -163,6 +183,8 @@ impl Session {
     ) -> Result<(), ProxyError> {
         wr.write_all(&self.client_out).await?;
         self.client_out.clear();
+        // Terminate came: like PostgreSQL, answer what was sent before it, then close.
+        let mut terminating = false;
         loop {
             let replica_idle = self.slots.get(Target::Replica).is_none_or(|r| r.idle());
             if self.waiting.is_some() && replica_idle {
@@ -170,16 +192,23 @@ impl Session {
                     self.dispatch(unit).await?;
                 }
             }
-            if self.waiting.is_none() && !self.process_client_messages().await? {
-                return Ok(());
+            if self.waiting.is_none() && !terminating && !self.process_client_messages().await? {
+                terminating = true;
             }
             if !self.client_out.is_empty() {
                 wr.write_all(&self.client_out).await?;
                 self.client_out.clear();
             }
-            let reading_client = self.waiting.is_none();
+            if terminating && self.waiting.is_none() && !self.client_waits() {
+                return Ok(());
+            }
+            let reading_client = self.waiting.is_none() && !terminating;
+            let quiet_batch = !terminating && self.quiet_batch_pending();
             let (primary, replica) = self.slots.both_mut();
             tokio::select! {
+                _ = quiet_wait(), if quiet_batch => {
+                    self.send_quiet_batch().await?;
+                }
                 n = rd.read_buf(&mut self.client_buf), if reading_client => {
                     if n? == 0 {
                         return Ok(());
@@ -189,6 +218,14 @@ impl Session {
                 n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
             }
         }
+    }
+
+    /// Replies the client is owed are outstanding on some connection (not counting a batch
+    /// whose Sync never came, or a COPY FROM STDIN whose data never will: those never end).
+    fn client_waits(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|(_, s)| !s.copy_in && s.pending.iter().any(|u| u.forward && u.sync_sent))
     }
 
     async fn on_slot_readable(
@@ -222,13 +259,17 @@ impl Session {
             tracing::info!(backend = %slot.backend, "replica connection closed; will use another");
             return Ok(());
         }
-        self.ctx.stats.count_error("08006");
-        message::write_error(
-            &mut self.client_out,
-            "FATAL",
-            "08006",
-            &format!("pgcast: connection to backend {} was lost", slot.backend),
-        );
+        // The client already has the server's own FATAL (e.g. 57P01): one error, as from
+        // PostgreSQL itself.
+        if !self.relayed_fatal {
+            self.ctx.stats.count_error("08006");
+            message::write_error(
+                &mut self.client_out,
+                "FATAL",
+                "08006",
+                &format!("pgcast: connection to backend {} was lost", slot.backend),
+            );
+        }
         Err(ProxyError::BackendUnavailable(format!(
             "{} closed",
             slot.backend
@@ -244,10 +285,26 @@ impl Session {
                 return Ok(());
             };
             let reply = slot.on_backend_message(&m);
+            let status = slot.tx_status;
+            let armed = target == Target::Replica && self.retry.is_some();
+            match &reply {
+                Reply::Forward if armed => {
+                    if let Held::Kept = self.hold_reply(&m) {
+                        continue;
+                    }
+                }
+                Reply::UnitDone { forward: true, .. } if armed => {
+                    if let Held::Kept = self.on_retry_done(status).await? {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             match reply {
                 Reply::Forward => {
                     if m.tag == b'E' {
                         self.count_error(&m);
+                        self.relayed_fatal |= message::decode_error_fields(m.body()).is_fatal();
                     }
                     self.client_out.extend_from_slice(&m.raw);
                 }
@@ -298,6 +355,7 @@ impl Session {
                     let home = self.home_target();
                     if target == home || m.tag == b'A' || m.tag == b'N' {
                         self.client_out.extend_from_slice(&m.raw);
+                        self.relayed_fatal |= fatal;
                     }
                     if fatal {
                         return self.on_slot_lost(target);
@@ -320,207 +378,6 @@ impl Session {
         self.ctx.stats.count_error(&f.code);
     }
 
-    /// Handles every complete client message in the buffer. Returns false on Terminate.
-    async fn process_client_messages(&mut self) -> Result<bool, ProxyError> {
-        while self.waiting.is_none() {
-            let m = match message::decode_message(
-                &mut self.client_buf,
-                self.config.limits.max_message_bytes,
-            ) {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(true),
-                Err(e) => {
-                    self.protocol_violation(&e.to_string());
-                    return Err(ProxyError::ClientProtocol(e));
-                }
-            };
-            if self.discard_until_sync {
-                if m.tag == b'S' {
-                    self.discard_until_sync = false;
-                    let status = self.tx_status();
-                    message::write_ready_for_query(&mut self.client_out, status);
-                }
-                continue;
-            }
-            match m.tag {
-                b'Q' => {
-                    let sql = match message::query_text(m.body()) {
-                        Ok(s) => s.into_owned(),
-                        Err(e) => {
-                            self.protocol_violation(&e.to_string());
-                            return Err(ProxyError::ClientProtocol(e));
-                        }
-                    };
-                    let classes = self.classify.classify(&sql);
-                    if self.can_defer_begin(&sql, &classes) {
-                        // Answer as PostgreSQL would; BEGIN goes out with the next statement.
-                        self.deferred_begin = Some(sql);
-                        message::write_message(&mut self.client_out, b'C', |b| {
-                            message::put_cstr(b, "BEGIN")
-                        });
-                        message::write_ready_for_query(&mut self.client_out, b'T');
-                        continue;
-                    }
-                    let mut unit = std::mem::take(&mut self.batch);
-                    unit.serializable |=
-                        starts_read_only_tx(&classes) && mentions_serializable(&sql);
-                    unit.classes.extend(classes.iter().copied());
-                    if classes.iter().all(|c| {
-                        matches!(
-                            c,
-                            StatementClass::SessionSet
-                                | StatementClass::SessionReset
-                                | StatementClass::Neutral
-                        )
-                    }) {
-                        unit.set_sql.push(sql);
-                    }
-                    unit.bytes += m.raw.len();
-                    unit.messages.push(m);
-                    unit.ends = true;
-                    self.dispatch(unit).await?;
-                }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                    if let Err(e) = self.add_extended(m).await {
-                        if let ProxyError::ClientProtocol(d) = &e {
-                            self.protocol_violation(&d.to_string());
-                        }
-                        return Err(e);
-                    }
-                }
-                b'd' | b'c' | b'f' => {
-                    // COPY FROM STDIN data goes to the connection in copy-in mode.
-                    let copy_in = self
-                        .slots
-                        .get(Target::Primary)
-                        .is_some_and(|s| s.copy_in || s.has_open_unit());
-                    let target = if copy_in {
-                        Target::Primary
-                    } else {
-                        Target::Replica
-                    };
-                    if let Some(slot) = self.slots.get_mut(target) {
-                        if m.tag != b'd' {
-                            slot.copy_in = false;
-                        }
-                        slot.send(&m.raw).await?;
-                    }
-                }
-                b'F' => {
-                    // FunctionCall: may do anything; the primary runs it.
-                    let unit = Unit {
-                        messages: vec![m],
-                        classes: vec![StatementClass::Write],
-                        ends: true,
-                        ..Unit::default()
-                    };
-                    self.dispatch(unit).await?;
-                }
-                b'X' => return Ok(false),
-                other => {
-                    let msg = format!("invalid frontend message type {}", other);
-                    self.protocol_violation(&msg);
-                    return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
-                        "frontend message type",
-                    )));
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    fn protocol_violation(&mut self, msg: &str) {
-        self.ctx.stats.count_error("08P01");
-        message::write_error(&mut self.client_out, "FATAL", "08P01", msg);
-    }
-
-    fn can_defer_begin(&self, sql: &str, classes: &[StatementClass]) -> bool {
-        self.listener.role == ListenerRole::Auto
-            && matches!(classes, [StatementClass::Begin { read_only: false }])
-            && is_bare_begin(sql)
-            && self.deferred_begin.is_none()
-            && !self.pinned_primary
-            && self.batch.messages.is_empty()
-            && self.tx_status() == b'I'
-            && self.slots.iter().all(|(_, s)| s.idle())
-    }
-
-    fn tx_status(&self) -> u8 {
-        if self.deferred_begin.is_some() {
-            return b'T';
-        }
-        self.slots
-            .iter()
-            .map(|(_, s)| s.tx_status)
-            .find(|s| *s != b'I')
-            .unwrap_or(b'I')
-    }
-
-    /// Adds an extended-protocol message to the current batch; sends the batch on Sync, Flush
-    /// or when it grows large.
-    async fn add_extended(&mut self, m: Message) -> Result<(), ProxyError> {
-        let body = m.body();
-        match m.tag {
-            b'P' => {
-                let (name, query) =
-                    message::parse_message_fields(body).map_err(ProxyError::ClientProtocol)?;
-                let classes = self.classify.classify(&query);
-                self.batch.serializable |=
-                    starts_read_only_tx(&classes) && mentions_serializable(&query);
-                self.batch.classes.extend(classes.iter().copied());
-                if classes.iter().all(|c| {
-                    matches!(
-                        c,
-                        StatementClass::SessionSet
-                            | StatementClass::SessionReset
-                            | StatementClass::Neutral
-                    )
-                }) && !classes.is_empty()
-                {
-                    self.batch.set_sql.push(query.to_string());
-                }
-                let info = StatementInfo {
-                    hash: parse_hash(&m),
-                    parse: m.clone(),
-                    classes,
-                };
-                self.statements.insert(name.to_string(), info);
-            }
-            b'B' => {
-                let (_, stmt) =
-                    message::bind_message_fields(body).map_err(ProxyError::ClientProtocol)?;
-                if let Some(info) = self.statements.get(stmt.as_ref()) {
-                    self.batch.classes.extend(info.classes.iter().copied());
-                }
-            }
-            b'D' => {
-                let (kind, name) =
-                    message::target_fields(body).map_err(ProxyError::ClientProtocol)?;
-                if kind == b'S' {
-                    if let Some(info) = self.statements.get(name.as_ref()) {
-                        self.batch.classes.extend(info.classes.iter().copied());
-                    }
-                }
-            }
-            b'C' => {
-                message::target_fields(body).map_err(ProxyError::ClientProtocol)?;
-            }
-            _ => {}
-        }
-        let tag = m.tag;
-        self.batch.extended = true;
-        self.batch.bytes += m.raw.len();
-        self.batch.messages.push(m);
-        if tag == b'S' {
-            self.batch.ends = true;
-        }
-        if tag == b'S' || tag == b'H' || self.batch.bytes > MAX_BATCH_BYTES {
-            let unit = std::mem::take(&mut self.batch);
-            self.dispatch(unit).await?;
-        }
-        Ok(())
-    }
-
     fn recent_write(&self) -> bool {
         match (self.config.routing.read_your_writes, self.last_write) {
             (_, None) | (ReadYourWrites::Transaction, _) => false,
@@ -532,7 +389,7 @@ impl Session {
     /// Routes a unit and sends it, or parks it until the replica connection is idle. Every
     /// decision is [`plan`]'s, from facts gathered here; this only opens the connection the
     /// plan names (or its fallback) and sends the unit there.
-    async fn dispatch(&mut self, unit: Unit) -> Result<(), ProxyError> {
+    pub(super) async fn dispatch(&mut self, unit: Unit) -> Result<(), ProxyError> {
         let plan = plan::plan(&self.facts(&unit), &unit.classes);
         match &plan.action {
             Action::Send => {}
@@ -541,6 +398,7 @@ impl Session {
         }
         self.apply_effects(&plan);
         if plan.continues_open_unit {
+            self.retry_unit_continues();
             return self.send_unit(plan.target, unit, false).await;
         }
         let Some(target) = self.connect(&plan, &unit).await? else {
@@ -559,6 +417,7 @@ impl Session {
             self.send_deferred_begin(target).await?;
         }
         self.count_routed(target);
+        self.arm_retry(target, &unit);
         self.send_unit(target, unit, plan.session_set).await
     }
 
@@ -573,7 +432,7 @@ impl Session {
         Ok(())
     }
 
-    fn count_routed(&self, target: Target) {
+    pub(super) fn count_routed(&self, target: Target) {
         let counter = match target {
             Target::Primary => &self.ctx.stats.routed_primary,
             Target::Replica => &self.ctx.stats.routed_replica,
@@ -592,7 +451,10 @@ impl Session {
             has_session_sets: !self.session_sets.is_empty(),
             session_sets_full: self.session_sets.len() >= MAX_SESSION_SETS,
             deferred_begin: self.deferred_begin.is_some(),
+            deferred_begin_read_only: self.deferred_begin_read_only,
             unit_serializable: unit.serializable,
+            unit_sets_serializable: unit.set_serializable,
+            unsynced: unit.unsynced,
         }
     }
 
@@ -654,16 +516,18 @@ impl Session {
 
     /// Writes a unit to a connection; statements the client closed there are closed on the
     /// session's other connection before their next use.
-    async fn send_unit(
+    pub(super) async fn send_unit(
         &mut self,
         target: Target,
         unit: Unit,
         with_sets: bool,
     ) -> Result<(), ProxyError> {
+        self.before_deallocate(target, &unit).await?;
         let slot = self
             .slots
             .get_mut(target)
             .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
+        let deallocate = unit.deallocate;
         let sets = if with_sets { unit.set_sql } else { Vec::new() };
         let closed = slot
             .write_unit(
@@ -675,6 +539,7 @@ impl Session {
                 unit.bytes,
             )
             .await?;
+        self.after_deallocate(target, deallocate).await?;
         for name in closed {
             self.statements.remove(&name);
             if let Some(o) = self.slots.get_mut(target.other()) {
@@ -687,70 +552,14 @@ impl Session {
     }
 }
 
+/// The timer of a batch waiting for its Sync; created only when that branch is polled.
+async fn quiet_wait() {
+    tokio::time::sleep(QUIET_BATCH_DELAY).await
+}
+
 async fn read_slot(slot: &mut Option<Slot>) -> std::io::Result<usize> {
     match slot {
         Some(s) => s.reader.rd.read_buf(&mut s.reader.buf).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Whether SQL text asks for SERIALIZABLE isolation (ASCII case-insensitive, no allocation).
-fn mentions_serializable(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(b"serializable".len())
-        .any(|w| w.eq_ignore_ascii_case(b"serializable"))
-}
-
-/// Only a read-only transaction could go to a replica, so only then is the text searched
-/// for SERIALIZABLE: the check stays off the path of ordinary statements.
-fn starts_read_only_tx(classes: &[StatementClass]) -> bool {
-    classes.iter().any(|c| {
-        matches!(
-            c,
-            StatementClass::Begin { read_only: true }
-                | StatementClass::SetTransaction { read_only: true }
-        )
-    })
-}
-
-/// The lower-cased words of a single statement without its trailing semicolon.
-fn statement_words(sql: &str) -> Vec<String> {
-    sql.trim()
-        .trim_end_matches(';')
-        .split_whitespace()
-        .map(|w| w.to_ascii_lowercase())
-        .collect()
-}
-
-/// `BEGIN` / `START TRANSACTION` with no options: the only BEGIN worth deferring.
-fn is_bare_begin(sql: &str) -> bool {
-    let words = statement_words(sql);
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    matches!(
-        words.as_slice(),
-        ["begin"] | ["begin", "work"] | ["begin", "transaction"] | ["start", "transaction"]
-    )
-}
-
-/// `DISCARD ALL`, which also deallocates every prepared statement.
-fn is_discard_all(sql: &str) -> bool {
-    statement_words(sql) == ["discard", "all"]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statement_shapes() {
-        assert!(is_bare_begin("begin;"));
-        assert!(is_bare_begin("  START  TRANSACTION "));
-        assert!(!is_bare_begin("BEGIN ISOLATION LEVEL SERIALIZABLE"));
-        assert!(!is_bare_begin("BEGIN; SELECT 1"));
-        assert!(is_discard_all("DISCARD ALL;"));
-        assert!(!is_discard_all("DISCARD PLANS"));
-        assert!(mentions_serializable(
-            "set transaction isolation level Serializable"
-        ));
     }
 }

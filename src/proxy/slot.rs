@@ -325,7 +325,15 @@ impl Slot {
                 b'P' => {
                     if let Ok((name, _)) = message::parse_message_fields(body) {
                         self.prepared.insert(name.to_string(), parse_hash(m));
-                        self.to_close.remove(name.as_ref());
+                        if self.to_close.remove(name.as_ref()) && !name.is_empty() {
+                            // Closed by the client elsewhere but still here: a Parse of the
+                            // same name would fail with 42P05.
+                            message::write_message(&mut injected, b'C', |b| {
+                                b.extend_from_slice(b"S");
+                                message::put_cstr(b, &name);
+                            });
+                            swallow.push_back((b'3', name.to_string()));
+                        }
                         closed.retain(|n| n != name.as_ref());
                         defined_in_unit.insert(name.into_owned());
                     }
@@ -385,7 +393,7 @@ impl Slot {
         Ok(closed)
     }
 
-    fn inject_statement(
+    pub(super) fn inject_statement(
         &mut self,
         name: &str,
         info: &StatementInfo,

@@ -33,6 +33,8 @@ pub struct ProxyStats {
     pub routed_replica: AtomicU64,
     /// Sessions that got a pooled connection instead of opening one.
     pub pool_reused: AtomicU64,
+    /// Units a replica refused as writes, run again on the primary.
+    pub retried_on_primary: AtomicU64,
     errors_by_class: Mutex<BTreeMap<String, u64>>,
     pub cancels: CancelCounters,
 }
@@ -61,6 +63,12 @@ pub struct CancelCounters {
     pub forward_failed: AtomicU64,
     pub unknown: AtomicU64,
     pub duplicate: AtomicU64,
+}
+
+impl ProxyStats {
+    pub fn count_retry(&self) {
+        self.retried_on_primary.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl CancelCounters {

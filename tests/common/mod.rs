@@ -2,3 +2,4 @@
 pub mod client;
 pub mod pg_cluster;
 pub mod pgcast;
+pub mod raw;
