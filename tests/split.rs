@@ -14,12 +14,14 @@ use common::raw::{self, errors, value, Raw};
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 
-/// `sneaky_*` are VOLATILE functions that write, declared readers in `routing.read_functions`:
-/// pgcast sends their calls to a replica, which refuses them.
-const READ_FUNCTIONS: &str = r#"
-[routing]
-read_functions = ["pg_is_in_recovery", "sneaky_simple", "sneaky_ext", "sneaky_tx", "sneaky_again"]
-"#;
+/// No extra configuration: the defaults are what is tested.
+const READ_FUNCTIONS: &str = "";
+
+/// Functions the safety-net test turns from harmless STABLE readers into VOLATILE writers
+/// behind pgcast's back (directly on the primary, after pgcast loaded its function catalog),
+/// as another session or balancer would: until the next catalog refresh pgcast still takes
+/// them for reads and sends them to a replica, which refuses them.
+const SNEAKY: [&str; 4] = ["sneaky_simple", "sneaky_ext", "sneaky_tx", "sneaky_again"];
 
 fn cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| {
@@ -30,10 +32,15 @@ fn cluster() -> &'static PgCluster {
              CREATE TABLE uniq (id int PRIMARY KEY);
              GRANT ALL ON log, uniq TO {MD5_USER};"
         );
-        for f in ["sneaky_simple", "sneaky_ext", "sneaky_tx", "sneaky_again"] {
+        // Where a statement ran: pg_is_in_recovery() itself always gets the primary's
+        // answer through an auto listener (a role question), so tests ask a STABLE wrapper.
+        sql.push_str(
+            "CREATE FUNCTION on_standby() RETURNS bool STABLE LANGUAGE sql
+               AS 'SELECT pg_is_in_recovery()';",
+        );
+        for f in SNEAKY {
             sql.push_str(&format!(
-                "CREATE FUNCTION {f}() RETURNS bool VOLATILE LANGUAGE sql
-                   AS 'INSERT INTO log VALUES (''{f}'') RETURNING pg_is_in_recovery()';"
+                "CREATE FUNCTION {f}() RETURNS bool STABLE LANGUAGE sql AS 'SELECT false';"
             ));
         }
         c.psql(&c.primary, DATABASE, &sql);
@@ -85,13 +92,16 @@ async fn same_as_primary(p: &Pgcast, statements: &[&str]) -> Vec<String> {
 async fn deferred_begin_follows_the_transaction_mode() {
     let c = cluster();
     let p = Pgcast::start(c, READ_FUNCTIONS);
+    // Until the functions are known every call counts as a write (on_standby() included).
+    connect(&p.auto()).await.unwrap();
+    p.wait_until("functions loaded", |s| s.statement_cache.functions_loaded);
     // Ends the read-only transaction, then writes: must not run on a replica.
     let got = same_as_primary(
         &p,
         &[
             "BEGIN",
             "SET TRANSACTION READ ONLY; COMMIT; INSERT INTO log VALUES ('after commit') \
-             RETURNING pg_is_in_recovery()",
+             RETURNING (SELECT on_standby())",
         ],
     )
     .await;
@@ -102,7 +112,7 @@ async fn deferred_begin_follows_the_transaction_mode() {
         &[
             "BEGIN READ ONLY",
             "SET TRANSACTION READ WRITE",
-            "INSERT INTO log VALUES ('rw') RETURNING pg_is_in_recovery()",
+            "INSERT INTO log VALUES ('rw') RETURNING (SELECT on_standby())",
             "COMMIT",
         ],
     )
@@ -123,7 +133,7 @@ async fn deferred_begin_follows_the_transaction_mode() {
     // A read-only transaction still runs on the replica.
     let got = run(
         &p.auto(),
-        &["BEGIN READ ONLY", "SELECT pg_is_in_recovery()", "COMMIT"],
+        &["BEGIN READ ONLY", "SELECT on_standby()", "COMMIT"],
     )
     .await;
     assert_eq!(got, ["ok", "t", "ok"]);
@@ -143,7 +153,7 @@ async fn serializable_session_default_stays_on_the_primary() {
                 set,
                 "SELECT count(*) >= 0 FROM log",
                 "SHOW transaction_isolation",
-                "SELECT pg_is_in_recovery()",
+                "SELECT on_standby()",
             ],
         )
         .await;
@@ -168,6 +178,23 @@ async fn a_write_a_replica_refuses_runs_again_on_the_primary() {
     let p = Pgcast::start(c, READ_FUNCTIONS);
     let retried = |p: &Pgcast| p.status().expect("status").routed.retried_on_primary;
     assert_eq!(retried(&p), 0);
+    // Connect once so the database's functions are loaded, then replace the readers behind
+    // pgcast's back.
+    connect(&p.auto()).await.unwrap();
+    p.wait_until("functions loaded", |s| s.statement_cache.functions_loaded);
+    let mut sql = String::new();
+    for f in SNEAKY {
+        sql.push_str(&format!(
+            "CREATE OR REPLACE FUNCTION {f}() RETURNS bool VOLATILE LANGUAGE sql
+               AS 'INSERT INTO log VALUES (''{f}'') RETURNING pg_is_in_recovery()';"
+        ));
+    }
+    c.psql(
+        &c.primary,
+        DATABASE,
+        &format!("SET ROLE {SCRAM_USER}; {sql}"),
+    );
+    c.wait_replica_caught_up(&c.primary, &c.replicas[0]);
 
     // Simple protocol: the client gets the function's result, from the primary.
     let client = connect(&p.auto()).await.unwrap();
