@@ -637,10 +637,23 @@ async fn split_battery() {
         "{} mismatching runs in {tm} of {tc} cases, {} broken runs:\n{}",
         mismatches.len(),
         broken.len(),
-        mismatches
-            .iter()
-            .map(|m| format!("{} ({}, {})", m.case, m.target, m.proto))
-            .collect::<Vec<_>>()
-            .join("\n")
+        failing_runs_by_case(&mismatches)
     );
+}
+
+/// One line per failing case: `case: session/simple, transaction/extended, ...`.
+fn failing_runs_by_case(mismatches: &[Mismatch]) -> String {
+    let mut by_case: Vec<(&str, Vec<String>)> = Vec::new();
+    for m in mismatches {
+        let run = format!("{}/{}", m.target, m.proto);
+        match by_case.iter_mut().find(|(c, _)| *c == m.case) {
+            Some((_, runs)) => runs.push(run),
+            None => by_case.push((&m.case, vec![run])),
+        }
+    }
+    by_case
+        .iter()
+        .map(|(c, runs)| format!("{c}: {}", runs.join(", ")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

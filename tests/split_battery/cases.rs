@@ -9,7 +9,8 @@
 //! * `@wait` — wait until the replica replayed everything the primary wrote so far;
 //! * `@notes` — the notifications the connection received so far;
 //! * `@norows SQL` — compare only success/error (for output with timings);
-//! * `@copyout SQL` / `@copyin SQL|DATA` — COPY TO STDOUT / FROM STDIN.
+//! * `@copyout SQL` / `@copyin SQL|DATA` — COPY TO STDOUT / FROM STDIN (through tokio-postgres'
+//!   COPY API, i.e. the extended protocol, in both protocol runs).
 //!
 //! Statements are written so that their results do not depend on the run (no tags, timings,
 //! XIDs or PIDs in the output).
