@@ -386,3 +386,43 @@ fn terminate_after_pipelined_queries_keeps_their_replies() {
     assert_eq!(via, direct);
     assert_eq!(via, ["T", "slept", "C", "Z", "T", "0", "C", "Z"]);
 }
+
+/// Runs statements one extended-protocol query each; the first value or the SQLSTATE of each.
+async fn run_extended(conninfo: String, steps: &[&str]) -> Vec<String> {
+    let client = connect(&conninfo).await.unwrap();
+    let mut out = Vec::new();
+    for sql in steps {
+        out.push(match client.query(*sql, &[]).await {
+            Ok(rows) => rows
+                .first()
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_else(|| "ok".into()),
+            Err(e) => code(&e),
+        });
+    }
+    out
+}
+
+/// The extended protocol's BEGIN is deferred like the simple one's: `BEGIN READ ONLY` then
+/// `SET TRANSACTION READ WRITE` before the first query works as on the primary; a statement
+/// that fails to parse after the deferred BEGIN aborts the transaction, as on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_begin_read_only_is_deferred() {
+    let c = cluster();
+    let p = Pgcast::start(c, READ_FUNCTIONS);
+    connect(&p.auto()).await.unwrap();
+    p.wait_until("functions loaded", |s| s.statement_cache.functions_loaded);
+    let read_write = [
+        "BEGIN READ ONLY",
+        "SET TRANSACTION READ WRITE",
+        "INSERT INTO log VALUES ('ext') RETURNING (SELECT on_standby())::text",
+        "COMMIT",
+    ];
+    let via = run_extended(p.auto(), &read_write).await;
+    assert_eq!(via, run_extended(primary_conninfo(c), &read_write).await);
+    assert_eq!(via, ["ok", "ok", "false", "ok"]);
+    let aborted = ["BEGIN", "SELECT 1; SELECT 2", "SELECT 'after'", "ROLLBACK"];
+    let via = run_extended(p.auto(), &aborted).await;
+    assert_eq!(via, run_extended(primary_conninfo(c), &aborted).await);
+    assert_eq!(via, ["ok", "42601", "25P02", "ok"]);
+}

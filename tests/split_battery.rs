@@ -15,7 +15,7 @@
 //! not give and that says the statement ran on a standby (SQLSTATE 25006, "recovery", "hot
 //! standby") is flagged as "a write reached a replica".
 //!
-//! Run it with `cargo test --test split_battery -- --ignored --nocapture`; it prints the mismatch
+//! Run it with `cargo test --test split_battery -- --nocapture`; it prints the mismatch
 //! table and fails listing the mismatches. `SPLIT_BATTERY_FILTER=word` runs only the cases whose
 //! class or name contains `word`.
 
@@ -472,7 +472,6 @@ struct Mismatch {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enabled once the classify/session fixes land"]
 async fn split_battery() {
     // Enabled once the classify/session fixes land: until then many cases fail by design (issue 13).
     let started = Instant::now();

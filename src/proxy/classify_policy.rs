@@ -366,7 +366,8 @@ fn is_server_state_relation(schema: Option<String>, name: &str) -> bool {
     name.starts_with("pg_stat")
         || matches!(
             name,
-            "pg_locks" | "pg_prepared_xacts" | "pg_replication_slots"
+            // pg_settings: transaction_read_only, in_hot_standby and friends differ.
+            "pg_locks" | "pg_prepared_xacts" | "pg_replication_slots" | "pg_settings"
         )
 }
 
@@ -465,7 +466,8 @@ pub fn decode_unicode_escapes(s: &str) -> Option<String> {
 }
 
 /// Whether a statement creates session state through a function call or a nested clause:
-/// `set_config(name, value, false)` (session-level; `true` is transaction-local), `setseed()`
+/// `set_config(name, value, is_local)` (session-level, and a custom variable it creates
+/// outlives even a transaction-local one), `setseed()`
 /// (the session's random sequence), or `SELECT ... INTO TEMP` anywhere in a query.
 pub fn pins_session(stmt: &Statement) -> bool {
     stmt.visit(&mut PinScan).is_break()
@@ -508,12 +510,10 @@ impl Visitor for PinScan {
         };
         match function_name(&f.name).map(|(_, n)| n).as_deref() {
             Some("setseed") => ControlFlow::Break(()),
-            Some("set_config") => match literal_args(f).get(2) {
-                Some(Some(local)) if local.eq_ignore_ascii_case("true") => {
-                    ControlFlow::Continue(())
-                }
-                _ => ControlFlow::Break(()),
-            },
+            // Also with is_local = true: the setting is undone at the end of the transaction,
+            // but a custom variable (`x.y`) it created stays defined in the session
+            // (current_setting(.., true) then answers '' there and NULL on another connection).
+            Some("set_config") => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
     }

@@ -275,7 +275,7 @@ fn state_creating_statements_pin() {
         &[
             ("SELECT set_config('search_path', 'x', false)", PinToPrimary),
             ("SELECT set_config('search_path', $1, $2)", PinToPrimary),
-            ("SELECT set_config('search_path', 'x', true)", Write),
+            ("SELECT set_config('search_path', 'x', true)", PinToPrimary),
             ("SELECT * FROM set_config('a', 'b', false)", PinToPrimary),
             ("SELECT setseed(0.5)", PinToPrimary),
             (

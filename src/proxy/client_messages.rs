@@ -138,12 +138,16 @@ impl Session {
     }
 
     fn can_defer_begin(&self, sql: &str, classes: &[StatementClass]) -> bool {
+        self.batch.messages.is_empty() && self.can_defer_begin_now(sql, classes)
+    }
+
+    /// A BEGIN that may be answered here and sent with the transaction's first statement.
+    pub(super) fn can_defer_begin_now(&self, sql: &str, classes: &[StatementClass]) -> bool {
         self.listener.role == ListenerRole::Auto
             && matches!(classes, [StatementClass::Begin { .. }])
             && is_deferrable_begin(sql)
             && self.deferred_begin.is_none()
             && !self.pinned_primary
-            && self.batch.messages.is_empty()
             && self.tx_status() == b'I'
             && self.slots.iter().all(|(_, s)| s.idle())
     }
@@ -220,6 +224,9 @@ impl Session {
         }
         if tag == b'S' || tag == b'H' || self.batch.bytes > MAX_BATCH_BYTES {
             let mut unit = std::mem::take(&mut self.batch);
+            if tag == b'S' && self.defer_extended_begin(&unit) {
+                return Ok(());
+            }
             unit.unsynced = tag != b'S' && tag != b'H';
             self.dispatch(unit).await?;
         }

@@ -9,6 +9,7 @@ pub mod catalog_refresh;
 pub mod classify;
 mod client_messages;
 mod deallocate;
+mod deferred_begin;
 pub mod message;
 mod pause;
 pub mod plan;

@@ -41,6 +41,10 @@ pub struct SessionFacts {
     pub deferred_begin: bool,
     /// That deferred BEGIN was `BEGIN READ ONLY`.
     pub deferred_begin_read_only: bool,
+    /// The unit runs or prepares a statement (Query, Parse, Execute, FunctionCall): it is the
+    /// deferred transaction's first (a Parse error aborts a transaction too). One that only
+    /// closes, describes or syncs does not start it.
+    pub unit_has_statement: bool,
     /// The unit starts a read-only transaction and mentions SERIALIZABLE.
     pub unit_serializable: bool,
     /// The unit is a session SET that mentions SERIALIZABLE (`default_transaction_isolation`,
@@ -149,7 +153,7 @@ pub fn plan(f: &SessionFacts, classes: &[StatementClass]) -> Plan {
         p.session_set = false;
         p.pin = true;
     }
-    if f.deferred_begin {
+    if f.deferred_begin && f.unit_has_statement {
         first_of_deferred_transaction(&mut p, f, classes);
     }
     if f.auto() && f.unsynced && p.target == Target::Replica && in_transaction_on(f).is_none() {

@@ -18,6 +18,7 @@ fn auto() -> SessionFacts {
         session_sets_full: false,
         deferred_begin: false,
         deferred_begin_read_only: false,
+        unit_has_statement: true,
         unit_serializable: false,
         unit_sets_serializable: false,
         unsynced: false,
@@ -132,7 +133,14 @@ const BEGIN_RO: C = C::Begin { read_only: true };
 fn plans() {
     let begun = with(auto(), |f| f.deferred_begin = true);
     let begun_ro = with(begun, |f| f.deferred_begin_read_only = true);
+    let prepares = with(begun_ro, |f| f.unit_has_statement = false);
     let table: Vec<(&str, SessionFacts, Vec<StatementClass>, Plan)> = vec![
+        (
+            "a Close/Sync unit after a deferred BEGIN does not start the transaction",
+            prepares,
+            vec![],
+            send(P),
+        ),
         // Plain routing.
         (
             "read to a replica",

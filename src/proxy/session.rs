@@ -314,7 +314,11 @@ impl Session {
                     failed,
                     sets,
                 } => {
-                    if forward {
+                    if forward && self.deferred_begin.is_some() {
+                        // A unit that ran nothing (Parse, Describe, Close) while a BEGIN is
+                        // deferred: the client is in a transaction, whatever the server says.
+                        message::write_ready_for_query(&mut self.client_out, b'T');
+                    } else if forward {
                         self.client_out.extend_from_slice(&m.raw);
                     } else if failed {
                         // Replaying session state failed on this connection: it no longer
@@ -454,6 +458,10 @@ impl Session {
             deferred_begin_read_only: self.deferred_begin_read_only,
             unit_serializable: unit.serializable,
             unit_sets_serializable: unit.set_serializable,
+            unit_has_statement: unit
+                .messages
+                .iter()
+                .any(|m| matches!(m.tag, b'Q' | b'P' | b'E' | b'F')),
             unsynced: unit.unsynced,
         }
     }
