@@ -403,9 +403,9 @@ async fn run_extended(conninfo: String, steps: &[&str]) -> Vec<String> {
     out
 }
 
-/// The extended protocol's BEGIN is deferred like the simple one's: `BEGIN READ ONLY` then
-/// `SET TRANSACTION READ WRITE` before the first query works as on the primary; a statement
-/// that fails to parse after the deferred BEGIN aborts the transaction, as on the primary.
+/// The extended protocol's BEGIN READ ONLY is deferred like the simple one's: `SET
+/// TRANSACTION READ WRITE` before the first query works as on the primary; a statement that
+/// fails to parse after a BEGIN aborts the transaction, as on the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_begin_read_only_is_deferred() {
     let c = cluster();

@@ -1,5 +1,5 @@
-//! Deferring a BEGIN sent with the extended protocol (Parse/Bind/Execute/Sync), as the simple
-//! protocol's is deferred (client_messages.rs): pgcast answers it as PostgreSQL would and
+//! Deferring a BEGIN READ ONLY sent with the extended protocol (Parse/Bind/Execute/Sync), as
+//! the simple protocol's BEGINs are deferred (client_messages.rs): pgcast answers it as PostgreSQL would and
 //! sends it with the transaction's first statement, which decides where the transaction runs.
 //! Without this, `BEGIN READ ONLY` went to a replica at once, and a `SET TRANSACTION READ
 //! WRITE` before the first query — legal in PostgreSQL — failed there with 0A000.
@@ -16,7 +16,13 @@ impl Session {
             return false;
         };
         let classes = self.classes_of(&sql);
-        if !self.can_defer_begin_now(&sql, &classes) {
+        // Only BEGIN READ ONLY: a plain BEGIN through the extended protocol runs at once.
+        // Deferring it too broke psycopg's pipeline mode (its transaction tests with
+        // pipeline=on saw INTRANS after COMMIT, not understood yet); a plain BEGIN goes to
+        // the primary anyway unless its first statement is SET TRANSACTION READ ONLY.
+        if !matches!(*classes, [StatementClass::Begin { read_only: true }])
+            || !self.can_defer_begin_now(&sql, &classes)
+        {
             return false;
         }
         for m in &unit.messages {
@@ -31,8 +37,7 @@ impl Session {
                 _ => message::write_ready_for_query(&mut self.client_out, b'T'),
             }
         }
-        self.deferred_begin_read_only =
-            matches!(*classes, [StatementClass::Begin { read_only: true }]);
+        self.deferred_begin_read_only = true;
         self.deferred_begin = Some(sql);
         true
     }
