@@ -80,17 +80,23 @@ fn inject(lab: &mut NetLab, task: &str) -> (Duration, std::process::ExitStatus) 
     (gone, exit)
 }
 
+/// One balancer over BGP with a 90 s hold: only pgcast's own withdrawal (or Cease) removes
+/// its route quickly.
+fn one_balancer_bgp_hold_90() -> NetLab {
+    BgpOptions {
+        balancers: 1,
+        hold: 90,
+        ..BgpOptions::default()
+    }
+    .up()
+}
+
 /// The health checker dies: over BGP with a 90 s hold, the router hears the withdrawal and
 /// pgcast's Cease (not only a closed TCP session).
 #[test]
 fn health_panic_withdraws_over_bgp_and_exits_non_zero() {
     let Some(_lab) = lab_slot() else { return };
-    let mut lab = BgpOptions {
-        balancers: 1,
-        hold: 90,
-        ..BgpOptions::default()
-    }
-    .up();
+    let mut lab = one_balancer_bgp_hold_90();
     inject(&mut lab, "health");
     let b1 = lab.b(1).addr.clone();
     wait_until(&lab, "r1 logs b1's Cease", Duration::from_secs(5), |l| {
@@ -133,12 +139,7 @@ fn coupling_panic_withdraws_over_ospf_and_exits_non_zero() {
 #[test]
 fn health_stall_withdraws_until_it_runs_again() {
     let Some(_lab) = lab_slot() else { return };
-    let mut lab = BgpOptions {
-        balancers: 1,
-        hold: 90,
-        ..BgpOptions::default()
-    }
-    .up();
+    let mut lab = one_balancer_bgp_hold_90();
     let fault_dir = start_armed(&mut lab);
     let b1 = lab.b(1).addr.clone();
     let trigger = fault_dir.join("health-stall");

@@ -8,7 +8,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::client::{connect, simple_value};
+use common::client::{connect, raw_exchange, simple_value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 use futures_util::StreamExt;
@@ -467,17 +467,6 @@ async fn scram_and_md5_authentication() {
         };
         assert_eq!(sqlstate(&e), "28P01", "{user}");
     }
-}
-
-async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

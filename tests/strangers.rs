@@ -4,35 +4,9 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::client::{raw_conversation, raw_exchange};
 use common::pg_cluster::PgCluster;
 use common::pgcast::Pgcast;
-
-/// Sends `first`, waits for one byte of answer, sends `second`, reads to the end.
-async fn raw_conversation(port: u16, first: &[u8], second: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(first).await.unwrap();
-    let mut out = vec![0u8; 1];
-    s.read_exact(&mut out).await.unwrap();
-    s.write_all(second).await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    out
-}
-
-async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    out
-}
 
 /// A second SSLRequest is refused as PostgreSQL refuses it (checked against PostgreSQL
 /// itself); a stranger's 1,000 CancelRequests with random keys cost a line or two of log,

@@ -25,3 +25,29 @@ pub async fn simple_value(c: &Client, sql: &str) -> String {
         .next_back()
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
+
+/// Connects to 127.0.0.1:`port`, sends `bytes`, and reads until the server closes (10 s at most).
+pub async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Sends `first`, waits for one byte of answer, sends `second`, reads to the end.
+pub async fn raw_conversation(port: u16, first: &[u8], second: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(first).await.unwrap();
+    let mut out = vec![0u8; 1];
+    s.read_exact(&mut out).await.unwrap();
+    s.write_all(second).await.unwrap();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
