@@ -7,6 +7,7 @@ mod common;
 use common::client::{self, simple_value as value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
+use common::raw::{self, Raw};
 use tokio_postgres::Client;
 
 async fn connect(conninfo: &str) -> Client {
@@ -130,4 +131,69 @@ async fn pool_mode_none_opens_a_connection_per_client() {
     let s = p.status().expect("status");
     assert!(s.backends.iter().all(|b| b.idle_connections == 0));
     assert_eq!(s.routed.pool_reused, 0);
+}
+
+/// Directly, a backend ends with its client. Through the session pool it outlives a client
+/// that said goodbye cleanly, but not one that saw an error (a cancel is one) or vanished
+/// without Terminate: psycopg_pool's `test_reset_broken` and psycopg's `test_ctrl_c` expect a
+/// fresh backend after those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reuse_after_an_error_or_a_client_that_vanished() {
+    let c = PgCluster::start(0);
+    let p = Pgcast::start(&c, "");
+    let login = || Raw::connect(p.primary_port, MD5_USER, MD5_PASSWORD, DATABASE);
+    let pid_of = |r: &mut Raw| raw::value(&r.simple("SELECT pg_backend_pid()")).expect("a pid");
+    let backend_alive = |pid: &str| {
+        c.psql(
+            &c.primary,
+            DATABASE,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .trim()
+            == "1"
+    };
+    let wait_gone = |pid: &str, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while backend_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: backend {pid} lives on"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    // Control: after a clean goodbye the next client gets the same backend.
+    let mut clean = login();
+    let clean_pid = pid_of(&mut clean);
+    clean.send(&raw::terminate());
+    drop(clean);
+    idle_on_primary(&p, 1);
+    let mut failing = login();
+    assert_eq!(
+        pid_of(&mut failing),
+        clean_pid,
+        "control: a clean goodbye pools"
+    );
+
+    assert_eq!(raw::errors(&failing.simple("SELECT 1/0")), ["22012"]);
+    assert_eq!(
+        pid_of(&mut failing),
+        clean_pid,
+        "the session goes on after the error"
+    );
+    failing.send(&raw::terminate());
+    drop(failing);
+    wait_gone(&clean_pid, "a client that saw an error left");
+
+    let mut vanishing = login();
+    let vanished_pid = pid_of(&mut vanishing);
+    drop(vanishing); // socket closed, no Terminate
+    wait_gone(&vanished_pid, "a client vanished without Terminate");
+    let s = p.status().expect("status");
+    assert!(
+        s.backends.iter().all(|b| b.idle_connections == 0),
+        "nothing was pooled: {:?}",
+        s.backends
+    );
 }

@@ -82,6 +82,10 @@ pub struct Session {
     pub(super) retry: Option<super::retry::Retry>,
     /// A backend's FATAL error was relayed to the client: the session ends with it.
     pub(super) relayed_fatal: bool,
+    /// The client said goodbye with Terminate. Only then are its backend connections pooled:
+    /// a client that vanished (killed, network cut) leaves a backend that, directly, would
+    /// have ended with it.
+    pub(super) client_terminated: bool,
     pub(super) client_buf: BytesMut,
     pub(super) client_out: BytesMut,
 }
@@ -132,6 +136,7 @@ pub async fn serve_client(
         deferred_begin: None,
         deferred_begin_read_only: false,
         relayed_fatal: false,
+        client_terminated: false,
         retry: None,
         client_buf: buf,
         client_out: BytesMut::with_capacity(16 * 1024),
@@ -158,14 +163,14 @@ impl Session {
             let _ = wr.write_all(&self.client_out).await;
         }
         // Release the backend sessions at once: back to the pool (reset there) when they are
-        // in a clean state, else closed.
+        // in a clean state and the client left cleanly, else closed.
         let mut terminate = BytesMut::new();
         message::write_terminate(&mut terminate);
         for slot in [Target::Primary, Target::Replica]
             .into_iter()
             .filter_map(|t| self.slots.take(t))
         {
-            if slot.reusable() {
+            if slot.reusable() && self.client_terminated {
                 let (key, conn) = slot.into_server_conn();
                 self.ctx.pool.checkin(key, conn, self.config.pool.clone());
             } else {
@@ -200,6 +205,7 @@ impl Session {
                 self.client_out.clear();
             }
             if terminating && self.waiting.is_none() && !self.client_waits() {
+                self.client_terminated = true;
                 return Ok(());
             }
             let reading_client = self.waiting.is_none() && !terminating;

@@ -66,6 +66,10 @@ pub struct Slot {
     /// A replica listener's connection to the primary because no replica was available:
     /// it must never run anything that writes.
     pub read_only_fallback: bool,
+    /// The backend sent an ErrorResponse during this session (a cancel ends that way too).
+    /// Such a connection is not handed to the next client: a client library that drops a
+    /// connection after an error expects a fresh backend, as it gets directly.
+    pub saw_error: bool,
     pub startup: BackendStartup,
     pub counters: Arc<BackendCounters>,
     /// Where the connection goes back to when the session ends.
@@ -147,6 +151,7 @@ impl Slot {
             tx_status: b'I',
             copy_in: false,
             read_only_fallback: false,
+            saw_error: false,
             startup,
             _gauge: GaugeGuard::new(Arc::clone(&counters)),
             counters,
@@ -160,9 +165,9 @@ impl Slot {
     }
 
     /// The connection can serve another session after a reset: nothing outstanding, no
-    /// transaction or COPY in progress.
+    /// transaction or COPY in progress, no error seen.
     pub fn reusable(&self) -> bool {
-        self.idle() && self.tx_status == b'I' && !self.copy_in
+        self.idle() && self.tx_status == b'I' && !self.copy_in && !self.saw_error
     }
 
     /// Gives up the connection (for the pool); the slot's bookkeeping ends here.
@@ -258,6 +263,7 @@ impl Slot {
         match m.tag {
             b'E' => {
                 unit.saw_error = true;
+                self.saw_error = true;
                 // The backend skips to Sync: injections not yet answered did not happen.
                 for (tag, name) in std::mem::take(&mut unit.swallow) {
                     if tag == b'1' {
