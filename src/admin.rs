@@ -288,6 +288,25 @@ pub fn render_metrics(s: &Status) -> String {
             x.name, x.idle_connections
         );
     }
+    for (name, kind, value) in [
+        (
+            "pgcast_backend_clients_waiting",
+            "gauge",
+            (|x: &crate::status::BackendStatus| x.clients_waiting as u64)
+                as fn(&crate::status::BackendStatus) -> u64,
+        ),
+        ("pgcast_backend_checkout_timeouts_total", "counter", |x| {
+            x.checkout_timeouts
+        }),
+        ("pgcast_backend_longest_wait_ms", "gauge", |x| {
+            x.longest_wait_ms
+        }),
+    ] {
+        let _ = writeln!(m, "# TYPE {name} {kind}");
+        for x in &s.backends {
+            let _ = writeln!(m, "{name}{{backend=\"{}\"}} {}", x.name, value(x));
+        }
+    }
     let _ = writeln!(m, "# TYPE pgcast_backend_queries_total counter");
     for x in &s.backends {
         let _ = writeln!(

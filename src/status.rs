@@ -93,6 +93,15 @@ pub struct BackendStatus {
     /// Server connections idle in the pool.
     #[serde(default)]
     pub idle_connections: i64,
+    /// Sessions waiting for a server connection (`pool.max_server_connections` reached).
+    #[serde(default)]
+    pub clients_waiting: i64,
+    /// Sessions refused with 53300 after `pool.checkout_timeout_ms`.
+    #[serde(default)]
+    pub checkout_timeouts: u64,
+    /// The longest wait for a server connection so far, in ms.
+    #[serde(default)]
+    pub longest_wait_ms: u64,
     pub queries: u64,
     pub last_error: Option<String>,
     /// Why an up replica is not in the read set, e.g. the lag limit it exceeded (absent when
@@ -168,6 +177,9 @@ impl Status {
                     weight: b.weight,
                     server_connections: c.server_connections,
                     idle_connections: c.idle_connections,
+                    clients_waiting: c.clients_waiting,
+                    checkout_timeouts: c.checkout_timeouts,
+                    longest_wait_ms: c.longest_wait_ms,
                     queries: c.queries,
                     last_error: b.last_error.clone(),
                     read_set_reason: b.read_set_reason.clone(),
@@ -293,6 +305,13 @@ impl Status {
             }
             if let Some(r) = &b.read_set_reason {
                 let _ = writeln!(s, "    not in the read set: {r}");
+            }
+            if b.clients_waiting > 0 || b.checkout_timeouts > 0 {
+                let _ = writeln!(
+                    s,
+                    "    server connections full: {} waiting now, {} refused (53300), longest wait {} ms",
+                    b.clients_waiting, b.checkout_timeouts, b.longest_wait_ms
+                );
             }
         }
         let _ = writeln!(

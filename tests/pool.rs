@@ -197,3 +197,78 @@ async fn no_reuse_after_an_error_or_a_client_that_vanished() {
         s.backends
     );
 }
+
+/// `pool.max_server_connections` caps this balancer's server connections per backend, in
+/// sessions and idle together; a client beyond it waits in line for `checkout_timeout_ms`,
+/// then gets PostgreSQL's 53300 naming the backend, and an idle pooled connection of another
+/// user makes room at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_are_capped_and_clients_wait_in_line() {
+    let c = PgCluster::start(0);
+    let p = Pgcast::start(
+        &c,
+        "[pool]\nmax_server_connections = 2\ncheckout_timeout_ms = 1000\n",
+    );
+    let scram = p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD);
+    let on_primary = || {
+        c.psql(
+            &c.primary,
+            DATABASE,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('{SCRAM_USER}', '{MD5_USER}')"
+            ),
+        )
+        .trim()
+        .parse::<i64>()
+        .expect("a count")
+    };
+    let first = connect(&scram).await;
+    let second = connect(&scram).await;
+    let Err(refused) = client::connect(&scram).await else {
+        panic!("a third client got in past the cap");
+    };
+    let db = refused.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+    let primary_name = p
+        .status()
+        .expect("status")
+        .backends
+        .into_iter()
+        .find(|b| b.role == "primary")
+        .expect("a primary")
+        .name;
+    assert!(
+        db.message().contains(&format!("backend {primary_name} "))
+            && db.message().contains("waited"),
+        "names the backend and the wait: {}",
+        db.message()
+    );
+    assert_eq!(on_primary(), 2, "never more than the cap on the primary");
+
+    // A client in line gets the connection a leaving client frees.
+    let line = scram.clone();
+    let waiter = tokio::spawn(async move { client::connect(&line).await });
+    p.wait_until("a client waiting", |s| {
+        s.backends.iter().any(|b| b.clients_waiting == 1)
+    });
+    drop(first);
+    let waiter = waiter.await.unwrap().expect("the waiting client gets in");
+    assert_eq!(value(&waiter, "SELECT 1").await, "1");
+    assert_eq!(on_primary(), 2);
+
+    // Two idle pooled connections fill the cap; another user's login closes one of them.
+    drop(waiter);
+    drop(second);
+    idle_on_primary(&p, 2);
+    let other = connect(&p.conninfo(p.primary_port, MD5_USER, MD5_PASSWORD)).await;
+    assert_eq!(value(&other, "SELECT current_user").await, MD5_USER);
+    assert!(on_primary() <= 2);
+    let s = p.status().expect("status");
+    let b = s
+        .backends
+        .iter()
+        .find(|b| b.role == "primary")
+        .expect("primary");
+    assert_eq!(b.checkout_timeouts, 1, "{b:?}");
+    assert!(b.longest_wait_ms >= 1000, "{b:?}");
+}

@@ -212,14 +212,16 @@ async fn functions_changed_through_pgcast_are_writes_until_reloaded() {
     let c = cluster();
     let p = Pgcast::start(c, "");
     let admin = connect(&p.auto()).await.unwrap();
+    // A session that never wrote, so read-your-writes is not involved. Opened before the DDL:
+    // its query then follows the DDL by one round trip, well inside the 0.5 s before the
+    // catalog reload (a new SCRAM login on a loaded machine was not).
+    let fresh = connect(&p.auto()).await.unwrap();
     admin
         .batch_execute(
             "CREATE FUNCTION flip() RETURNS bool STABLE LANGUAGE sql AS 'SELECT pg_is_in_recovery()'",
         )
         .await
         .unwrap();
-    // Fresh sessions, so read-your-writes is not involved.
-    let fresh = connect(&p.auto()).await.unwrap();
     assert_eq!(
         simple_value(&fresh, "SELECT flip()").await,
         "f",

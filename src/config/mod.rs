@@ -154,6 +154,8 @@ struct RawPool {
     max_idle_per_key: Option<i64>,
     idle_timeout_ms: Option<i64>,
     max_lifetime_ms: Option<i64>,
+    max_server_connections: Option<i64>,
+    checkout_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -276,6 +278,11 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// A connection older than this is closed instead of being reused.
     pub max_lifetime: Duration,
+    /// Server connections per backend from this balancer, in sessions and idle together
+    /// (none: no cap).
+    pub max_server_connections: Option<usize>,
+    /// How long a session waits for a server connection when the cap is reached.
+    pub checkout_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -588,6 +595,22 @@ impl Validator<'_> {
                 p.max_lifetime_ms,
                 3_600_000,
                 100,
+            )?,
+            max_server_connections: match p.max_server_connections {
+                None => None,
+                Some(n) => {
+                    Some(
+                        self.count(&ps, "pool.max_server_connections", Some(n), 0, 1, 1_000_000)?
+                            as usize,
+                    )
+                }
+            },
+            checkout_timeout: self.ms(
+                &ps,
+                "pool.checkout_timeout_ms",
+                p.checkout_timeout_ms,
+                5_000,
+                1,
             )?,
         };
 

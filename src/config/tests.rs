@@ -558,3 +558,25 @@ fn bgp_errors_name_the_key_and_line() {
     let e = parse(&text).unwrap_err().to_string();
     assert!(e.contains("bgp.neighbors[1].passive"), "{e}");
 }
+
+#[test]
+fn server_connection_cap_is_validated_and_needs_a_restart() {
+    let old = parse(MINIMAL).unwrap();
+    assert_eq!(old.pool.max_server_connections, None, "no cap by default");
+    assert_eq!(old.pool.checkout_timeout, Duration::from_millis(5000));
+    let err = parse(&format!("{MINIMAL}\n[pool]\nmax_server_connections = 0\n")).unwrap_err();
+    assert!(
+        err.to_string().contains("pool.max_server_connections"),
+        "{err}"
+    );
+    let new = parse(&format!(
+        "{MINIMAL}\n[pool]\nmax_server_connections = 20\ncheckout_timeout_ms = 250\n"
+    ))
+    .unwrap();
+    assert_eq!(new.pool.max_server_connections, Some(20));
+    let (merged, report) = merge_reload(&old, new);
+    assert_eq!(report.restart_needed, ["[pool] max_server_connections"]);
+    assert_eq!(report.applied, ["[pool]"]);
+    assert_eq!(merged.pool.max_server_connections, None);
+    assert_eq!(merged.pool.checkout_timeout, Duration::from_millis(250));
+}

@@ -17,6 +17,7 @@ pub mod pool;
 mod retry;
 pub mod router;
 pub mod scram_verifiers;
+pub mod server_budget;
 pub mod session;
 pub mod session_backends;
 pub mod slot;
@@ -59,6 +60,8 @@ pub enum ProxyError {
     NoBackendPassword,
     #[error("client closed the connection")]
     ClientGone,
+    #[error("{0}")]
+    ServerConnectionsFull(#[from] server_budget::BudgetExhausted),
 }
 
 /// Everything a session needs, shared by all sessions of all listeners.
@@ -88,7 +91,7 @@ impl ProxyContext {
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
             scram: ScramVerifiers::new(),
-            pool: pool::Pool::new(Arc::clone(&stats)),
+            pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
             learned_writes: retry::LearnedWrites::default(),

@@ -223,15 +223,37 @@ pub enum Fallback {
 /// Decides the fallback after failing to open the plan's connection: an auto session's
 /// primary serves a read no replica could take; otherwise the unit is refused, as a write
 /// to a read-only server (25006) or a read while the servers start up or fail over (57P03).
-pub fn on_connect_failure(plan: &Plan, primary_known: bool, why: &str) -> Fallback {
+pub fn on_connect_failure(plan: &Plan, primary_known: bool, failure: &ConnectFailure) -> Fallback {
     if plan.fallback_to_primary_if_no_replica && primary_known {
         return Fallback::Use(Target::Primary);
     }
-    let code = if plan.writes { "25006" } else { "57P03" };
+    let code = match failure.kind {
+        // PostgreSQL's own answer when it has no connection left for a client.
+        ConnectFailureKind::ServerConnectionsFull => "53300",
+        ConnectFailureKind::Unavailable if plan.writes => "25006",
+        ConnectFailureKind::Unavailable => "57P03",
+    };
+    let why = &failure.why;
     Fallback::Refuse(refusal(
         code,
         &format!("pgcast: cannot run this statement: {why}"),
     ))
+}
+
+/// Why the unit's connection could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectFailure {
+    pub kind: ConnectFailureKind,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailureKind {
+    /// Down, unreachable, refusing logins.
+    Unavailable,
+    /// This balancer's `pool.max_server_connections` for the backend stayed reached for
+    /// `pool.checkout_timeout_ms`.
+    ServerConnectionsFull,
 }
 
 /// The connection that will run the unit, once open.

@@ -492,13 +492,36 @@ fn connect_failures() {
             Fallback::Refuse(refusal("25006", "pgcast: cannot run this statement: gone")),
         ),
     ];
+    let gone = ConnectFailure {
+        kind: ConnectFailureKind::Unavailable,
+        why: "gone".into(),
+    };
     for (name, plan, primary_known, expected) in table {
         assert_eq!(
-            on_connect_failure(&plan, primary_known, "gone"),
+            on_connect_failure(&plan, primary_known, &gone),
             expected,
             "{name}"
         );
     }
+}
+
+#[test]
+fn a_full_backend_is_53300_for_reads_and_writes() {
+    let full = ConnectFailure {
+        kind: ConnectFailureKind::ServerConnectionsFull,
+        why: "backend pg1 is full".into(),
+    };
+    let refused = Fallback::Refuse(refusal(
+        "53300",
+        "pgcast: cannot run this statement: backend pg1 is full",
+    ));
+    assert_eq!(on_connect_failure(&send(P).writes(), true, &full), refused);
+    assert_eq!(on_connect_failure(&send(R), true, &full), refused);
+    // A full replica still falls back to the primary where reads may.
+    assert_eq!(
+        on_connect_failure(&send(R).fallback(), true, &full),
+        Fallback::Use(P)
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use super::backend::{BackendReader, BackendStartup};
 use super::message;
+use super::server_budget::{ServerBudget, ServerPermit};
 use super::stats::ProxyStats;
 use super::ProxyError;
 use crate::config::{PoolConfig, PoolMode};
@@ -28,6 +29,8 @@ pub struct ServerConn {
     pub wr: OwnedWriteHalf,
     pub startup: BackendStartup,
     pub created: Instant,
+    /// Its share of the backend's `pool.max_server_connections`, kept while idle too.
+    pub permit: ServerPermit,
 }
 
 impl ServerConn {
@@ -69,14 +72,35 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     stats: Arc<ProxyStats>,
+    /// Server connections per backend, in sessions and idle here.
+    pub budget: ServerBudget,
 }
 
 impl Pool {
-    pub fn new(stats: Arc<ProxyStats>) -> Arc<Pool> {
+    pub fn new(stats: Arc<ProxyStats>, max_server_connections: Option<usize>) -> Arc<Pool> {
         Arc::new(Pool {
             idle: Mutex::new(HashMap::new()),
             stats,
+            budget: ServerBudget::new(max_server_connections),
         })
+    }
+
+    /// Closes the longest-idle pooled connection to `backend` (of any user), freeing its
+    /// share of the backend's budget. False if there was none.
+    pub fn evict_idle(&self, backend: &str) -> bool {
+        let evicted = {
+            let mut map = self.lock();
+            map.iter_mut()
+                .filter(|(k, list)| k.backend == backend && !list.is_empty())
+                .min_by_key(|(_, list)| list[0].since)
+                .map(|(_, list)| list.remove(0).conn)
+        };
+        let Some(conn) = evicted else {
+            return false;
+        };
+        self.count_idle(backend, -1);
+        conn.close();
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {
@@ -125,9 +149,17 @@ impl Pool {
     /// Resets a connection a session no longer needs and keeps it for the next one; closes it
     /// if it cannot be reset cleanly or is not wanted.
     pub fn checkin(self: &Arc<Self>, key: PoolKey, conn: ServerConn, cfg: PoolConfig) {
+        // Sessions waiting for this backend's budget wait on its semaphore, not on this pool
+        // (they may be other users): closing hands them the connection's share at once.
+        let waiters = self
+            .stats
+            .backend(&key.backend)
+            .clients_waiting
+            .load(Ordering::Relaxed);
         if cfg.mode == PoolMode::None
             || cfg.max_idle_per_key == 0
             || conn.created.elapsed() >= cfg.max_lifetime
+            || waiters > 0
         {
             conn.close();
             return;

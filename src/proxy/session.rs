@@ -479,7 +479,16 @@ impl Session {
             return Ok(Some(plan.target));
         };
         let primary_known = self.view().primary.is_some();
-        match plan::on_connect_failure(plan, primary_known, &e.to_string()) {
+        let failure = plan::ConnectFailure {
+            kind: match e {
+                ProxyError::ServerConnectionsFull(_) => {
+                    plan::ConnectFailureKind::ServerConnectionsFull
+                }
+                _ => plan::ConnectFailureKind::Unavailable,
+            },
+            why: e.to_string(),
+        };
+        match plan::on_connect_failure(plan, primary_known, &failure) {
             Fallback::Use(target) => {
                 self.ensure_slot(target).await?;
                 Ok(Some(target))

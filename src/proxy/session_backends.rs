@@ -77,6 +77,15 @@ impl Session {
                 self.ctx.stats.count_error(&fields.code);
                 self.client_out.extend_from_slice(&raw.raw);
             }
+            ProxyError::ServerConnectionsFull(full) => {
+                self.ctx.stats.count_error("53300");
+                message::write_error(
+                    &mut self.client_out,
+                    "FATAL",
+                    "53300",
+                    &format!("pgcast: {full}"),
+                );
+            }
             other => {
                 self.ctx.stats.count_error("08006");
                 message::write_error(

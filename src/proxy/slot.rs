@@ -19,6 +19,7 @@ use super::classify::StatementClass;
 use super::message::{self, Message};
 use super::pool::{Pool, PoolKey, ServerConn};
 use super::router::Target;
+use super::server_budget::ServerPermit;
 use super::stats::{BackendCounters, GaugeGuard};
 use super::ProxyError;
 use crate::config::PoolConfig;
@@ -75,6 +76,7 @@ pub struct Slot {
     /// Where the connection goes back to when the session ends.
     pub pool_key: PoolKey,
     created: Instant,
+    permit: ServerPermit,
     cancel: CancelEntry,
     _gauge: GaugeGuard,
 }
@@ -117,12 +119,20 @@ impl Slot {
         let conn = match pool.0.checkout(&pool_key, pool.1) {
             Some(c) => c,
             None => {
+                let permit = pool
+                    .0
+                    .budget
+                    .acquire(backend_name, pool.1.checkout_timeout, &counters, || {
+                        pool.0.evict_idle(backend_name)
+                    })
+                    .await?;
                 let (reader, wr, startup) = backend::connect(login).await?;
                 ServerConn {
                     reader,
                     wr,
                     startup,
                     created: Instant::now(),
+                    permit,
                 }
             }
         };
@@ -131,6 +141,7 @@ impl Slot {
             wr,
             startup,
             created,
+            permit,
         } = conn;
         let cancel_key = Arc::new(BackendCancelKey {
             host: login.host.to_string(),
@@ -157,6 +168,7 @@ impl Slot {
             counters,
             pool_key,
             created,
+            permit,
             cancel: CancelEntry {
                 key: cancel_key,
                 targets: cancel_targets,
@@ -178,6 +190,7 @@ impl Slot {
             startup,
             pool_key,
             created,
+            permit,
             ..
         } = self;
         (
@@ -187,6 +200,7 @@ impl Slot {
                 wr,
                 startup,
                 created,
+                permit,
             },
         )
     }

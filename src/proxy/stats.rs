@@ -15,6 +15,12 @@ pub struct BackendCounters {
     pub idle_connections: AtomicI64,
     /// Units of work (queries or extended-protocol batches) routed here.
     pub queries: AtomicU64,
+    /// Sessions waiting for a server connection (`pool.max_server_connections` reached).
+    pub clients_waiting: AtomicI64,
+    /// Sessions that waited `pool.checkout_timeout_ms` in vain (53300).
+    pub checkout_timeouts: AtomicU64,
+    /// The longest wait for a server connection so far, in ms (granted or not).
+    pub longest_wait_ms: AtomicU64,
 }
 
 /// Per-listener counters.
@@ -109,6 +115,9 @@ pub struct CountersSnapshot {
     pub server_connections: i64,
     pub idle_connections: i64,
     pub queries: u64,
+    pub clients_waiting: i64,
+    pub checkout_timeouts: u64,
+    pub longest_wait_ms: u64,
 }
 
 impl ProxyStats {
@@ -138,6 +147,9 @@ impl ProxyStats {
             server_connections: c.server_connections.load(Ordering::Relaxed),
             idle_connections: c.idle_connections.load(Ordering::Relaxed),
             queries: c.queries.load(Ordering::Relaxed),
+            clients_waiting: c.clients_waiting.load(Ordering::Relaxed),
+            checkout_timeouts: c.checkout_timeouts.load(Ordering::Relaxed),
+            longest_wait_ms: c.longest_wait_ms.load(Ordering::Relaxed),
         }
     }
 
