@@ -24,6 +24,11 @@ fn cstr(v: &mut Vec<u8>, s: &str) {
     v.push(0);
 }
 
+/// A CopyData message.
+pub fn copy_data(data: &[u8]) -> Vec<u8> {
+    frame(b'd', data)
+}
+
 pub fn query(sql: &str) -> Vec<u8> {
     let mut b = Vec::new();
     cstr(&mut b, sql);
@@ -124,6 +129,11 @@ impl Raw {
                 _ => {}
             }
         }
+    }
+
+    /// The socket, for a second thread (e.g. one that writes while this one reads).
+    pub fn stream(&self) -> TcpStream {
+        self.s.try_clone().expect("clone the socket")
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
