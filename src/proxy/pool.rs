@@ -18,7 +18,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use super::backend::{BackendReader, BackendStartup};
 use super::message;
-use super::server_budget::{ServerBudget, ServerPermit};
+use super::server_budget::{BackendBudget, BudgetExhausted, ServerBudget, ServerPermit};
+use super::stats::BackendCounters;
 use super::stats::ProxyStats;
 use super::ProxyError;
 use crate::config::{PoolConfig, PoolMode};
@@ -51,6 +52,13 @@ impl ServerConn {
             Ok(_) => false,
         }
     }
+}
+
+/// What [`Pool::acquire`] found.
+pub enum Acquired {
+    Pooled(ServerConn),
+    /// The right to open a new connection.
+    Open(ServerPermit),
 }
 
 /// What identifies interchangeable connections.
@@ -149,17 +157,9 @@ impl Pool {
     /// Resets a connection a session no longer needs and keeps it for the next one; closes it
     /// if it cannot be reset cleanly or is not wanted.
     pub fn checkin(self: &Arc<Self>, key: PoolKey, conn: ServerConn, cfg: PoolConfig) {
-        // Sessions waiting for this backend's budget wait on its semaphore, not on this pool
-        // (they may be other users): closing hands them the connection's share at once.
-        let waiters = self
-            .stats
-            .backend(&key.backend)
-            .clients_waiting
-            .load(Ordering::Relaxed);
         if cfg.mode == PoolMode::None
             || cfg.max_idle_per_key == 0
             || conn.created.elapsed() >= cfg.max_lifetime
-            || waiters > 0
         {
             conn.close();
             return;
@@ -193,8 +193,88 @@ impl Pool {
         };
         match rejected {
             Some(c) => c.close(),
-            None => self.count_idle(&backend, 1),
+            None => {
+                self.count_idle(&backend, 1);
+                // A session waiting for this backend may take it (or close it for its own).
+                if let Some(b) = self.budget.backend(&backend) {
+                    b.freed.notify_one();
+                }
+            }
         }
+    }
+
+    /// A connection for `key`: a pooled one, or a permit to open one. At the backend's cap it
+    /// closes an idle connection of another key, else waits for one to come back or close,
+    /// in arrival order (a newcomer does not pass sessions already waiting), up to
+    /// `cfg.checkout_timeout`.
+    pub async fn acquire(
+        &self,
+        key: &PoolKey,
+        cfg: &PoolConfig,
+        counters: &BackendCounters,
+    ) -> Result<Acquired, BudgetExhausted> {
+        let Some(budget) = self.budget.backend(&key.backend) else {
+            return Ok(match self.checkout(key, cfg) {
+                Some(c) => Acquired::Pooled(c),
+                None => Acquired::Open(ServerPermit::unlimited()),
+            });
+        };
+        let queue_empty = counters.clients_waiting.load(Ordering::Acquire) == 0;
+        if queue_empty {
+            if let Some(got) = self.take_now(key, cfg, &budget) {
+                return Ok(got);
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + cfg.checkout_timeout;
+        counters.clients_waiting.fetch_add(1, Ordering::AcqRel);
+        let got = loop {
+            let freed = budget.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a connection freed meanwhile is not missed.
+            freed.as_mut().enable();
+            if let Some(got) = self.take_now(key, cfg, &budget) {
+                break Some(got);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break None;
+            }
+        };
+        counters.clients_waiting.fetch_sub(1, Ordering::AcqRel);
+        let waited_ms = started.elapsed().as_millis() as u64;
+        counters
+            .longest_wait_ms
+            .fetch_max(waited_ms, Ordering::Relaxed);
+        got.ok_or_else(|| {
+            counters.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+            BudgetExhausted {
+                backend: key.backend.clone(),
+                cap: budget.cap(),
+                waited_ms,
+            }
+        })
+    }
+
+    /// A pooled connection, a permit under the cap, or a permit freed by closing idle
+    /// connections of other keys.
+    fn take_now(
+        &self,
+        key: &PoolKey,
+        cfg: &PoolConfig,
+        budget: &Arc<BackendBudget>,
+    ) -> Option<Acquired> {
+        if let Some(c) = self.checkout(key, cfg) {
+            return Some(Acquired::Pooled(c));
+        }
+        if let Some(p) = budget.try_take() {
+            return Some(Acquired::Open(p));
+        }
+        while self.evict_idle(&key.backend) {
+            if let Some(p) = budget.try_take() {
+                return Some(Acquired::Open(p));
+            }
+        }
+        None
     }
 
     /// Closes idle connections past their idle timeout or lifetime.
@@ -297,6 +377,70 @@ pub fn spawn_pruner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(backend: &str) -> PoolKey {
+        PoolKey {
+            backend: backend.into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            params: vec![("user".into(), "u".into())],
+        }
+    }
+
+    fn capped(timeout_ms: u64) -> (Arc<Pool>, PoolConfig, Arc<BackendCounters>) {
+        let stats = Arc::new(ProxyStats::default());
+        let counters = stats.backend("pg1");
+        let cfg = PoolConfig {
+            mode: PoolMode::Session,
+            max_idle_per_key: 10,
+            idle_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(3600),
+            max_server_connections: Some(1),
+            checkout_timeout: Duration::from_millis(timeout_ms),
+        };
+        (Pool::new(stats, Some(1)), cfg, counters)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_sessions_wait_in_line_then_get_53300_naming_the_backend() {
+        let (pool, cfg, counters) = capped(500);
+        let Ok(Acquired::Open(first)) = pool.acquire(&key("pg1"), &cfg, &counters).await else {
+            panic!("under the cap");
+        };
+        let (p, c, k) = (Arc::clone(&pool), cfg.clone(), Arc::clone(&counters));
+        let waiter = tokio::spawn(async move { p.acquire(&key("pg1"), &c, &k).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 1);
+        drop(first);
+        assert!(
+            waiter.await.unwrap(),
+            "the waiting session gets the freed share"
+        );
+        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 0);
+
+        let Ok(Acquired::Open(_held)) = pool.acquire(&key("pg1"), &cfg, &counters).await else {
+            panic!("free again");
+        };
+        let Err(full) = pool.acquire(&key("pg1"), &cfg, &counters).await else {
+            panic!("past the cap");
+        };
+        assert_eq!(
+            (full.backend.as_str(), full.cap, full.waited_ms),
+            ("pg1", 1, 500)
+        );
+        assert!(full.to_string().contains("backend pg1 "), "{full}");
+        assert_eq!(counters.checkout_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.longest_wait_ms.load(Ordering::Relaxed), 500);
+        // Another backend has a budget of its own.
+        let other = pool
+            .acquire(&key("pg2"), &cfg, &stats_of(&pool, "pg2"))
+            .await;
+        assert!(matches!(other, Ok(Acquired::Open(_))));
+    }
+
+    fn stats_of(pool: &Pool, backend: &str) -> Arc<BackendCounters> {
+        pool.stats.backend(backend)
+    }
 
     fn status(name: &str, value: &str) -> message::Message {
         let mut out = BytesMut::new();

@@ -17,7 +17,7 @@ use super::backend::{self, BackendReader, BackendStartup, LoginParams};
 use super::cancel::{BackendCancelKey, CancelTargets};
 use super::classify::StatementClass;
 use super::message::{self, Message};
-use super::pool::{Pool, PoolKey, ServerConn};
+use super::pool::{Acquired, Pool, PoolKey, ServerConn};
 use super::router::Target;
 use super::server_budget::ServerPermit;
 use super::stats::{BackendCounters, GaugeGuard};
@@ -116,16 +116,9 @@ impl Slot {
             port: login.port,
             params: login.params.to_vec(),
         };
-        let conn = match pool.0.checkout(&pool_key, pool.1) {
-            Some(c) => c,
-            None => {
-                let permit = pool
-                    .0
-                    .budget
-                    .acquire(backend_name, pool.1.checkout_timeout, &counters, || {
-                        pool.0.evict_idle(backend_name)
-                    })
-                    .await?;
+        let conn = match pool.0.acquire(&pool_key, pool.1, &counters).await? {
+            Acquired::Pooled(c) => c,
+            Acquired::Open(permit) => {
                 let (reader, wr, startup) = backend::connect(login).await?;
                 ServerConn {
                     reader,
