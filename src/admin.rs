@@ -339,6 +339,20 @@ pub fn render_metrics(s: &Status) -> String {
             "pgcast_cancel_requests_total{{outcome=\"{outcome}\"}} {n}"
         );
     }
+    let _ = writeln!(m, "# TYPE pgcast_prelogin_connections gauge");
+    let _ = writeln!(m, "pgcast_prelogin_connections {}", s.prelogin_connections);
+    let _ = writeln!(m, "# TYPE pgcast_connections_refused_total counter");
+    let r = &s.refused_connections;
+    for (reason, n) in [
+        ("prelogin_full", r.prelogin_full),
+        ("prelogin_per_source", r.prelogin_per_source),
+        ("clients_full", r.clients_full),
+    ] {
+        let _ = writeln!(
+            m,
+            "pgcast_connections_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     if let Some(t) = &s.routing.timer_lag {
         let _ = writeln!(m, "# TYPE pgcast_routing_timer_lateness_max_seconds gauge");
         let _ = writeln!(

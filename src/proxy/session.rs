@@ -20,13 +20,16 @@ use super::classify::StatementClass;
 use super::client_messages::is_discard_all;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
+use super::prelogin::PreLoginPermit;
 use super::retry::Held;
 use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
+use super::stats::{ClientGuard, Refusal};
 use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
+use crate::log_limit::LogLimit;
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
 pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -86,11 +89,14 @@ pub struct Session {
     pub(super) client_out: BytesMut,
 }
 
-/// Serves one accepted client connection to its end.
+/// Serves one accepted client connection to its end. `prelogin` is its place in the pre-login
+/// budget (none for the self-check's probe), given back when start-up ends; only then, once
+/// the client authenticated, does it take a logged-in slot, so a stranger never holds one.
 pub async fn serve_client(
     mut stream: TcpStream,
     listener: Arc<ListenerConfig>,
     ctx: Arc<ProxyContext>,
+    prelogin: Option<PreLoginPermit>,
 ) -> Result<(), ProxyError> {
     let config = ctx.config.borrow().clone();
     let mut buf = BytesMut::with_capacity(8 * 1024);
@@ -114,6 +120,28 @@ pub async fn serve_client(
         Ok(Ok(StartupOutcome::Cancelled)) => return Ok(()),
         Ok(Ok(StartupOutcome::Session(c))) => *c,
     };
+    drop(prelogin);
+    let Ok(_slot) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
+        ctx.stats.refused.count(Refusal::ClientsFull);
+        static FULL: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
+        if let Some(more) = FULL.admit() {
+            tracing::warn!(
+                listener = %listener.name,
+                user = %client.user.name,
+                more_since_last_line = more,
+                "login refused: limits.max_client_connections clients are logged in"
+            );
+        }
+        startup::fatal(
+            &mut stream,
+            &ctx,
+            "53300",
+            "sorry, too many clients already",
+        )
+        .await?;
+        return Ok(());
+    };
+    let _client = ClientGuard::new(ctx.stats.listener(&listener.name));
     let mut session = Session {
         ctx: Arc::clone(&ctx),
         config,

@@ -20,9 +20,10 @@ pub struct BackendCounters {
 /// Per-listener counters.
 #[derive(Debug, Default)]
 pub struct ListenerCounters {
+    /// Logged-in client sessions now.
     pub clients: AtomicI64,
+    /// Client sessions that logged in.
     pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +38,53 @@ pub struct ProxyStats {
     pub retried_on_primary: AtomicU64,
     errors_by_class: Mutex<BTreeMap<String, u64>>,
     pub cancels: CancelCounters,
+    pub refused: RefusedCounters,
+}
+
+/// Why a connection was refused with 53300 (too many connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// At accept: `limits.max_prelogin_connections` connections were in start-up already.
+    PreLoginFull,
+    /// At accept: its source held `limits.max_prelogin_per_source` of them already.
+    PreLoginPerSource,
+    /// After authentication: `limits.max_client_connections` clients were logged in.
+    ClientsFull,
+}
+
+/// Refused connections by reason.
+#[derive(Debug, Default)]
+pub struct RefusedCounters {
+    pub prelogin_full: AtomicU64,
+    pub prelogin_per_source: AtomicU64,
+    pub clients_full: AtomicU64,
+}
+
+impl RefusedCounters {
+    pub fn count(&self, why: Refusal) {
+        let c = match why {
+            Refusal::PreLoginFull => &self.prelogin_full,
+            Refusal::PreLoginPerSource => &self.prelogin_per_source,
+            Refusal::ClientsFull => &self.clients_full,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RefusedCounts {
+        RefusedCounts {
+            prelogin_full: self.prelogin_full.load(Ordering::Relaxed),
+            prelogin_per_source: self.prelogin_per_source.load(Ordering::Relaxed),
+            clients_full: self.clients_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Refused connections by reason, as reported by `pgcast status` and the metrics endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RefusedCounts {
+    pub prelogin_full: u64,
+    pub prelogin_per_source: u64,
+    pub clients_full: u64,
 }
 
 /// What became of a CancelRequest.
