@@ -185,3 +185,46 @@ async fn p_login(p: &Pgcast) -> tokio_postgres::Client {
         }
     }
 }
+
+/// What a stranger can do once per connection before logging in — fail a password, send a
+/// start-up packet of another protocol, go quiet until the start-up timeout — is counted by
+/// kind and logged at most once per 10 s per kind, with the number of others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_and_bad_startups_cost_a_line_per_interval() {
+    let c = PgCluster::start(0);
+    let p = Pgcast::start(&c, "[limits]\nstartup_timeout_ms = 300\n");
+    const N: u64 = 200;
+    for _ in 0..N {
+        let wrong = p.conninfo(p.auto_port, common::pg_cluster::MD5_USER, "wrong");
+        let Err(e) = connect(&wrong).await else {
+            panic!("a wrong password logged in")
+        };
+        assert_eq!(
+            e.as_db_error().map(|d| d.code().code()),
+            Some("28P01"),
+            "{e}"
+        );
+        // Protocol version 0.0: PostgreSQL answers 0A000 and closes.
+        let out = raw_exchange(p.auto_port, &[0, 0, 0, 8, 0, 0, 0, 0]).await;
+        assert!(String::from_utf8_lossy(&out).contains("0A000"), "{out:?}");
+    }
+    for _ in 0..3 {
+        let out = raw_exchange(p.auto_port, &[0, 0]).await;
+        assert!(String::from_utf8_lossy(&out).contains("57014"), "{out:?}");
+    }
+    let s = p.status().expect("status");
+    let f = &s.startup_failures;
+    assert_eq!((f.auth_failed, f.protocol, f.timeout), (N, N, 3));
+    let log = p.log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    // One line per kind per 10 s: two if the loop crossed a window.
+    for needle in [
+        "login failed",
+        "bad start-up from a client",
+        "did not finish start-up in time",
+    ] {
+        let n = count(needle);
+        assert!((1..=2).contains(&n), "{n} lines with {needle:?}:\n{log}");
+    }
+    assert!(log.contains("more_since_last_line"), "{log}");
+}

@@ -35,7 +35,6 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, ListenerConfig};
 use crate::health::{ClusterView, ProbeSources};
-use crate::log_limit::LogLimit;
 
 use cancel::CancelRegistry;
 use catalog::Catalogs;
@@ -62,6 +61,8 @@ pub enum ProxyError {
     NoBackendPassword,
     #[error("client closed the connection")]
     ClientGone,
+    #[error("password authentication failed for user {user:?}")]
+    ClientAuth { user: String },
 }
 
 /// Everything a session needs, shared by all sessions of all listeners.
@@ -128,11 +129,7 @@ pub async fn run_listener(
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning; a flood of
                 // connections must not flood the log too.
-                static ACCEPT_FAILED: crate::log_limit::LogLimit =
-                    crate::log_limit::LogLimit::new(std::time::Duration::from_secs(10));
-                if let Some(more) = ACCEPT_FAILED.admit() {
-                    tracing::warn!(listener = %cfg.name, error = %e, more_since_last_line = more, "accept failed");
-                }
+                crate::log_limited!(warn, listener = %cfg.name, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -199,16 +196,16 @@ fn refuse_at_accept(
         "sorry, too many clients already",
     );
     let _ = stream.try_write(&out);
-    static REFUSED: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
-    if let Some(more) = REFUSED.admit() {
-        let reason = match why {
-            Refusal::PreLoginPerSource => {
-                "this source holds limits.max_prelogin_per_source connections in start-up"
-            }
-            _ => "limits.max_prelogin_connections connections are in start-up",
-        };
-        tracing::warn!(listener, %peer, more_since_last_line = more, "connection refused before login: {reason}");
-    }
+    let reason = match why {
+        Refusal::PreLoginPerSource => {
+            "this source holds limits.max_prelogin_per_source connections in start-up"
+        }
+        // ClientsFull is decided after login, never here.
+        Refusal::PreLoginFull | Refusal::ClientsFull => {
+            "limits.max_prelogin_connections connections are in start-up"
+        }
+    };
+    crate::log_limited!(warn, listener, %peer, "connection refused before login: {reason}");
 }
 
 /// TCP keepalive on client connections: with anycast, a client's packets can be hashed to

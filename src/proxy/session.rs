@@ -26,10 +26,9 @@ use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
-use super::stats::{ClientGuard, Refusal};
+use super::stats::{ClientGuard, Refusal, StartupFailure};
 use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
-use crate::log_limit::LogLimit;
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
 pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -99,6 +98,7 @@ pub async fn serve_client(
     prelogin: Option<PreLoginPermit>,
 ) -> Result<(), ProxyError> {
     let config = ctx.config.borrow().clone();
+    let peer = stream.peer_addr().ok();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let outcome = tokio::time::timeout(
         config.limits.startup_timeout,
@@ -107,31 +107,25 @@ pub async fn serve_client(
     .await;
     let client = match outcome {
         Err(_) => {
-            startup::fatal(
-                &mut stream,
-                &ctx,
-                "57014",
-                "canceling authentication due to timeout",
-            )
-            .await?;
+            let msg = "canceling authentication due to timeout";
+            startup::note_failure(&ctx, peer, StartupFailure::Timeout, msg);
+            startup::fatal(&mut stream, &ctx, "57014", msg).await?;
             return Ok(());
         }
-        Ok(Err(e)) => return Err(e),
+        // Counted and logged here, within limits: a stranger's failure is no session error.
+        Ok(Err(e)) => {
+            startup::note_failure(&ctx, peer, startup::failure_kind(&e), &e.to_string());
+            return Ok(());
+        }
         Ok(Ok(StartupOutcome::Cancelled)) => return Ok(()),
         Ok(Ok(StartupOutcome::Session(c))) => *c,
     };
     drop(prelogin);
     let Ok(_slot) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
         ctx.stats.refused.count(Refusal::ClientsFull);
-        static FULL: LogLimit = LogLimit::new(std::time::Duration::from_secs(10));
-        if let Some(more) = FULL.admit() {
-            tracing::warn!(
-                listener = %listener.name,
+        crate::log_limited!(warn, listener = %listener.name,
                 user = %client.user.name,
-                more_since_last_line = more,
-                "login refused: limits.max_client_connections clients are logged in"
-            );
-        }
+                "login refused: limits.max_client_connections clients are logged in");
         startup::fatal(
             &mut stream,
             &ctx,

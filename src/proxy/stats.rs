@@ -39,6 +39,59 @@ pub struct ProxyStats {
     errors_by_class: Mutex<BTreeMap<String, u64>>,
     pub cancels: CancelCounters,
     pub refused: RefusedCounters,
+    pub startup_failures: StartupFailureCounters,
+}
+
+/// How a connection ended before it logged in (other than refused at accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupFailure {
+    /// Wrong password, unknown user (28P01).
+    AuthFailed,
+    /// Not the PostgreSQL start-up protocol, or a start-up pgcast refuses (08P01, 0A000, 28000).
+    Protocol,
+    /// Start-up not finished within `limits.startup_timeout_ms` (57014).
+    Timeout,
+    /// The client closed the connection, or it failed, during start-up.
+    Closed,
+}
+
+/// Connections that ended before logging in, by how.
+#[derive(Debug, Default)]
+pub struct StartupFailureCounters {
+    pub auth_failed: AtomicU64,
+    pub protocol: AtomicU64,
+    pub timeout: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+impl StartupFailureCounters {
+    pub fn count(&self, how: StartupFailure) {
+        let c = match how {
+            StartupFailure::AuthFailed => &self.auth_failed,
+            StartupFailure::Protocol => &self.protocol,
+            StartupFailure::Timeout => &self.timeout,
+            StartupFailure::Closed => &self.closed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StartupFailureCounts {
+        StartupFailureCounts {
+            auth_failed: self.auth_failed.load(Ordering::Relaxed),
+            protocol: self.protocol.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Connections that ended before logging in, as reported by `pgcast status` and the metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct StartupFailureCounts {
+    pub auth_failed: u64,
+    pub protocol: u64,
+    pub timeout: u64,
+    pub closed: u64,
 }
 
 /// Why a connection was refused with 53300 (too many connections).
