@@ -670,6 +670,11 @@ async fn reload_metrics_trust_and_limits() {
         body.contains("pgcast_connections_refused_total{reason=\"clients_full\"} 1"),
         "{body}"
     );
+    // Full is not dead: after 5 self-check rounds with every slot taken, every listener
+    // still reads as accepting (its probes need no slot).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = p.status().expect("status");
+    assert!(s.listeners.iter().all(|l| l.accepting), "{:?}", s.listeners);
     drop(held);
 
     // SIGHUP: a new trust user is applied; a listener change is reported as not applied.
