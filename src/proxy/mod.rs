@@ -178,7 +178,10 @@ fn admit(ctx: &ProxyContext, peer: SocketAddr) -> Result<Option<PreLoginPermit>,
 /// Refuses a connection over a pre-login limit the cheap way: the FATAL 53300 PostgreSQL
 /// sends when it is full, written without waiting (a new socket's send buffer is empty, so it
 /// fits), then closed at once. No task, and the descriptor is free again before the next
-/// accept: a flood costs a refusal each, not a connection each.
+/// accept: a flood costs a refusal each, not a connection each. Sent with a plain send(2) on
+/// the non-blocking socket, not tokio's `try_write`: that one reports WouldBlock until the
+/// reactor has seen the new socket writable, which under a flood (every worker busy) may not
+/// have happened yet, and the stranger would be closed without a word.
 fn refuse_at_accept(
     stream: &TcpStream,
     ctx: &ProxyContext,
@@ -195,7 +198,7 @@ fn refuse_at_accept(
         "53300",
         "sorry, too many clients already",
     );
-    let _ = stream.try_write(&out);
+    let _ = socket2::SockRef::from(stream).send(&out);
     let reason = match why {
         Refusal::PreLoginPerSource => {
             "this source holds limits.max_prelogin_per_source connections in start-up"
