@@ -344,20 +344,45 @@ pub fn render_metrics(s: &Status) -> String {
     for (class, n) in &s.errors_by_sqlstate_class {
         let _ = writeln!(m, "pgcast_errors_total{{sqlstate_class=\"{class}\"}} {n}");
     }
-    let _ = writeln!(m, "# TYPE pgcast_cancel_requests_total counter");
     let c = &s.cancel_requests;
-    for (outcome, n) in [
-        ("local", c.local),
-        ("forwarded", c.forwarded),
-        ("forward_failed", c.forward_failed),
-        ("unknown", c.unknown),
-        ("duplicate", c.duplicate),
-    ] {
-        let _ = writeln!(
-            m,
-            "pgcast_cancel_requests_total{{outcome=\"{outcome}\"}} {n}"
-        );
-    }
+    counter_family(
+        &mut m,
+        "pgcast_cancel_requests_total",
+        "outcome",
+        [
+            ("local", c.local),
+            ("forwarded", c.forwarded),
+            ("forward_failed", c.forward_failed),
+            ("unknown", c.unknown),
+            ("duplicate", c.duplicate),
+        ],
+    );
+    let _ = writeln!(m, "# TYPE pgcast_prelogin_connections gauge");
+    let _ = writeln!(m, "pgcast_prelogin_connections {}", s.prelogin_connections);
+    let r = &s.refused_connections;
+    counter_family(
+        &mut m,
+        "pgcast_connections_refused_total",
+        "reason",
+        [
+            ("prelogin_full", r.prelogin_full),
+            ("prelogin_per_source", r.prelogin_per_source),
+            ("clients_full", r.clients_full),
+        ],
+    );
+    let f = &s.startup_failures;
+    counter_family(
+        &mut m,
+        "pgcast_client_startup_failures_total",
+        "reason",
+        [
+            ("auth_failed", f.auth_failed),
+            ("protocol", f.protocol),
+            ("timeout", f.timeout),
+            ("closed", f.closed),
+        ],
+    );
+    routing_drop_metrics(&s.routing, &mut m);
     if let Some(t) = &s.routing.timer_lag {
         let _ = writeln!(m, "# TYPE pgcast_routing_timer_lateness_max_seconds gauge");
         let _ = writeln!(
@@ -369,4 +394,73 @@ pub fn render_metrics(s: &Status) -> String {
         let _ = writeln!(m, "pgcast_routing_timers_late_total {}", t.late_total);
     }
     m
+}
+
+/// One counter with a label: its TYPE line and a series per (label value, count).
+fn counter_family<'a>(
+    m: &mut String,
+    name: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(m, "# TYPE {name} counter");
+    for (value, n) in series {
+        let _ = writeln!(m, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
+/// What outsiders make the speakers discard, by reason (`pgcast status` shows the same per
+/// session).
+fn routing_drop_metrics(r: &crate::anycast::AnycastStatus, m: &mut String) {
+    if let Some(o) = &r.ospf {
+        let series = o.dropped.iter().map(|(k, v)| (k.as_str(), *v));
+        counter_family(m, "pgcast_ospf_dropped_packets_total", "reason", series);
+    }
+    if let Some(b) = &r.bfd {
+        // Per session and unattributed together: the reason is what an operator alerts on.
+        let mut by_reason = b.dropped.clone();
+        for (reason, n) in b.sessions.iter().flat_map(|x| &x.dropped) {
+            *by_reason.entry(reason.clone()).or_default() += n;
+        }
+        let series = by_reason.iter().map(|(k, v)| (k.as_str(), *v));
+        counter_family(m, "pgcast_bfd_dropped_packets_total", "reason", series);
+    }
+    if let Some(b) = &r.bgp {
+        let c = &b.refused_connections;
+        counter_family(
+            m,
+            "pgcast_bgp_refused_connections_total",
+            "reason",
+            [
+                ("not_a_neighbor", c.not_a_neighbor),
+                ("neighbor_busy", c.neighbor_busy),
+                ("accept_failed", c.accept_failed),
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+    use crate::anycast::bfd::BfdStatus;
+    use crate::anycast::AnycastStatus;
+
+    #[test]
+    fn speakers_drops_are_exported_by_reason() {
+        let status = AnycastStatus {
+            bfd: Some(BfdStatus {
+                dropped: [("unknown_discriminator".to_string(), 5)].into(),
+                ..BfdStatus::default()
+            }),
+            ..AnycastStatus::default()
+        };
+        let mut m = String::new();
+        routing_drop_metrics(&status, &mut m);
+        assert!(
+            m.contains("pgcast_bfd_dropped_packets_total{reason=\"unknown_discriminator\"} 5"),
+            "{m}"
+        );
+        assert!(!m.contains("ospf"), "no OSPF speaker, no OSPF series: {m}");
+    }
 }

@@ -60,6 +60,7 @@ pub struct Runtimes {
 /// proxy runs on the calling runtime; health and routing on theirs (`runtimes`).
 pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(config_path)?);
+    raise_nofile_limit(&config);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
     let (listener_sockets, bound) = bind_listeners(&config).await?;
     let (paused_tx, paused_rx) = watch::channel(false);
@@ -68,9 +69,17 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     let catalogs = Catalogs::new(&config.routing);
     // The health database's functions are loaded at start; others when a client uses them.
     catalogs.for_database(&config.health.database);
+    // The self-check registers its probes' sources here and the proxy lets them in without a
+    // pre-login place: strangers cannot crowd out the check of the listeners they flood.
+    let self_probes = health::ProbeSources::new();
     let health = {
         let _health = runtimes.health.enter();
-        health::spawn(config_rx.clone(), bound, paused_rx)
+        health::spawn(
+            config_rx.clone(),
+            bound,
+            paused_rx,
+            Arc::clone(&self_probes),
+        )
     };
     critical.add("health checker", health.task);
     let cluster_rx = health.view;
@@ -81,7 +90,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
         cluster_rx.clone(),
         Arc::clone(&catalogs),
     );
-    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx.clone(), catalogs);
+    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx.clone(), catalogs, self_probes);
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
     proxy::scram_verifiers::spawn_refresh(Arc::clone(&ctx.scram), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -301,4 +310,32 @@ pub fn admin_socket_path(
     }
     let path = config.unwrap_or(Path::new("/etc/pgcast/pgcast.toml"));
     Ok(Config::load(path)?.admin_socket)
+}
+
+/// Raises the open-files soft limit to the hard limit and warns when even that is below what
+/// the configured limits can use: a descriptor per pre-login connection, three per logged-in
+/// client (its socket, a primary and a replica connection), and some for the rest.
+fn raise_nofile_limit(config: &Config) {
+    let l = &config.limits;
+    let wanted = (l.max_prelogin_connections + 3 * l.max_client_connections + 256) as u64;
+    match crate::sys::raise_nofile_limit() {
+        Ok(n) => {
+            if n.soft < wanted {
+                tracing::warn!(
+                    soft = n.soft,
+                    hard = n.hard,
+                    wanted,
+                    "the open-files limit is below what [limits] can use: a flood can run \
+                     pgcast out of descriptors (raise LimitNOFILE)"
+                );
+            } else if n.soft != n.soft_before {
+                tracing::info!(
+                    from = n.soft_before,
+                    to = n.soft,
+                    "open-files soft limit raised"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
 }

@@ -5,6 +5,23 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The interval of most call sites: a flood costs a line per 10 s per site.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+
+/// A `tracing` event at `$level`, logged at most once per [`INTERVAL`] from this call site (a
+/// `static` [`LogLimit`] of its own), with `more_since_last_line` = the events it stood for:
+/// `log_limited!(warn, %peer, "login failed: {detail}")`.
+#[macro_export]
+macro_rules! log_limited {
+    ($level:ident, $($arg:tt)+) => {{
+        static LIMIT: $crate::log_limit::LogLimit =
+            $crate::log_limit::LogLimit::new($crate::log_limit::INTERVAL);
+        if let Some(more) = LIMIT.admit() {
+            tracing::$level!(more_since_last_line = more, $($arg)+);
+        }
+    }};
+}
+
 /// One call site's limit. `const`, for a `static` beside the log line.
 #[derive(Debug)]
 pub struct LogLimit {

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::anycast::AnycastStatusSource;
 use crate::config::{Config, ListenerRole, ReloadReport};
 use crate::health::{ClusterView, Role};
-use crate::proxy::stats::CancelCounts;
+use crate::proxy::stats::{CancelCounts, RefusedCounts, StartupFailureCounts};
 use crate::proxy::ProxyContext;
 
 /// Where the status document comes from: owned by the daemon, which wires the parts; none of
@@ -54,6 +54,15 @@ pub struct Status {
     /// CancelRequests by outcome (absent in the documents of older versions).
     #[serde(default)]
     pub cancel_requests: CancelCounts,
+    /// Connections refused with 53300, by reason (absent in the documents of older versions).
+    #[serde(default)]
+    pub refused_connections: RefusedCounts,
+    /// Connections in start-up and authentication now (absent in older documents).
+    #[serde(default)]
+    pub prelogin_connections: u64,
+    /// Connections that ended before logging in, by how (absent in older documents).
+    #[serde(default)]
+    pub startup_failures: StartupFailureCounts,
     /// The last reload: what it applied and what waits for a restart (absent before the
     /// first SIGHUP, and in the documents of older versions).
     #[serde(default)]
@@ -225,6 +234,9 @@ impl Status {
             },
             routing: AnycastStatus::default(),
             cancel_requests: ctx.stats.cancels.snapshot(),
+            refused_connections: ctx.stats.refused.snapshot(),
+            prelogin_connections: ctx.prelogin.in_flight() as u64,
+            startup_failures: ctx.stats.startup_failures.snapshot(),
             reload: None,
         }
     }
@@ -331,6 +343,18 @@ impl Status {
             s,
             "Cancel requests: local {}, forwarded {}, forward failed {}, unknown {}, duplicate {}",
             c.local, c.forwarded, c.forward_failed, c.unknown, c.duplicate
+        );
+        let r = &self.refused_connections;
+        let _ = writeln!(
+            s,
+            "Connections in start-up: {}; refused (53300): pre-login budget full {}, per-source limit {}, logged-in clients full {}",
+            self.prelogin_connections, r.prelogin_full, r.prelogin_per_source, r.clients_full
+        );
+        let f = &self.startup_failures;
+        let _ = writeln!(
+            s,
+            "Ended before login: authentication failed {}, bad start-up {}, timed out {}, closed by the client {}",
+            f.auth_failed, f.protocol, f.timeout, f.closed
         );
         crate::anycast::render::routing_text(&self.routing, &mut s);
         s

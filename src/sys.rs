@@ -5,7 +5,9 @@
 //! - thread scheduling: [`set_current_thread_round_robin`], [`current_thread_scheduling`];
 //! - socket options the standard library, socket2 and nix do not offer: [`set_tcp_md5sig`],
 //!   [`set_ip_ttl`], [`set_ip_minttl`];
-//! - registering a raw socket with the tokio reactor: [`async_fd_readable`].
+//! - registering a raw socket with the tokio reactor: [`async_fd_readable`];
+//! - the open-files limit: [`raise_nofile_limit`] (safe through nix; here because it is the
+//!   process's boundary with the system, like the rest).
 
 use std::io;
 use std::mem::size_of;
@@ -155,6 +157,36 @@ fn setsockopt<T>(
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+// --- The open-files limit ---------------------------------------------------------------------
+//
+// Why: every client, pre-login connection and backend connection is a descriptor, and the soft
+// limit a process inherits is often 1024 (systemd's default, a login shell's) while the hard
+// limit is far higher. At 1024, max_client_connections = 1000 cannot be reached and a flood
+// runs pgcast out of descriptors long before the pre-login budget refuses anything.
+
+/// The open-files limit before and after raising the soft limit to the hard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit (allowed without privileges).
+pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft_before, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft_before < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok(NofileLimit {
+        soft_before,
+        soft,
+        hard,
+    })
 }
 
 // --- The tokio reactor -----------------------------------------------------------------------

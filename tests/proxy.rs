@@ -623,12 +623,11 @@ async fn set_transaction_read_only_after_begin_uses_a_replica() {
 async fn reload_metrics_trust_and_limits() {
     let c = cluster();
     let metrics_port = common::pg_cluster::free_port();
-    // No listener self-check here: its probe connections take client slots too (a known
-    // defect, issue 14: "the self-check competes with strangers for a slot"), and with 3
-    // slots a probe in flight made the counts below flaky (~1 run in 6).
+    // The listener self-check runs (every 100 ms in tests/common): its probes never take a
+    // logged-in slot, so the counts below are exact.
     let p = Pgcast::start(
         c,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[limits]\nmax_client_connections = 3\nstartup_timeout_ms = 500\n[health]\nself_check = false\n"),
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[limits]\nmax_client_connections = 3\nstartup_timeout_ms = 500\n"),
     );
     // Admin socket is private.
     use std::os::unix::fs::PermissionsExt;
@@ -667,6 +666,17 @@ async fn reload_metrics_trust_and_limits() {
         panic!("a fourth client must be refused")
     };
     assert_eq!(sqlstate(&e), "53300");
+    let body = raw_exchange(metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("pgcast_connections_refused_total{reason=\"clients_full\"} 1"),
+        "{body}"
+    );
+    // Full is not dead: after 5 self-check rounds with every slot taken, every listener
+    // still reads as accepting (its probes need no slot).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = p.status().expect("status");
+    assert!(s.listeners.iter().all(|l| l.accepting), "{:?}", s.listeners);
     drop(held);
 
     // SIGHUP: a new trust user is applied; a listener change is reported as not applied.

@@ -90,6 +90,14 @@ fn bgp_text(r: &AnycastStatus, s: &mut String) {
     };
     let id = b.router_id.map(|i| i.to_string()).unwrap_or_default();
     let _ = writeln!(s, "\nBGP AS {} router-id {id}", b.local_as);
+    let r = &b.refused_connections;
+    if r.not_a_neighbor + r.neighbor_busy + r.accept_failed > 0 {
+        let _ = writeln!(
+            s,
+            "  connections closed at once: not a neighbor {}, neighbor busy {}, accept failed {}",
+            r.not_a_neighbor, r.neighbor_busy, r.accept_failed
+        );
+    }
     let _ = writeln!(
         s,
         "  {:<16} {:<10} {:<12} {:>8} {:>5} {:>7} {:>7}  prefixes",

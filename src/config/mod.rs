@@ -162,6 +162,8 @@ struct RawPool {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_client_connections: Option<i64>,
+    max_prelogin_connections: Option<i64>,
+    max_prelogin_per_source: Option<i64>,
     startup_timeout_ms: Option<i64>,
     max_message_bytes: Option<i64>,
     connect_timeout_ms: Option<i64>,
@@ -253,7 +255,13 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
+    /// Logged-in clients across all listeners (a slot is taken once authentication succeeded).
     pub max_client_connections: usize,
+    /// Connections in start-up and authentication across all listeners, apart from the
+    /// logged-in ones (`src/proxy/prelogin.rs`).
+    pub max_prelogin_connections: usize,
+    /// Of those, how many one source address (an IPv6 /64) may hold.
+    pub max_prelogin_per_source: usize,
     pub startup_timeout: Duration,
     pub max_message_bytes: usize,
     pub connect_timeout: Duration,
@@ -537,6 +545,26 @@ impl Validator<'_> {
                 1,
                 1_000_000,
             )? as usize,
+            // Twice the logged-in default: every logged-in client can reconnect at once (after
+            // a failover or a restart) with room to spare.
+            max_prelogin_connections: self.count(
+                &ls,
+                "limits.max_prelogin_connections",
+                l.max_prelogin_connections,
+                2048,
+                1,
+                1_000_000,
+            )? as usize,
+            // An application host reconnecting a large pool at once fits; one address takes at
+            // most an eighth of the default budget, so filling it takes eight.
+            max_prelogin_per_source: self.count(
+                &ls,
+                "limits.max_prelogin_per_source",
+                l.max_prelogin_per_source,
+                256,
+                1,
+                1_000_000,
+            )? as usize,
             startup_timeout: self.ms(
                 &ls,
                 "limits.startup_timeout_ms",
@@ -561,6 +589,17 @@ impl Validator<'_> {
                 10,
             )?,
         };
+
+        if limits.max_prelogin_per_source > limits.max_prelogin_connections {
+            return Err(self.err(
+                ls,
+                "limits.max_prelogin_per_source",
+                format!(
+                    "{} is more than limits.max_prelogin_connections ({})",
+                    limits.max_prelogin_per_source, limits.max_prelogin_connections
+                ),
+            ));
+        }
 
         let (ps, p) = split(raw.pool);
         let pool = PoolConfig {

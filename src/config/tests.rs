@@ -472,6 +472,39 @@ fn reload_of_partly_live_sections() {
 }
 
 #[test]
+fn prelogin_limits_default_validate_and_reload_live() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.limits.max_prelogin_connections, 2048);
+    assert_eq!(c.limits.max_prelogin_per_source, 256);
+    let e = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_prelogin_connections = 10\nmax_prelogin_per_source = 11\n"
+    ))
+    .expect_err("per source above the total");
+    assert!(
+        e.to_string().contains("limits.max_prelogin_per_source"),
+        "{e}"
+    );
+    let e = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_prelogin_connections = 0\n"
+    ))
+    .expect_err("zero");
+    assert!(
+        e.to_string().contains("limits.max_prelogin_connections"),
+        "{e}"
+    );
+    // Read at each accept: a reload applies them to the next connection.
+    let new = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_prelogin_connections = 100\nmax_prelogin_per_source = 5\n"
+    ))
+    .expect("valid");
+    let (merged, report) = super::merge_reload(&c, new);
+    assert_eq!(report.applied, ["[limits]"]);
+    assert!(report.restart_needed.is_empty(), "{report:?}");
+    assert_eq!(merged.limits.max_prelogin_connections, 100);
+    assert_eq!(merged.limits.max_prelogin_per_source, 5);
+}
+
+#[test]
 fn bgp_connect_retry_back_off_is_capped() {
     let c = parse(&format!("{MINIMAL}{BGP}")).expect("valid");
     let n = &c.bgp.expect("bgp").neighbors[0];

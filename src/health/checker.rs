@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
 use super::cluster::{parse_lsn, BackendView, ClusterState, ClusterView, Probe, Role};
-use super::self_check::{spawn_listener_checks, SelfCheckResult};
+use super::self_check::{spawn_listener_checks, ProbeSources, SelfCheckResult};
 use super::HealthError;
 use crate::config::{BackendConfig, Config, HealthConfig};
 
@@ -37,18 +37,20 @@ pub struct Health {
 }
 
 /// Starts the health actor: backend checkers, and a self-check of each bound listener
-/// (`listeners`: name and bound address; none are checked while `paused` is true).
+/// (`listeners`: name and bound address; none are checked while `paused` is true; the probes'
+/// sources are registered in `probes`, which the proxy reads).
 pub fn spawn(
     mut config_rx: watch::Receiver<Arc<Config>>,
     listeners: Vec<(String, SocketAddr)>,
     paused: watch::Receiver<bool>,
+    probes: Arc<ProbeSources>,
 ) -> Health {
     let config = config_rx.borrow_and_update().clone();
     let mut state = ClusterState::new(&config);
     let (view_tx, view_rx) = watch::channel(Arc::new(state.view()));
     let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeResult>(256);
     let (self_tx, mut self_rx) = mpsc::channel::<SelfCheckResult>(64);
-    let self_checks = spawn_listener_checks(listeners, config_rx.clone(), paused, self_tx);
+    let self_checks = spawn_listener_checks(listeners, config_rx.clone(), paused, probes, self_tx);
 
     let (heartbeat_tx, heartbeat_rx) = watch::channel(Instant::now());
     let mut beat = tokio::time::interval(config.health.interval);

@@ -11,6 +11,7 @@ pub mod self_check;
 
 pub use checker::{connect, spawn, Health};
 pub use cluster::{BackendView, ClusterState, ClusterView, ListenerVerdict, Probe, Role};
+pub use self_check::ProbeSources;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,12 @@ pub enum HealthError {
     },
     #[error("{0} closed the connection without answering the SSLRequest")]
     SelfClosed(std::net::SocketAddr),
+    #[error("{addr} refused the probe with {sqlstate}: {message}")]
+    SelfRefused {
+        addr: std::net::SocketAddr,
+        sqlstate: String,
+        message: String,
+    },
     #[error("{addr} answered the SSLRequest with {byte:#04x}, not 'S' or 'N'")]
     SelfAnswer {
         addr: std::net::SocketAddr,

@@ -14,6 +14,7 @@ pub mod message;
 mod pause;
 pub mod plan;
 pub mod pool;
+pub mod prelogin;
 mod retry;
 pub mod router;
 pub mod scram_verifiers;
@@ -26,22 +27,23 @@ pub mod startup;
 pub mod stats;
 pub mod weighted;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, ListenerConfig};
-use crate::health::ClusterView;
+use crate::health::{ClusterView, ProbeSources};
 
 use cancel::CancelRegistry;
 use catalog::Catalogs;
 use message::{DecodeError, ErrorFields, Message};
 pub use pause::{pause_accepting, resume_accepting};
+use prelogin::{Admission, PreLoginGate, PreLoginLimits, PreLoginPermit};
 use scram_verifiers::ScramVerifiers;
-use stats::ProxyStats;
+use stats::{ProxyStats, Refusal};
 
 /// Errors of the proxy. Each ends one client session, never the process.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,8 @@ pub enum ProxyError {
     ClientGone,
     #[error("{0}")]
     ServerConnectionsFull(#[from] server_budget::BudgetExhausted),
+    #[error("password authentication failed for user {user:?}")]
+    ClientAuth { user: String },
 }
 
 /// Everything a session needs, shared by all sessions of all listeners.
@@ -74,8 +78,13 @@ pub struct ProxyContext {
     pub cancel: Arc<CancelRegistry>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
-    /// Bounds the number of client connections across all listeners.
+    /// Bounds the number of logged-in clients across all listeners; a slot is taken once a
+    /// client authenticated (`session::serve_client`), never by a stranger.
     pub client_slots: Arc<Semaphore>,
+    /// Bounds the connections in start-up and authentication, in total and per source.
+    pub prelogin: Arc<PreLoginGate>,
+    /// The listener self-check's connections in flight: they take no pre-login place.
+    pub self_probes: Arc<ProbeSources>,
     /// Statement shapes a replica refused as writes (see `retry.rs`).
     pub learned_writes: retry::LearnedWrites,
 }
@@ -85,6 +94,7 @@ impl ProxyContext {
         config: watch::Receiver<Arc<Config>>,
         cluster: watch::Receiver<Arc<ClusterView>>,
         catalogs: Arc<Catalogs>,
+        self_probes: Arc<ProbeSources>,
     ) -> Arc<Self> {
         let c = config.borrow().clone();
         let stats = Arc::new(ProxyStats::default());
@@ -94,6 +104,8 @@ impl ProxyContext {
             pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
+            prelogin: PreLoginGate::new(),
+            self_probes,
             learned_writes: retry::LearnedWrites::default(),
             config,
             cluster,
@@ -109,7 +121,6 @@ pub async fn run_listener(
     ctx: Arc<ProxyContext>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let counters = ctx.stats.listener(&cfg.name);
     let cfg = Arc::new(cfg);
     loop {
         let accepted = tokio::select! {
@@ -121,11 +132,7 @@ pub async fn run_listener(
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning; a flood of
                 // connections must not flood the log too.
-                static ACCEPT_FAILED: crate::log_limit::LogLimit =
-                    crate::log_limit::LogLimit::new(std::time::Duration::from_secs(10));
-                if let Some(more) = ACCEPT_FAILED.admit() {
-                    tracing::warn!(listener = %cfg.name, error = %e, more_since_last_line = more, "accept failed");
-                }
+                crate::log_limited!(warn, listener = %cfg.name, error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -134,24 +141,77 @@ pub async fn run_listener(
         if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&client_keepalive()) {
             tracing::debug!(%peer, error = %e, "cannot enable TCP keepalive");
         }
-        let Ok(permit) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
-            counters
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::spawn(reject(stream, "53300", "sorry, too many clients already"));
-            continue;
+        let prelogin = match admit(&ctx, peer) {
+            Ok(p) => p,
+            Err(why) => {
+                refuse_at_accept(&stream, &ctx, &cfg.name, peer, why);
+                continue;
+            }
         };
         let ctx = Arc::clone(&ctx);
         let cfg = Arc::clone(&cfg);
-        let guard = stats::ClientGuard::new(Arc::clone(&counters));
         tokio::spawn(async move {
-            let _permit = permit;
-            let _guard = guard;
-            if let Err(e) = session::serve_client(stream, cfg, ctx).await {
+            if let Err(e) = session::serve_client(stream, cfg, ctx, prelogin).await {
                 tracing::debug!(%peer, error = %e, "session ended with error");
             }
         });
     }
+}
+
+/// The pre-login place of a new connection from `peer`: none needed for the self-check's
+/// probe (`Ok(None)`), else one from the budget, or the reason there is none.
+fn admit(ctx: &ProxyContext, peer: SocketAddr) -> Result<Option<PreLoginPermit>, Refusal> {
+    if ctx.self_probes.contains(peer) {
+        return Ok(None);
+    }
+    let limits = {
+        let c = ctx.config.borrow();
+        PreLoginLimits {
+            max_total: c.limits.max_prelogin_connections,
+            max_per_source: c.limits.max_prelogin_per_source,
+        }
+    };
+    match ctx.prelogin.try_enter(peer.ip(), limits) {
+        Ok(p) => Ok(Some(p)),
+        Err(Admission::SourceFull) => Err(Refusal::PreLoginPerSource),
+        Err(Admission::TotalFull | Admission::Admitted) => Err(Refusal::PreLoginFull),
+    }
+}
+
+/// Refuses a connection over a pre-login limit the cheap way: the FATAL 53300 PostgreSQL
+/// sends when it is full, written without waiting (a new socket's send buffer is empty, so it
+/// fits), then closed at once. No task, and the descriptor is free again before the next
+/// accept: a flood costs a refusal each, not a connection each. Sent with a plain send(2) on
+/// the non-blocking socket, not tokio's `try_write`: that one reports WouldBlock until the
+/// reactor has seen the new socket writable, which under a flood (every worker busy) may not
+/// have happened yet, and the stranger would be closed without a word.
+fn refuse_at_accept(
+    stream: &TcpStream,
+    ctx: &ProxyContext,
+    listener: &str,
+    peer: SocketAddr,
+    why: Refusal,
+) {
+    ctx.stats.refused.count(why);
+    ctx.stats.count_error("53300");
+    let mut out = BytesMut::new();
+    message::write_error(
+        &mut out,
+        "FATAL",
+        "53300",
+        "sorry, too many clients already",
+    );
+    let _ = socket2::SockRef::from(stream).send(&out);
+    let reason = match why {
+        Refusal::PreLoginPerSource => {
+            "this source holds limits.max_prelogin_per_source connections in start-up"
+        }
+        // ClientsFull is decided after login, never here.
+        Refusal::PreLoginFull | Refusal::ClientsFull => {
+            "limits.max_prelogin_connections connections are in start-up"
+        }
+    };
+    crate::log_limited!(warn, listener, %peer, "connection refused before login: {reason}");
 }
 
 /// TCP keepalive on client connections: with anycast, a client's packets can be hashed to
@@ -164,10 +224,4 @@ fn client_keepalive() -> socket2::TcpKeepalive {
         .with_time(std::time::Duration::from_secs(10))
         .with_interval(std::time::Duration::from_secs(5))
         .with_retries(3)
-}
-
-async fn reject(mut stream: TcpStream, code: &str, message: &str) {
-    let mut out = BytesMut::new();
-    message::write_error(&mut out, "FATAL", code, message);
-    let _ = stream.write_all(&out).await;
 }

@@ -20,11 +20,13 @@ use super::classify::StatementClass;
 use super::client_messages::is_discard_all;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
+use super::prelogin::PreLoginPermit;
 use super::retry::Held;
 use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
+use super::stats::{ClientGuard, Refusal, StartupFailure};
 use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
 
@@ -90,13 +92,17 @@ pub struct Session {
     pub(super) client_out: BytesMut,
 }
 
-/// Serves one accepted client connection to its end.
+/// Serves one accepted client connection to its end. `prelogin` is its place in the pre-login
+/// budget (none for the self-check's probe), given back when start-up ends; only then, once
+/// the client authenticated, does it take a logged-in slot, so a stranger never holds one.
 pub async fn serve_client(
     mut stream: TcpStream,
     listener: Arc<ListenerConfig>,
     ctx: Arc<ProxyContext>,
+    prelogin: Option<PreLoginPermit>,
 ) -> Result<(), ProxyError> {
     let config = ctx.config.borrow().clone();
+    let peer = stream.peer_addr().ok();
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let outcome = tokio::time::timeout(
         config.limits.startup_timeout,
@@ -105,19 +111,35 @@ pub async fn serve_client(
     .await;
     let client = match outcome {
         Err(_) => {
-            startup::fatal(
-                &mut stream,
-                &ctx,
-                "57014",
-                "canceling authentication due to timeout",
-            )
-            .await?;
+            let msg = "canceling authentication due to timeout";
+            startup::note_failure(&ctx, peer, StartupFailure::Timeout, msg);
+            startup::fatal(&mut stream, &ctx, "57014", msg).await?;
             return Ok(());
         }
-        Ok(Err(e)) => return Err(e),
+        // Counted and logged here, within limits: a stranger's failure is no session error.
+        Ok(Err(e)) => {
+            startup::note_failure(&ctx, peer, startup::failure_kind(&e), &e.to_string());
+            return Ok(());
+        }
         Ok(Ok(StartupOutcome::Cancelled)) => return Ok(()),
         Ok(Ok(StartupOutcome::Session(c))) => *c,
     };
+    drop(prelogin);
+    let Ok(_slot) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
+        ctx.stats.refused.count(Refusal::ClientsFull);
+        crate::log_limited!(warn, listener = %listener.name,
+                user = %client.user.name,
+                "login refused: limits.max_client_connections clients are logged in");
+        startup::fatal(
+            &mut stream,
+            &ctx,
+            "53300",
+            "sorry, too many clients already",
+        )
+        .await?;
+        return Ok(());
+    };
+    let _client = ClientGuard::new(ctx.stats.listener(&listener.name));
     let mut session = Session {
         ctx: Arc::clone(&ctx),
         config,

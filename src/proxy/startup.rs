@@ -11,13 +11,13 @@ use tokio::net::TcpStream;
 use super::auth::{self, ScramServer, ScramVerifier};
 use super::cancel::CancelRoute;
 use super::message::{self, Message, StartupPacket};
-use super::stats::CancelOutcome;
+use super::stats::{CancelOutcome, StartupFailure};
 use super::{backend, cancel, ProxyContext, ProxyError};
 use crate::config::{ClientAuthMethod, Config, UserConfig};
 use crate::log_limit::LogLimit;
 
 /// At most one line per this interval for each log line a stranger can trigger per connection.
-const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const LOG_INTERVAL: std::time::Duration = crate::log_limit::INTERVAL;
 
 /// A client that completed start-up and authentication.
 pub struct ClientStartup {
@@ -203,15 +203,55 @@ pub async fn client_startup(
     let Some(user) = user.filter(|_| ok) else {
         let msg = format!("password authentication failed for user \"{user_name}\"");
         fatal(stream, ctx, "28P01", &msg).await?;
-        return Err(ProxyError::BackendUnavailable(
-            "client authentication failed".into(),
-        ));
+        return Err(ProxyError::ClientAuth { user: user_name });
     };
     Ok(StartupOutcome::Session(Box::new(ClientStartup {
         params,
         user,
         database,
     })))
+}
+
+/// Pure: how the start-up phase ended when it returned `e`.
+pub fn failure_kind(e: &ProxyError) -> StartupFailure {
+    match e {
+        ProxyError::ClientAuth { .. } => StartupFailure::AuthFailed,
+        ProxyError::ClientProtocol(_) => StartupFailure::Protocol,
+        ProxyError::Io(_) | ProxyError::ClientGone => StartupFailure::Closed,
+        // Not returned before login; if one ever is, the connection simply ended.
+        ProxyError::BackendProtocol(_)
+        | ProxyError::BackendUnavailable(_)
+        | ProxyError::BackendError(..)
+        | ProxyError::NoBackendPassword
+        | ProxyError::ServerConnectionsFull(_) => StartupFailure::Closed,
+    }
+}
+
+/// Counts a connection that ended before logging in, and logs it at most once per
+/// [`LOG_INTERVAL`] per kind with the number of others since: anyone who can reach a listener
+/// can fail a login per connection, and must not be able to fill the log that way.
+pub fn note_failure(
+    ctx: &ProxyContext,
+    peer: Option<SocketAddr>,
+    how: StartupFailure,
+    detail: &str,
+) {
+    ctx.stats.startup_failures.count(how);
+    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+    match how {
+        StartupFailure::AuthFailed => {
+            crate::log_limited!(warn, %peer, "login failed: {detail}");
+        }
+        StartupFailure::Protocol => {
+            crate::log_limited!(info, %peer, "bad start-up from a client: {detail}");
+        }
+        StartupFailure::Timeout => {
+            crate::log_limited!(info, %peer, "client did not finish start-up in time: {detail}");
+        }
+        StartupFailure::Closed => {
+            crate::log_limited!(debug, %peer, "client left during start-up: {detail}");
+        }
+    }
 }
 
 /// Returns whether the client proved knowledge of the password. Unknown users go through a
@@ -325,7 +365,7 @@ async fn handle_cancel(ctx: &ProxyContext, config: &Config, pid: i32, secret: i3
                     );
                 }
             } else {
-                tracing::debug!(pid, "cancel request for an unknown key");
+                crate::log_limited!(debug, pid, "cancel request for an unknown key");
             }
             CancelOutcome::Unknown
         }
@@ -361,11 +401,34 @@ async fn forward(
             CancelOutcome::Forwarded
         }
         Err(e) => {
-            static FAILED: LogLimit = LogLimit::new(LOG_INTERVAL);
-            if let Some(more) = FAILED.admit() {
-                tracing::warn!(pid, issuer, %peer, error = %e, more_since_last_line = more, "cannot forward cancel request");
-            }
+            crate::log_limited!(warn, pid, issuer, %peer, error = %e, "cannot forward cancel request");
             CancelOutcome::ForwardFailed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kinds() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cases = [
+            (
+                ProxyError::ClientAuth { user: "app".into() },
+                StartupFailure::AuthFailed,
+            ),
+            (
+                ProxyError::ClientProtocol(message::DecodeError::Malformed("x")),
+                StartupFailure::Protocol,
+            ),
+            (ProxyError::ClientGone, StartupFailure::Closed),
+            (ProxyError::Io(io()), StartupFailure::Closed),
+            (ProxyError::NoBackendPassword, StartupFailure::Closed),
+        ];
+        for (e, kind) in cases {
+            assert_eq!(failure_kind(&e), kind, "{e}");
         }
     }
 }

@@ -26,9 +26,10 @@ pub struct BackendCounters {
 /// Per-listener counters.
 #[derive(Debug, Default)]
 pub struct ListenerCounters {
+    /// Logged-in client sessions now.
     pub clients: AtomicI64,
+    /// Client sessions that logged in.
     pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +44,106 @@ pub struct ProxyStats {
     pub retried_on_primary: AtomicU64,
     errors_by_class: Mutex<BTreeMap<String, u64>>,
     pub cancels: CancelCounters,
+    pub refused: RefusedCounters,
+    pub startup_failures: StartupFailureCounters,
+}
+
+/// How a connection ended before it logged in (other than refused at accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupFailure {
+    /// Wrong password, unknown user (28P01).
+    AuthFailed,
+    /// Not the PostgreSQL start-up protocol, or a start-up pgcast refuses (08P01, 0A000, 28000).
+    Protocol,
+    /// Start-up not finished within `limits.startup_timeout_ms` (57014).
+    Timeout,
+    /// The client closed the connection, or it failed, during start-up.
+    Closed,
+}
+
+/// Connections that ended before logging in, by how.
+#[derive(Debug, Default)]
+pub struct StartupFailureCounters {
+    pub auth_failed: AtomicU64,
+    pub protocol: AtomicU64,
+    pub timeout: AtomicU64,
+    pub closed: AtomicU64,
+}
+
+impl StartupFailureCounters {
+    pub fn count(&self, how: StartupFailure) {
+        let c = match how {
+            StartupFailure::AuthFailed => &self.auth_failed,
+            StartupFailure::Protocol => &self.protocol,
+            StartupFailure::Timeout => &self.timeout,
+            StartupFailure::Closed => &self.closed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StartupFailureCounts {
+        StartupFailureCounts {
+            auth_failed: self.auth_failed.load(Ordering::Relaxed),
+            protocol: self.protocol.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Connections that ended before logging in, as reported by `pgcast status` and the metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct StartupFailureCounts {
+    pub auth_failed: u64,
+    pub protocol: u64,
+    pub timeout: u64,
+    pub closed: u64,
+}
+
+/// Why a connection was refused with 53300 (too many connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// At accept: `limits.max_prelogin_connections` connections were in start-up already.
+    PreLoginFull,
+    /// At accept: its source held `limits.max_prelogin_per_source` of them already.
+    PreLoginPerSource,
+    /// After authentication: `limits.max_client_connections` clients were logged in.
+    ClientsFull,
+}
+
+/// Refused connections by reason.
+#[derive(Debug, Default)]
+pub struct RefusedCounters {
+    pub prelogin_full: AtomicU64,
+    pub prelogin_per_source: AtomicU64,
+    pub clients_full: AtomicU64,
+}
+
+impl RefusedCounters {
+    pub fn count(&self, why: Refusal) {
+        let c = match why {
+            Refusal::PreLoginFull => &self.prelogin_full,
+            Refusal::PreLoginPerSource => &self.prelogin_per_source,
+            Refusal::ClientsFull => &self.clients_full,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RefusedCounts {
+        RefusedCounts {
+            prelogin_full: self.prelogin_full.load(Ordering::Relaxed),
+            prelogin_per_source: self.prelogin_per_source.load(Ordering::Relaxed),
+            clients_full: self.clients_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Refused connections by reason, as reported by `pgcast status` and the metrics endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RefusedCounts {
+    pub prelogin_full: u64,
+    pub prelogin_per_source: u64,
+    pub clients_full: u64,
 }
 
 /// What became of a CancelRequest.

@@ -381,7 +381,6 @@ impl Actor {
         let packet = match ControlPacket::decode(&d.payload) {
             Ok(p) => p,
             Err(e) => {
-                tracing::debug!(src = %d.src, error = %e, "bfd: packet dropped");
                 self.count_drop(d.src, e.reason());
                 return;
             }
@@ -401,12 +400,15 @@ impl Actor {
         execute(entry, self.sockets.get(&peer), &mut self.buf, actions);
     }
 
-    /// Attributes a drop to the session with that source address when there is one.
+    /// Attributes a drop to the session with that source address when there is one. Anyone
+    /// who can reach port 3784 can make us drop a packet (unknown discriminators, bad TTL,
+    /// garbage): every drop is counted, and logged at most once per interval.
     fn count_drop(&mut self, src: Ipv4Addr, reason: &str) {
         match self.sessions.get_mut(src) {
             Some(e) => e.count_drop(reason),
             None => *self.dropped.entry(reason.to_string()).or_default() += 1,
         }
+        crate::log_limited!(debug, %src, reason, "bfd: packet dropped");
     }
 
     fn on_tick(&mut self, now: Instant) {

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -10,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::neighbor::{Command, Event, NeighborTask};
 use super::sockopt::{set_gtsm, set_tcp_md5, set_ttl_255, SockoptError};
-use super::status::{BgpNeighborStatus, BgpStatus};
+use super::status::{BgpNeighborStatus, BgpRefusal, BgpRefusedCounters, BgpStatus};
 use super::{ConfigError, Session, SessionConfig, SpeakerIdentity};
 use crate::anycast::announce::PrefixVerdict;
 use crate::config::BgpConfig;
@@ -48,6 +49,7 @@ pub struct BgpHandle {
     graceful_shutdown: Duration,
     neighbors: Vec<NeighborHandle>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    refused: Arc<BgpRefusedCounters>,
 }
 
 /// Starts one actor per neighbour (they connect at once unless passive) and the listener.
@@ -93,12 +95,13 @@ pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
     for (task, rx) in tasks {
         tokio::spawn(task.run(rx));
     }
+    let refused = Arc::new(BgpRefusedCounters::default());
     let listener = listener.map(|l| {
         let routes: Vec<(Ipv4Addr, mpsc::Sender<Event>)> = neighbors
             .iter()
             .map(|n| (n.address, n.events.clone()))
             .collect();
-        tokio::spawn(accept_loop(l, routes))
+        tokio::spawn(accept_loop(l, routes, Arc::clone(&refused)))
     });
     Ok(BgpHandle {
         local_as: cfg.local_as,
@@ -106,6 +109,7 @@ pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
         graceful_shutdown: cfg.graceful_shutdown,
         neighbors,
         listener,
+        refused,
     })
 }
 
@@ -133,12 +137,16 @@ fn bind_listener(addr: SocketAddr, cfg: &BgpConfig) -> Result<TcpListener, BgpIo
     socket.listen(16).map_err(err)
 }
 
-async fn accept_loop(listener: TcpListener, routes: Vec<(Ipv4Addr, mpsc::Sender<Event>)>) {
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    routes: Vec<(Ipv4Addr, mpsc::Sender<Event>)>,
+    refused: Arc<BgpRefusedCounters>,
+) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!("bgp accept: {e}");
+                refuse(&refused, BgpRefusal::AcceptFailed, None, &e.to_string());
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -149,12 +157,29 @@ async fn accept_loop(listener: TcpListener, routes: Vec<(Ipv4Addr, mpsc::Sender<
             // behind it. A dropped connection is retried by the peer.
             Some((_, events)) => {
                 if events.try_send(Event::Accepted(stream)).is_err() {
-                    tracing::warn!(%from, "BGP neighbor busy, its new connection closed");
+                    refuse(&refused, BgpRefusal::NeighborBusy, Some(from), "");
                 }
             }
-            None => {
-                tracing::warn!(%from, "BGP connection from an address that is not a configured neighbor, closed")
-            }
+            None => refuse(&refused, BgpRefusal::NotANeighbor, Some(from), ""),
+        }
+    }
+}
+
+/// Counts a connection the listener closed and logs it at most once per interval per reason:
+/// anyone who reaches port 179 can open connections (without TCP-MD5 on the listener, the
+/// kernel does not filter them), one line each would let them flood the log.
+fn refuse(counters: &BgpRefusedCounters, why: BgpRefusal, from: Option<SocketAddr>, error: &str) {
+    counters.count(why);
+    let from = from.map(|f| f.to_string()).unwrap_or_default();
+    match why {
+        BgpRefusal::NotANeighbor => {
+            crate::log_limited!(warn, %from, "BGP connection from an address that is not a configured neighbor, closed");
+        }
+        BgpRefusal::NeighborBusy => {
+            crate::log_limited!(warn, %from, "BGP neighbor busy, its new connection closed");
+        }
+        BgpRefusal::AcceptFailed => {
+            crate::log_limited!(warn, "bgp accept: {error}");
         }
     }
 }
@@ -242,6 +267,7 @@ impl BgpHandle {
             local_as: self.local_as,
             router_id: self.router_id,
             neighbors: self.neighbors.iter().map(|n| n.status.clone()).collect(),
+            refused: Arc::clone(&self.refused),
         }
     }
 }
@@ -252,6 +278,7 @@ pub struct BgpStatusSource {
     local_as: u32,
     router_id: Ipv4Addr,
     neighbors: Vec<watch::Receiver<BgpNeighborStatus>>,
+    refused: Arc<BgpRefusedCounters>,
 }
 
 impl BgpStatusSource {
@@ -269,6 +296,7 @@ impl BgpStatusSource {
                     s
                 })
                 .collect(),
+            refused_connections: self.refused.snapshot(),
         }
     }
 }

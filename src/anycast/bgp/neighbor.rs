@@ -287,7 +287,8 @@ impl NeighborTask {
             // Idle (not started or backing off), Established, or a second connection already
             // running: RFC 4271 section 6.8 closes the newcomer.
             state => {
-                tracing::debug!(peer = %self.cfg.address, ?state, "connection from the peer refused");
+                // Once per connection the peer's address opens: limited.
+                crate::log_limited!(debug, peer = %self.cfg.address, ?state, "connection from the peer refused");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! What `pgcast status` shows of the BGP speaker.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,55 @@ pub struct BgpStatus {
     pub local_as: u32,
     pub router_id: Option<Ipv4Addr>,
     pub neighbors: Vec<BgpNeighborStatus>,
+    /// Connections to the BGP port closed at once, by reason (absent in older documents).
+    #[serde(default)]
+    pub refused_connections: BgpRefusedCounts,
+}
+
+/// Connections the listener closed at once, by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BgpRefusedCounts {
+    /// From an address that is not a configured neighbour.
+    pub not_a_neighbor: u64,
+    /// From a neighbour whose actor had no room for another connection.
+    pub neighbor_busy: u64,
+    /// `accept` failed (out of descriptors, usually).
+    pub accept_failed: u64,
+}
+
+/// Why the listener closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BgpRefusal {
+    NotANeighbor,
+    NeighborBusy,
+    AcceptFailed,
+}
+
+/// The listener's counters, shared with the status source.
+#[derive(Debug, Default)]
+pub struct BgpRefusedCounters {
+    not_a_neighbor: AtomicU64,
+    neighbor_busy: AtomicU64,
+    accept_failed: AtomicU64,
+}
+
+impl BgpRefusedCounters {
+    pub fn count(&self, why: BgpRefusal) {
+        let c = match why {
+            BgpRefusal::NotANeighbor => &self.not_a_neighbor,
+            BgpRefusal::NeighborBusy => &self.neighbor_busy,
+            BgpRefusal::AcceptFailed => &self.accept_failed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> BgpRefusedCounts {
+        BgpRefusedCounts {
+            not_a_neighbor: self.not_a_neighbor.load(Ordering::Relaxed),
+            neighbor_busy: self.neighbor_busy.load(Ordering::Relaxed),
+            accept_failed: self.accept_failed.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -121,8 +121,10 @@ pub struct Counters {
 
 impl Counters {
     pub(crate) fn drop(&mut self, reason: &str) {
-        tracing::debug!(reason, "ospf: dropped");
         *self.dropped.entry(reason.to_string()).or_insert(0) += 1;
+        // Any host on the segment can make us drop a packet: the counters keep every drop by
+        // reason, the log a line per interval.
+        crate::log_limited!(debug, reason, "ospf: packet dropped");
     }
     fn bump(map: &mut BTreeMap<String, u64>, name: &str) {
         *map.entry(name.to_string()).or_insert(0) += 1;
@@ -206,10 +208,8 @@ impl Instance {
                 dst,
                 received,
             } => self.recv_packet(now, ifindex, src, dst, received),
-            Input::DecodeFailed { ifindex, reason } => {
-                tracing::debug!(ifindex, reason, "ospf: decode failed");
-                self.counters.drop(reason);
-            }
+            // Logged (within limits) and counted by `drop`, with its reason.
+            Input::DecodeFailed { ifindex: _, reason } => self.counters.drop(reason),
             Input::Timer => self.timers(now),
             Input::SetAnnouncements(list) => self.origin.set_desired(list),
             Input::Shutdown => self.start_shutdown(now),

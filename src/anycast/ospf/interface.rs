@@ -296,7 +296,9 @@ impl Instance {
         let ifc = &mut self.interfaces[ifi];
         let dead = Duration::from_secs(u64::from(ifc.cfg.dead_interval));
         ifc.neighbors.entry(rid).or_insert_with(|| {
-            tracing::info!(%rid, %src, "ospf: new neighbour");
+            // One Hello with a new router id makes one (without authentication, anyone on
+            // the segment can send it): a line per interval, not per Hello.
+            crate::log_limited!(info, %rid, %src, "ospf: new neighbour");
             Neighbor::new(rid, src, now + dead)
         });
         if !self.check_crypto_seq(ifi, rid, crypto_seq) {

@@ -237,7 +237,7 @@ async fn receive_loop(
         }) {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, "ospf: receive failed");
+                crate::log_limited!(debug, error = %e, "ospf: receive failed");
                 continue;
             }
             Err(_would_block) => continue,

@@ -278,7 +278,11 @@ impl Instance {
             (_, s) => s,
         };
         n.state = new;
-        if new != old {
+        if new != old && old == NbrState::Down {
+            // The first step of a new neighbour, made by the same single Hello that created
+            // it: limited like "ospf: new neighbour". Later steps need an exchange with us.
+            crate::log_limited!(info, %rid, from = ?old, to = ?new, event = %ev, "ospf: neighbour state");
+        } else if new != old {
             tracing::info!(%rid, from = ?old, to = ?new, event = %ev, "ospf: neighbour state");
         }
         // §9.2 NeighborChange: bidirectional communication gained or lost.

@@ -47,6 +47,11 @@ impl NetLab {
         }
     }
 
+    /// The PID of pgcast in balancer `n` (`ip netns exec` execs it), while it runs.
+    pub fn pid(&self, n: usize) -> Option<u32> {
+        self.balancers[n - 1].child.as_ref().map(Child::id)
+    }
+
     /// Whether pgcast in balancer `n` is still running.
     pub fn running(&mut self, n: usize) -> bool {
         match self.balancers[n - 1].child.as_mut() {
