@@ -340,6 +340,15 @@ pub fn render_metrics(s: &Status) -> String {
         "pgcast_retried_on_primary_total {}",
         s.routed.retried_on_primary
     );
+    for (name, value) in [
+        (
+            "pgcast_transaction_checkins_total",
+            s.routed.transaction_checkins,
+        ),
+        ("pgcast_pinned_sessions_total", s.routed.pinned_sessions),
+    ] {
+        let _ = writeln!(m, "# TYPE {name} counter\n{name} {value}");
+    }
     let _ = writeln!(m, "# TYPE pgcast_errors_total counter");
     for (class, n) in &s.errors_by_sqlstate_class {
         let _ = writeln!(m, "pgcast_errors_total{{sqlstate_class=\"{class}\"}} {n}");

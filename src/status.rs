@@ -129,6 +129,12 @@ pub struct RoutedCounts {
     /// Units a replica refused as writes (misclassified reads), run again on the primary.
     #[serde(default)]
     pub retried_on_primary: u64,
+    /// Transaction pooling: connections given back between transactions.
+    #[serde(default)]
+    pub transaction_checkins: u64,
+    /// Transaction pooling: sessions pinned to their connections by state that cannot move.
+    #[serde(default)]
+    pub pinned_sessions: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -224,6 +230,8 @@ impl Status {
                 replica: ctx.stats.routed_replica.load(Ordering::Relaxed),
                 pool_reused: ctx.stats.pool_reused.load(Ordering::Relaxed),
                 retried_on_primary: ctx.stats.retried_on_primary.load(Ordering::Relaxed),
+                transaction_checkins: ctx.stats.transaction_checkins.load(Ordering::Relaxed),
+                pinned_sessions: ctx.stats.pinned_sessions.load(Ordering::Relaxed),
             },
             errors_by_sqlstate_class: ctx.stats.errors_by_class(),
             statement_cache: CacheStatus {
@@ -338,6 +346,13 @@ impl Status {
             self.statement_cache.misses,
             if self.statement_cache.functions_loaded { "loaded" } else { "NOT loaded (all function calls go to the primary)" }
         );
+        if self.routed.transaction_checkins > 0 || self.routed.pinned_sessions > 0 {
+            let _ = writeln!(
+                s,
+                "Transaction pool: {} connections given back between transactions; {} sessions pinned to their connections",
+                self.routed.transaction_checkins, self.routed.pinned_sessions
+            );
+        }
         let c = &self.cancel_requests;
         let _ = writeln!(
             s,

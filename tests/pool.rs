@@ -210,18 +210,7 @@ async fn server_connections_are_capped_and_clients_wait_in_line() {
         "[pool]\nmax_server_connections = 2\ncheckout_timeout_ms = 1000\n",
     );
     let scram = p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD);
-    let on_primary = || {
-        c.psql(
-            &c.primary,
-            DATABASE,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('{SCRAM_USER}', '{MD5_USER}')"
-            ),
-        )
-        .trim()
-        .parse::<i64>()
-        .expect("a count")
-    };
+    let on_primary = || c.test_user_backends_on_primary();
     let first = connect(&scram).await;
     let second = connect(&scram).await;
     let Err(refused) = client::connect(&scram).await else {

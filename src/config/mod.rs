@@ -275,6 +275,10 @@ pub enum PoolMode {
     /// A client session owns its backend connections; at its end they are reset with
     /// `DISCARD ALL` and kept for the next session of the same user, database and parameters.
     Session,
+    /// A client holds a backend connection for a transaction (or an autocommit statement, or
+    /// an extended batch up to Sync) and gives it back when ReadyForQuery says idle, unless
+    /// it created state that cannot move (then it keeps the connection: pinned).
+    Transaction,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -606,16 +610,14 @@ impl Validator<'_> {
             mode: match p.mode.as_deref() {
                 None | Some("session") => PoolMode::Session,
                 Some("none") => PoolMode::None,
-                Some("transaction") => return Err(self.err(
-                    ps,
-                    "pool.mode",
-                    "\"transaction\" pooling is not implemented yet; use \"session\" or \"none\"",
-                )),
+                Some("transaction") => PoolMode::Transaction,
                 Some(other) => {
                     return Err(self.err(
                         ps,
                         "pool.mode",
-                        format!("unknown mode {other:?}; expected \"session\" or \"none\""),
+                        format!(
+                        "unknown mode {other:?}; expected \"session\", \"transaction\" or \"none\""
+                    ),
                     ))
                 }
             },

@@ -465,10 +465,22 @@ pub fn decode_unicode_escapes(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// Whether a statement creates session state through a function call or a nested clause:
+/// Functions whose effect outlives the transaction, on this one backend connection:
 /// `set_config(name, value, is_local)` (session-level, and a custom variable it creates
-/// outlives even a transaction-local one), `setseed()`
-/// (the session's random sequence), or `SELECT ... INTO TEMP` anywhere in a query.
+/// outlives even a transaction-local one), `setseed()` (the session's random sequence), and
+/// the session-level advisory locks (the `_xact_` ones end with the transaction).
+const SESSION_STATE_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "setseed",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+
+/// Whether a statement creates session state through a function call (see
+/// [`SESSION_STATE_FUNCTIONS`]) or a nested clause (`SELECT ... INTO TEMP` anywhere in a
+/// query).
 pub fn pins_session(stmt: &Statement) -> bool {
     stmt.visit(&mut PinScan).is_break()
 }
@@ -496,7 +508,7 @@ impl Visitor for PinScan {
             }
             | TableFactor::Function { name, .. }
                 if function_name(name)
-                    .is_some_and(|(_, n)| n == "setseed" || n == "set_config") =>
+                    .is_some_and(|(_, n)| SESSION_STATE_FUNCTIONS.contains(&n.as_str())) =>
             {
                 ControlFlow::Break(())
             }
@@ -508,12 +520,11 @@ impl Visitor for PinScan {
         let Expr::Function(f) = e else {
             return ControlFlow::Continue(());
         };
-        match function_name(&f.name).map(|(_, n)| n).as_deref() {
-            Some("setseed") => ControlFlow::Break(()),
-            // Also with is_local = true: the setting is undone at the end of the transaction,
-            // but a custom variable (`x.y`) it created stays defined in the session
-            // (current_setting(.., true) then answers '' there and NULL on another connection).
-            Some("set_config") => ControlFlow::Break(()),
+        // set_config also with is_local = true: the setting is undone at the end of the
+        // transaction, but a custom variable (`x.y`) it created stays defined in the session
+        // (current_setting(.., true) then answers '' there and NULL on another connection).
+        match function_name(&f.name) {
+            Some((_, n)) if SESSION_STATE_FUNCTIONS.contains(&n.as_str()) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
     }

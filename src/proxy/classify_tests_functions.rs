@@ -278,6 +278,14 @@ fn state_creating_statements_pin() {
             ("SELECT set_config('search_path', 'x', true)", PinToPrimary),
             ("SELECT * FROM set_config('a', 'b', false)", PinToPrimary),
             ("SELECT setseed(0.5)", PinToPrimary),
+            // Session-level advisory locks live on the connection; the _xact_ ones do not.
+            ("SELECT pg_advisory_lock(42)", PinToPrimary),
+            ("SELECT pg_try_advisory_lock_shared(1, 2)", PinToPrimary),
+            (
+                "SELECT pg_catalog.pg_advisory_lock_shared(42)",
+                PinToPrimary,
+            ),
+            ("SELECT pg_advisory_xact_lock(42)", Write),
             (
                 "SELECT 1 FROM t WHERE a = (SELECT setseed(0.5))",
                 PinToPrimary,

@@ -192,6 +192,9 @@ impl Session {
                     parse: m.clone(),
                     classes,
                 };
+                if !name.is_empty() && !self.statements.contains_key(name.as_ref()) {
+                    self.batch.new_statements.push(name.to_string());
+                }
                 self.statements.insert(name.to_string(), info);
             }
             b'B' => {

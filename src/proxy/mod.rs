@@ -25,6 +25,7 @@ pub mod slot;
 pub mod slots;
 pub mod startup;
 pub mod stats;
+mod transaction_pool;
 pub mod weighted;
 
 use std::net::SocketAddr;

@@ -53,6 +53,8 @@ pub struct SessionFacts {
     /// An extended batch sent before its Sync (the client went quiet, or it grew large): what
     /// follows is unknown, so it may not start on a replica.
     pub unsynced: bool,
+    /// `[pool] mode = "transaction"`: connections change between transactions.
+    pub transaction_pool: bool,
 }
 
 impl SessionFacts {
@@ -307,6 +309,7 @@ fn routing(f: &SessionFacts, in_transaction_on: Option<Target>) -> SessionRoutin
         in_transaction_on,
         pinned_to_primary: f.pinned,
         recent_write: f.recent_write,
+        transaction_pool: f.transaction_pool,
     }
 }
 

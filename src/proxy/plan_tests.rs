@@ -22,6 +22,7 @@ fn auto() -> SessionFacts {
         unit_serializable: false,
         unit_sets_serializable: false,
         unsynced: false,
+        transaction_pool: false,
     }
 }
 

@@ -32,7 +32,25 @@ pub struct ServerConn {
     pub created: Instant,
     /// Its share of the backend's `pool.max_server_connections`, kept while idle too.
     pub permit: ServerPermit,
+    /// Protocol-level prepared statements on it (name -> hash of the Parse), which the next
+    /// session of a transaction pool may use; 0 for one whose text is unknown.
+    pub prepared: HashMap<String, u64>,
 }
+
+/// What a connection needs before the next session may have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// The end of a session: back to the start-up state.
+    DiscardAll,
+    /// The end of a transaction of a session that changed settings.
+    Settings,
+    /// The end of a transaction of a session that changed nothing outside it.
+    Nothing,
+}
+
+/// Past this many, a transaction-pool connection's prepared statements are deallocated when
+/// it comes back (a bound on server memory; they are prepared again when used).
+const MAX_STATEMENTS_PER_CONNECTION: usize = 256;
 
 impl ServerConn {
     /// Closes the connection politely (Terminate), without waiting.
@@ -156,7 +174,13 @@ impl Pool {
 
     /// Resets a connection a session no longer needs and keeps it for the next one; closes it
     /// if it cannot be reset cleanly or is not wanted.
-    pub fn checkin(self: &Arc<Self>, key: PoolKey, conn: ServerConn, cfg: PoolConfig) {
+    pub fn checkin(
+        self: &Arc<Self>,
+        key: PoolKey,
+        mut conn: ServerConn,
+        cfg: PoolConfig,
+        how: Reset,
+    ) {
         if cfg.mode == PoolMode::None
             || cfg.max_idle_per_key == 0
             || conn.created.elapsed() >= cfg.max_lifetime
@@ -164,10 +188,25 @@ impl Pool {
             conn.close();
             return;
         }
+        let sql = match how {
+            Reset::DiscardAll => "DISCARD ALL",
+            Reset::Settings if conn.prepared.len() > MAX_STATEMENTS_PER_CONNECTION => {
+                "RESET ALL; DEALLOCATE ALL"
+            }
+            Reset::Settings => "RESET ALL",
+            Reset::Nothing if conn.prepared.len() > MAX_STATEMENTS_PER_CONNECTION => {
+                "DEALLOCATE ALL"
+            }
+            // The hot path of transaction pooling: no round trip.
+            Reset::Nothing => return self.put(key, conn, &cfg),
+        };
+        if sql.contains("DISCARD ALL") || sql.contains("DEALLOCATE ALL") {
+            conn.prepared.clear();
+        }
         let pool = Arc::clone(self);
         tokio::spawn(async move {
             // Bounded: a backend that stops answering must not keep the task forever.
-            let reset = tokio::time::timeout(Duration::from_secs(5), reset(conn)).await;
+            let reset = tokio::time::timeout(Duration::from_secs(5), reset(conn, sql)).await;
             match reset {
                 Ok(Ok(conn)) => pool.put(key, conn, &cfg),
                 Ok(Err(e)) => tracing::debug!(backend = %key.backend, error = %e, "not pooled"),
@@ -312,11 +351,13 @@ fn expired(idle: &Idle, cfg: &PoolConfig, now: Instant) -> bool {
 }
 
 /// Returns the session to its start-up state: `DISCARD ALL` closes prepared statements,
-/// portals, temporary tables, advisory locks and LISTENs and resets every setting. The
-/// ParameterStatus messages it causes update what the next client will be told.
-async fn reset(mut conn: ServerConn) -> Result<ServerConn, ProxyError> {
+/// portals, temporary tables, advisory locks and LISTENs and resets every setting; after a
+/// transaction, `RESET ALL` undoes the client's session SETs (the transaction pool keeps the
+/// prepared statements, which the next client may use). The ParameterStatus messages it
+/// causes update what the next client will be told.
+async fn reset(mut conn: ServerConn, sql: &str) -> Result<ServerConn, ProxyError> {
     let mut out = BytesMut::new();
-    message::write_query(&mut out, "DISCARD ALL");
+    message::write_query(&mut out, sql);
     conn.wr.write_all(&out).await?;
     let mut failed = false;
     loop {
@@ -331,9 +372,9 @@ async fn reset(mut conn: ServerConn) -> Result<ServerConn, ProxyError> {
             b'Z' => {
                 let idle = m.body().first() == Some(&b'I');
                 if failed || !idle {
-                    return Err(ProxyError::BackendUnavailable(
-                        "DISCARD ALL did not leave an idle session".into(),
-                    ));
+                    return Err(ProxyError::BackendUnavailable(format!(
+                        "{sql} did not leave an idle session"
+                    )));
                 }
                 return Ok(conn);
             }

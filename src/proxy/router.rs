@@ -33,6 +33,9 @@ pub struct SessionRouting {
     pub pinned_to_primary: bool,
     /// Read-your-writes: this session wrote recently enough that its reads must see it.
     pub recent_write: bool,
+    /// Transaction pooling: every listener role may change connections between
+    /// transactions, so pins and SET replay matter everywhere, not only on `auto`.
+    pub transaction_pool: bool,
 }
 
 /// The decision and what it implies for the session.
@@ -130,8 +133,8 @@ pub fn decide(state: SessionRouting, classes: &[StatementClass]) -> RouteDecisio
             }
         }
     };
-    if state.role != ListenerRole::Auto {
-        // Pinning and read-your-writes only mean something when there is a choice.
+    if state.role != ListenerRole::Auto && !state.transaction_pool {
+        // Pinning and SET replay only mean something when there is a choice of connection.
         d.pin_primary = false;
         d.session_set = false;
     } else if state.in_transaction_on == Some(Target::Replica) && d.pin_primary {
@@ -151,6 +154,7 @@ mod tests {
             in_transaction_on: None,
             pinned_to_primary: false,
             recent_write: false,
+            transaction_pool: false,
         }
     }
 

@@ -20,15 +20,16 @@ use super::classify::StatementClass;
 use super::client_messages::is_discard_all;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
+use super::pool::Reset;
 use super::prelogin::PreLoginPermit;
 use super::retry::Held;
 use super::router::Target;
-use super::slot::{Reply, Slot, StatementInfo};
+use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::stats::{ClientGuard, Refusal, StartupFailure};
 use super::{ProxyContext, ProxyError};
-use crate::config::{Config, ListenerConfig, ListenerRole, ReadYourWrites};
+use crate::config::{Config, ListenerConfig, ListenerRole, PoolMode, ReadYourWrites};
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
 pub(super) const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -56,6 +57,9 @@ pub(super) struct Unit {
     pub(super) deallocate: Option<super::deallocate::Deallocate>,
     /// Sent before its Sync (client quiet, or size limit): the rest of the batch is unknown.
     pub(super) unsynced: bool,
+    /// Named statements the unit's Parse messages define that the client did not have: a
+    /// connection that has one of these names from another session closes it first.
+    pub(super) new_statements: Vec<String>,
     pub(super) bytes: usize,
 }
 
@@ -194,7 +198,9 @@ impl Session {
         {
             if slot.reusable() && self.client_terminated {
                 let (key, conn) = slot.into_server_conn();
-                self.ctx.pool.checkin(key, conn, self.config.pool.clone());
+                self.ctx
+                    .pool
+                    .checkin(key, conn, self.config.pool.clone(), Reset::DiscardAll);
             } else {
                 let mut slot = slot;
                 let _ = slot.send(&terminate).await;
@@ -226,6 +232,7 @@ impl Session {
                 wr.write_all(&self.client_out).await?;
                 self.client_out.clear();
             }
+            self.release_between_transactions();
             if terminating && self.waiting.is_none() && !self.client_waits() {
                 self.client_terminated = true;
                 return Ok(());
@@ -482,6 +489,7 @@ impl Session {
             recent_write: self.recent_write(),
             has_session_sets: !self.session_sets.is_empty(),
             session_sets_full: self.session_sets.len() >= MAX_SESSION_SETS,
+            transaction_pool: self.config.pool.mode == PoolMode::Transaction,
             deferred_begin: self.deferred_begin.is_some(),
             deferred_begin_read_only: self.deferred_begin_read_only,
             unit_serializable: unit.serializable,
@@ -540,6 +548,7 @@ impl Session {
         if plan.pin && !self.pinned_primary {
             tracing::debug!("session pinned to the primary");
             self.pinned_primary = true;
+            self.note_pinned();
         }
         if plan.writes {
             self.last_write = Some(Instant::now());
@@ -576,12 +585,15 @@ impl Session {
         let sets = if with_sets { unit.set_sql } else { Vec::new() };
         let closed = slot
             .write_unit(
-                &unit.messages,
+                UnitMessages {
+                    messages: &unit.messages,
+                    new_statements: &unit.new_statements,
+                    extended: unit.extended,
+                    ends: unit.ends,
+                    size_hint: unit.bytes,
+                },
                 &self.statements,
-                unit.extended,
-                unit.ends,
                 sets,
-                unit.bytes,
             )
             .await?;
         self.after_deallocate(target, deallocate).await?;

@@ -24,6 +24,17 @@ use super::stats::{BackendCounters, GaugeGuard};
 use super::ProxyError;
 use crate::config::PoolConfig;
 
+/// A unit's client messages, as `write_unit` needs them.
+pub struct UnitMessages<'a> {
+    pub messages: &'a [Message],
+    /// Statement names the unit's Parse messages define that the client did not have.
+    pub new_statements: &'a [String],
+    pub extended: bool,
+    /// Ends with Sync (or is a simple Query).
+    pub ends: bool,
+    pub size_hint: usize,
+}
+
 /// A client's protocol-level prepared statement, as the client defined it.
 pub struct StatementInfo {
     pub parse: Message,
@@ -126,6 +137,7 @@ impl Slot {
                     startup,
                     created: Instant::now(),
                     permit,
+                    prepared: HashMap::new(),
                 }
             }
         };
@@ -135,6 +147,7 @@ impl Slot {
             startup,
             created,
             permit,
+            prepared,
         } = conn;
         let cancel_key = Arc::new(BackendCancelKey {
             host: login.host.to_string(),
@@ -150,7 +163,7 @@ impl Slot {
             reader,
             wr,
             pending: VecDeque::new(),
-            prepared: HashMap::new(),
+            prepared,
             to_close: HashSet::new(),
             tx_status: b'I',
             copy_in: false,
@@ -184,8 +197,12 @@ impl Slot {
             pool_key,
             created,
             permit,
+            mut prepared,
+            to_close,
             ..
         } = self;
+        // Closed by the client elsewhere, still defined here.
+        prepared.extend(to_close.into_iter().map(|name| (name, 0)));
         (
             pool_key,
             ServerConn {
@@ -194,8 +211,15 @@ impl Slot {
                 startup,
                 created,
                 permit,
+                prepared,
             },
         )
+    }
+
+    /// Between transactions: nothing outstanding, idle, no COPY, no batch waiting for its
+    /// Sync. A transaction pool may hand it to another session now.
+    pub fn between_transactions(&self) -> bool {
+        self.idle() && self.tx_status == b'I' && !self.copy_in
     }
 
     /// No replies outstanding.
@@ -319,13 +343,17 @@ impl Slot {
     /// Returns the names of statements the unit closes, for the session's other connection.
     pub async fn write_unit(
         &mut self,
-        messages: &[Message],
+        unit: UnitMessages<'_>,
         statements: &HashMap<String, StatementInfo>,
-        extended: bool,
-        ends: bool,
         on_success_sets: Vec<String>,
-        size_hint: usize,
     ) -> Result<Vec<String>, ProxyError> {
+        let UnitMessages {
+            messages,
+            new_statements,
+            extended,
+            ends,
+            size_hint,
+        } = unit;
         // Injected messages go before the unit's own, so their replies come first and cannot
         // be confused with the replies the client expects.
         let mut injected = BytesMut::new();
@@ -337,10 +365,12 @@ impl Slot {
             match m.tag {
                 b'P' => {
                     if let Ok((name, _)) = message::parse_message_fields(body) {
+                        // Closed by the client elsewhere, or left here by another session of
+                        // a transaction pool: a Parse of the same name would fail with 42P05.
+                        let foreign = new_statements.iter().any(|n| n == name.as_ref())
+                            && self.prepared.contains_key(name.as_ref());
                         self.prepared.insert(name.to_string(), parse_hash(m));
-                        if self.to_close.remove(name.as_ref()) && !name.is_empty() {
-                            // Closed by the client elsewhere but still here: a Parse of the
-                            // same name would fail with 42P05.
+                        if (self.to_close.remove(name.as_ref()) || foreign) && !name.is_empty() {
                             message::write_message(&mut injected, b'C', |b| {
                                 b.extend_from_slice(b"S");
                                 message::put_cstr(b, &name);

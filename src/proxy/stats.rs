@@ -42,6 +42,11 @@ pub struct ProxyStats {
     pub pool_reused: AtomicU64,
     /// Units a replica refused as writes, run again on the primary.
     pub retried_on_primary: AtomicU64,
+    /// Transaction pooling: connections given back between transactions.
+    pub transaction_checkins: AtomicU64,
+    /// Transaction pooling: sessions that created state that cannot move and so keep their
+    /// connections.
+    pub pinned_sessions: AtomicU64,
     errors_by_class: Mutex<BTreeMap<String, u64>>,
     pub cancels: CancelCounters,
     pub refused: RefusedCounters,

@@ -3,6 +3,20 @@
 use super::*;
 
 impl PgCluster {
+    /// The primary's client backends of the test users (what a pool's cap bounds).
+    pub fn test_user_backends_on_primary(&self) -> i64 {
+        self.psql(
+            &self.primary,
+            DATABASE,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename IN ('{SCRAM_USER}', '{MD5_USER}')"
+            ),
+        )
+        .trim()
+        .parse()
+        .expect("a count")
+    }
+
     /// Run SQL (may contain several statements) as superuser `postgres` over
     /// TCP; returns trimmed stdout. Panics with stderr on failure.
     pub fn psql(&self, node: &PgNode, db: &str, sql: &str) -> String {
