@@ -1,12 +1,14 @@
 //! Unit tests of the BGP speaker, one file per concern: `codec` (framing, OPEN, KEEPALIVE,
 //! NOTIFICATION, ROUTE-REFRESH), `codec_update` (UPDATE building and checks), `proptests`,
-//! `fixtures` (messages captured from FRR) and `fsm` (scripted sessions). Paths are
+//! `fixtures` (messages captured from FRR), `fsm` (scripted sessions) and `fsm_backoff` (what
+//! an Idle session waiting to restart does with the peer's connection). Paths are
 //! relative (`super::super`) so the folder moves with the module. Shared helpers below.
 
 mod codec;
 mod codec_update;
 mod fixtures;
 mod fsm;
+mod fsm_backoff;
 mod proptests;
 
 use bytes::{Bytes, BytesMut};
