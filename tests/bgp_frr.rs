@@ -683,6 +683,19 @@ fn reference_frr_balancers_router_side() {
         && n.message.as_deref() == Some("reference: b1 drained")));
 }
 
+/// One balancer under r1, its pgcast config edited by `edit`, Established with a route.
+fn one_balancer_converged(edit: impl Fn(&str) -> String) -> NetLab {
+    let mut lab = BgpOptions {
+        balancers: 1,
+        ..BgpOptions::default()
+    }
+    .up();
+    let conf = lab.config_text(1);
+    lab.set_config_text(1, &edit(&conf));
+    start_and_converge(&mut lab, &[1]);
+    lab
+}
+
 /// A router reload (issue 14): r1's bgpd dies, stays away 15 s while pgcast's connection
 /// attempts fail, and comes back with its neighbours passive, so only pgcast's own connect
 /// can bring the session back. pgcast's back-off is capped (`bgp.connect_retry_max_ms`,
@@ -691,12 +704,7 @@ fn reference_frr_balancers_router_side() {
 #[test]
 fn restarted_passive_router_gets_the_route_back_within_the_back_off_cap() {
     let _lab = lab_or_skip!();
-    let mut lab = BgpOptions {
-        balancers: 1,
-        ..BgpOptions::default()
-    }
-    .up();
-    start_and_converge(&mut lab, &[1]);
+    let lab = one_balancer_converged(str::to_string);
     let b1 = lab.b(1).addr.clone();
     let ready = lab.restart_router_daemon("bgpd", Duration::from_secs(15), |conf| {
         let mut out = String::new();
@@ -722,6 +730,48 @@ fn restarted_passive_router_gets_the_route_back_within_the_back_off_cap() {
     assert!(
         back < Duration::from_secs(10),
         "back within the 4 s back-off cap plus the handshake, not the doubled back-off: {back:?}\n{}",
+        bgplab::diagnostics(&lab)
+    );
+}
+
+/// A restarted router that connects (FRR does, after its 1 s start timer) gets the session on
+/// its own connection while pgcast is still backing off (issue 14). pgcast's back-off is 10 s
+/// here: after bgpd dies, pgcast retries at about 10 s and 20 s; bgpd is back at 15 s and
+/// connects at about 16 s, into pgcast's Idle. Before the fix an Idle session refused every
+/// connection, so the session came back on pgcast's own connect at 20 s.
+#[test]
+fn restarted_active_router_connection_is_taken_while_pgcast_backs_off() {
+    let _lab = lab_or_skip!();
+    let lab = one_balancer_converged(|conf| {
+        let slow = conf.replace(
+            "connect_retry_ms = 1000\n",
+            "connect_retry_ms = 10000\nconnect_retry_max_ms = 10000\n",
+        );
+        assert_ne!(conf, slow, "b1's config has connect_retry_ms:\n{conf}");
+        slow
+    });
+    let b1 = lab.b(1).addr.clone();
+    let ready = lab.restart_router_daemon("bgpd", Duration::from_secs(15), str::to_string);
+    wait_until(&lab, "b1 back in r1's kernel route", CONVERGE, |l| {
+        l.kernel_gateways().contains(&b1)
+    });
+    let back = ready.elapsed();
+    let status = lab.status(1).expect("b1 status");
+    let neighbors = status_bgp_neighbors(&status);
+    let nb = neighbors
+        .iter()
+        .find(|nb| nb.address == lab.router_addr)
+        .unwrap_or_else(|| panic!("b1 lists r1: {neighbors:?}"));
+    println!(
+        "router bgpd restarted (active) after 15 s away, pgcast backing off 10 s: b1 back in \
+         its ECMP set {} ms after bgpd was ready, on the {} connection",
+        ms(back),
+        nb.connection
+    );
+    assert_eq!(
+        nb.connection,
+        "remote",
+        "the router's connection carries the session: pgcast took it while Idle\n{}",
         bgplab::diagnostics(&lab)
     );
 }

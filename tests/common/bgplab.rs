@@ -334,6 +334,8 @@ pub struct StatusNeighbor {
     pub remote_as: u64,
     pub hold_time: u64,
     pub last_error: String,
+    /// Who opened the session's connection: "local" (pgcast) or "remote" (the router).
+    pub connection: String,
     /// `prefixes[]`: prefix → (announced, reason)
     pub prefixes: BTreeMap<String, (bool, String)>,
 }
@@ -354,6 +356,7 @@ pub fn status_bgp_neighbors(status: &Value) -> Vec<StatusNeighbor> {
             remote_as: n["remote_as"].as_u64().unwrap_or(0),
             hold_time: n["hold_time"].as_u64().unwrap_or(0),
             last_error: text(&n["last_error"]),
+            connection: text(&n["connection"]),
             prefixes: n["prefixes"]
                 .as_array()
                 .into_iter()

@@ -14,6 +14,9 @@
 //! - The ConnectRetryTimer also backs off exponentially, capped at
 //!   `connect_retry_max`. No jitter (§10) is applied: that needs a random
 //!   source and the session stays deterministic.
+//! - While the back-off after an outage runs in Idle, a connection from the
+//!   peer is accepted rather than refused; after an error it is refused, as
+//!   §8.2.2 says for Idle (see [`super::damping`]).
 //! - Passive mode never connects out, even when the ConnectRetryTimer
 //!   would (§8.1.1 PassiveTcpEstablishment still connects eventually).
 //! - A second connection for the same peer is not tracked here: the actor
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::adj_rib_out::{AdjRibOut, ExportPolicy, ExportedRoute};
 use super::collision::ConnectionOrigin;
+use super::damping;
 use super::message::{Capabilities, DecodeContext, Message, MessageError, Open};
 use super::notification::{fsm_subcode, Notification};
 use super::session_config::{ConfigError, SessionConfig};
@@ -352,13 +356,17 @@ impl Session {
         actions: &mut Vec<Action>,
     ) {
         match self.state {
-            // Not started, or backing off after a failure: refuse it.
-            SessionState::Idle => actions.push(Action::CloseTcp),
-            // RFC 4271 §8.2.2 Connect/Active, Events 16/17 without
-            // DelayOpen: send OPEN and wait for the peer's.
-            SessionState::Connect | SessionState::Active => {
+            // Not started, or damping a peer whose session failed on an error: refuse it.
+            SessionState::Idle if !self.accepts_while_backing_off() => {
+                actions.push(Action::CloseTcp)
+            }
+            // RFC 4271 §8.2.2 Connect/Active, Events 16/17 without DelayOpen: send OPEN and
+            // wait for the peer's. Idle too while backing off after an outage: the peer that
+            // connects is back (damping.rs).
+            SessionState::Idle | SessionState::Connect | SessionState::Active => {
                 self.origin = Some(origin);
                 self.timers.connect_retry = None;
+                self.timers.idle_hold = None;
                 self.timers.hold = Some(now + OPEN_WAIT_HOLD_TIME);
                 actions.push(Action::Send(Message::Open(self.our_open())));
                 self.state = SessionState::OpenSent;
@@ -370,6 +378,17 @@ impl Session {
                 tracing::warn!(state = ?self.state, "second connection handed to a busy session, ignored");
             }
         }
+    }
+
+    /// Whether a connection from the peer is taken while Idle waits out the back-off: only
+    /// after an outage (see [`damping::is_outage`]).
+    fn accepts_while_backing_off(&self) -> bool {
+        self.started
+            && self.timers.idle_hold.is_some()
+            && self
+                .last_down_reason
+                .as_ref()
+                .is_some_and(damping::is_outage)
     }
 
     fn on_tcp_lost(&mut self, now: Instant, reason: DownReason, actions: &mut Vec<Action>) {
@@ -507,7 +526,7 @@ impl Session {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 actions.push(Action::CloseTcp);
             }
-            self.timers.connect_retry = Some(now + self.backoff(self.consecutive_failures));
+            self.timers.connect_retry = Some(now + self.config.backoff(self.consecutive_failures));
             actions.push(Action::Connect);
             self.state = SessionState::Connect;
         }
@@ -692,7 +711,7 @@ impl Session {
             self.state = SessionState::Active;
             return;
         }
-        self.timers.connect_retry = Some(now + self.backoff(self.consecutive_failures));
+        self.timers.connect_retry = Some(now + self.config.backoff(self.consecutive_failures));
         actions.push(Action::Connect);
         self.state = SessionState::Connect;
     }
@@ -776,18 +795,9 @@ impl Session {
             .filter(|&hold| hold > 0)
     }
 
-    /// `connect_retry_time` doubled per failure, capped.
-    fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32.checked_shl(failures).unwrap_or(u32::MAX);
-        self.config
-            .connect_retry_time
-            .saturating_mul(factor)
-            .min(self.config.connect_retry_max)
-    }
-
     /// The back-off for this failure, counting it.
     fn take_backoff(&mut self) -> Duration {
-        let delay = self.backoff(self.consecutive_failures);
+        let delay = self.config.backoff(self.consecutive_failures);
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         delay
     }

@@ -23,11 +23,13 @@
 //! - [`fsm`]: the RFC 4271 §8 session state machine.
 //! - [`session_config`]: what a session is configured with.
 //! - [`collision`]: RFC 4271 §6.8 connection collision resolution.
+//! - [`damping`]: the back-off after a failure and what is accepted meanwhile.
 //! - [`io`], `neighbor`: the actor (TCP, listener, one task per neighbour); [`sockopt`]:
 //!   TCP-MD5 and GTSM; [`status`]: what `pgcast status` shows.
 
 pub mod adj_rib_out;
 pub mod collision;
+pub mod damping;
 pub mod fsm;
 pub mod io;
 pub mod message;

@@ -256,8 +256,10 @@ impl NeighborTask {
             }
         }
         match self.main.session.state() {
-            // Nothing open yet: the peer's connection becomes the session's.
-            SessionState::Connect | SessionState::Active => {
+            // Nothing open yet: the peer's connection becomes the session's. In Idle the
+            // session decides: it takes the connection while backing off after an outage
+            // and closes it otherwise (fsm.rs, `accepts_while_backing_off`).
+            SessionState::Idle | SessionState::Connect | SessionState::Active => {
                 if let Some((_, task)) = self.connecting.take() {
                     task.abort();
                 }
@@ -284,8 +286,8 @@ impl NeighborTask {
                 let conn = self.adopt(stream, ConnectionOrigin::Remote);
                 self.attach(Which::Second, conn).await;
             }
-            // Idle (not started or backing off), Established, or a second connection already
-            // running: RFC 4271 section 6.8 closes the newcomer.
+            // Established, or a second connection already running: RFC 4271 section 6.8
+            // closes the newcomer.
             state => {
                 // Once per connection the peer's address opens: limited.
                 crate::log_limited!(debug, peer = %self.cfg.address, ?state, "connection from the peer refused");

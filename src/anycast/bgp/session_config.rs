@@ -47,6 +47,11 @@ impl SessionConfig {
         }
     }
 
+    /// The connect-retry / restart delay after `failures` consecutive failures.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        super::damping::backoff(self.connect_retry_time, self.connect_retry_max, failures)
+    }
+
     /// The peer is in our own AS.
     pub fn is_ibgp(&self) -> bool {
         self.local_as == self.remote_as

@@ -32,13 +32,7 @@ impl NetLab {
             pid
         };
         // `ip netns exec` execs: this is pgcast's own PID. Record it for `down`.
-        if let Some(st) = start_time(pid) {
-            let mut f = fs::OpenOptions::new()
-                .append(true)
-                .open(self.state.join("pids"))
-                .expect("open STATE/pids");
-            let _ = f.write_all(format!("{pid} {st} TERM b{n}-pgcast\n").as_bytes());
-        }
+        self.record_pid(pid, &format!("b{n}-pgcast"));
         let answered = poll_until(Duration::from_secs(20), || {
             self.status(n).is_some() || !self.running_ref(n)
         });

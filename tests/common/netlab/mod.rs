@@ -111,6 +111,20 @@ fn start_time(pid: u32) -> Option<String> {
     rest.split_whitespace().nth(19).map(str::to_string)
 }
 
+impl NetLab {
+    /// Records `pid` in `STATE/pids` (with its start time, so a reused PID is never hit):
+    /// `down` stops it with SIGTERM. A process already gone is not recorded.
+    pub fn record_pid(&self, pid: u32, name: &str) {
+        if let Some(st) = start_time(pid) {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(self.state.join("pids"))
+                .expect("open STATE/pids");
+            let _ = f.write_all(format!("{pid} {st} TERM {name}\n").as_bytes());
+        }
+    }
+}
+
 /// Polls `pred` every 10 ms; the time it took, or `None` after `timeout`.
 pub fn poll_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();

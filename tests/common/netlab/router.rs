@@ -27,10 +27,8 @@ impl NetLab {
                 .parse()
                 .ok()
         };
-        let old = pid_of().unwrap_or_else(|| panic!("no pid file for {daemon}"));
-        let _ = run(Command::new("kill").args(["-KILL", &old.to_string()]));
+        self.kill_router_daemon(daemon);
         let vty = run_dir.join(format!("{daemon}.vty"));
-        let _ = fs::remove_file(&vty);
         thread::sleep(down_for);
         let conf_dir = PathBuf::from(format!("/etc/frr/{}", self.router));
         let conf = conf_dir.join("frr.conf");
@@ -58,14 +56,46 @@ impl NetLab {
         poll_until(Duration::from_secs(10), || vty.exists())
             .unwrap_or_else(|| panic!("{daemon} did not come back"));
         let ready = Instant::now();
-        if let Some((pid, st)) = pid_of().and_then(|p| Some((p, start_time(p)?))) {
-            let mut f = fs::OpenOptions::new()
-                .append(true)
-                .open(self.state.join("pids"))
-                .expect("open STATE/pids");
-            let _ = f.write_all(format!("{pid} {st} TERM r1-{daemon}\n").as_bytes());
+        if let Some(pid) = pid_of() {
+            self.record_pid(pid, &format!("r1-{daemon}"));
         }
         ready
+    }
+
+    /// SIGKILLs the router's FRR `daemon` and removes its vty socket.
+    pub fn kill_router_daemon(&self, daemon: &str) {
+        let run_dir = PathBuf::from(format!("/var/run/frr/{}", self.router));
+        let pid = fs::read_to_string(run_dir.join(format!("{daemon}.pid")))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no pid file for {daemon}"));
+        let _ = run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+        let _ = fs::remove_file(run_dir.join(format!("{daemon}.vty")));
+    }
+
+    /// Starts `argv` in the router's namespace (stdout and stderr appended to `log`), recorded
+    /// in `STATE/pids` as `name` so `down` stops it. Returns its PID.
+    pub fn spawn_in_router(&self, name: &str, argv: &[&str], log: &Path) -> u32 {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open router process log");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.router])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?} in {}: {e}", self.router));
+        // `ip netns exec` execs: this is the program's own PID.
+        let pid = child.id();
+        self.record_pid(pid, name);
+        // `down` stops it; this thread reaps it then.
+        thread::spawn(move || child.wait());
+        pid
     }
 
     /// `vtysh -N ROUTER -c CMD` output (panics if vtysh fails).

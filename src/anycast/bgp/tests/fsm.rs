@@ -21,7 +21,7 @@ const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 200);
 const ANYCAST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 const OTHER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 
-fn config(local_as: u32, remote_as: u32) -> SessionConfig {
+pub(super) fn config(local_as: u32, remote_as: u32) -> SessionConfig {
     SessionConfig {
         connect_retry_time: Duration::from_secs(1),
         connect_retry_max: Duration::from_secs(8),
@@ -29,7 +29,7 @@ fn config(local_as: u32, remote_as: u32) -> SessionConfig {
     }
 }
 
-fn peer_open(asn: u32, hold_time: u16) -> Open {
+pub(super) fn peer_open(asn: u32, hold_time: u16) -> Open {
     Open {
         asn,
         hold_time,
@@ -44,7 +44,7 @@ fn peer_open(asn: u32, hold_time: u16) -> Open {
 }
 
 /// Deliver `message` as the actor would: through the wire format.
-fn receive(session: &mut Session, now: Instant, message: Message) -> Vec<Action> {
+pub(super) fn receive(session: &mut Session, now: Instant, message: Message) -> Vec<Action> {
     let bytes = Bytes::from(encode(&message));
     match Message::decode(bytes, session.decode_context()) {
         Ok(decoded) => session.step(now, Input::Message(decoded)),
@@ -53,7 +53,7 @@ fn receive(session: &mut Session, now: Instant, message: Message) -> Vec<Action>
 }
 
 /// Drive a fresh session to Established with a peer offering `open`.
-fn establish(session: &mut Session, t0: Instant, open: Open) -> Vec<Action> {
+pub(super) fn establish(session: &mut Session, t0: Instant, open: Open) -> Vec<Action> {
     assert_eq!(session.step(t0, Input::ManualStart), [Action::Connect]);
     let actions = session.step(
         t0,

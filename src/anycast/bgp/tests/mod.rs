@@ -1,6 +1,7 @@
 //! Unit tests of the BGP speaker, one file per concern: `codec` (framing, OPEN, KEEPALIVE,
 //! NOTIFICATION, ROUTE-REFRESH), `codec_update` (UPDATE building and checks), `proptests`,
-//! `fixtures` (messages captured from FRR), `fsm` (scripted sessions) and `listener` (what the
+//! `fixtures` (messages captured from FRR), `fsm` (scripted sessions), `fsm_backoff` (what an
+//! Idle session waiting to restart does with the peer's connection) and `listener` (what the
 //! listener does with connections it cannot hand to a neighbour). Paths are
 //! relative (`super::super`) so the folder moves with the module. Shared helpers below.
 
@@ -8,6 +9,7 @@ mod codec;
 mod codec_update;
 mod fixtures;
 mod fsm;
+mod fsm_backoff;
 mod listener;
 mod proptests;
 
