@@ -93,7 +93,7 @@ async fn session_state_follows_the_client_or_pins_it() {
     c.psql(
         &c.primary,
         DATABASE,
-        &format!("GRANT CREATE ON SCHEMA public TO {SCRAM_USER}"),
+        &format!("GRANT CREATE ON SCHEMA public TO {SCRAM_USER}; GRANT {MD5_USER} TO {SCRAM_USER}"),
     );
     // One server connection for everybody: every transaction of every client shares it.
     let p = Pgcast::start(&c, &transaction_pool(1, 10_000));
@@ -106,6 +106,12 @@ async fn session_state_follows_the_client_or_pins_it() {
         .await
         .unwrap();
     assert_eq!(value(&b, "SHOW application_name").await, "");
+    a.batch_execute(&format!("SET ROLE {MD5_USER}"))
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "SELECT current_user").await, SCRAM_USER);
+    assert_eq!(value(&a, "SELECT current_user").await, MD5_USER);
+    assert_eq!(value(&b, "SELECT current_user").await, SCRAM_USER);
     assert_eq!(value(&a, "SHOW application_name").await, "client-a");
     assert_eq!(value(&b, "SHOW application_name").await, "");
 

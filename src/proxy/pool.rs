@@ -190,10 +190,11 @@ impl Pool {
         }
         let sql = match how {
             Reset::DiscardAll => "DISCARD ALL",
+            // RESET ALL leaves the session authorization alone (DISCARD ALL resets it first).
             Reset::Settings if conn.prepared.len() > MAX_STATEMENTS_PER_CONNECTION => {
-                "RESET ALL; DEALLOCATE ALL"
+                "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL"
             }
-            Reset::Settings => "RESET ALL",
+            Reset::Settings => "SET SESSION AUTHORIZATION DEFAULT; RESET ALL",
             Reset::Nothing if conn.prepared.len() > MAX_STATEMENTS_PER_CONNECTION => {
                 "DEALLOCATE ALL"
             }
