@@ -196,3 +196,52 @@ async fn a_client_waiting_too_long_gets_53300_and_goes_on() {
     assert_eq!(value(&waiter, "SELECT 'on'").await, "on");
     assert_eq!(on_primary(&c), 1);
 }
+
+/// In transaction mode a client that logged in and sends nothing holds no server connection:
+/// its login borrows one for the greeting (server parameters and a real PID) and gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_hold_no_server_connection() {
+    let c = PgCluster::start(1);
+    let p = Pgcast::start(&c, &transaction_pool(50, 10_000));
+    let dsn = p.conninfo(p.auto_port, MD5_USER, MD5_PASSWORD);
+    let rss_kib = || {
+        std::fs::read_to_string(format!("/proc/{}/status", p.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .expect("VmRSS")
+    };
+    let before = rss_kib();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(client::connect(&dsn).await.expect("login"));
+    }
+    let after = rss_kib();
+    eprintln!(
+        "500 idle clients: RSS {before} -> {after} KiB ({} bytes per client)",
+        (after.saturating_sub(before)) * 1024 / 500
+    );
+    let held = on_primary(&c);
+    assert!(
+        held <= 2,
+        "{held} server connections on the primary for 500 idle clients (the greeting's, pooled)"
+    );
+    let s = p.status().expect("status");
+    let in_use: i64 = s.backends.iter().map(|b| b.server_connections).sum();
+    assert_eq!(in_use, 0, "no server connection is held by an idle client");
+    // The first write takes one, and gives it back.
+    idle[0]
+        .batch_execute("CREATE TABLE IF NOT EXISTS touched (x int); INSERT INTO touched VALUES (1)")
+        .await
+        .unwrap();
+    for r in &c.replicas {
+        c.wait_replica_caught_up(&c.primary, r);
+    }
+    assert_eq!(
+        value(&idle[499], "SELECT count(*)::text FROM touched").await,
+        "1"
+    );
+}

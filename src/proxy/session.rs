@@ -165,7 +165,8 @@ pub async fn serve_client(
         client_terminated: false,
         retry: None,
         client_buf: buf,
-        client_out: BytesMut::with_capacity(16 * 1024),
+        // Grows with what the client is sent; an idle client holds next to nothing.
+        client_out: BytesMut::new(),
     };
     let registration = match session.open_home().await {
         Ok(r) => r,
@@ -211,7 +212,7 @@ impl Session {
 
     async fn relay(
         &mut self,
-        mut rd: OwnedReadHalf,
+        rd: OwnedReadHalf,
         wr: &mut OwnedWriteHalf,
     ) -> Result<(), ProxyError> {
         wr.write_all(&self.client_out).await?;
@@ -233,6 +234,7 @@ impl Session {
                 self.client_out.clear();
             }
             self.release_between_transactions();
+            self.shrink_when_idle();
             if terminating && self.waiting.is_none() && !self.client_waits() {
                 self.client_terminated = true;
                 return Ok(());
@@ -244,8 +246,9 @@ impl Session {
                 _ = quiet_wait(), if quiet_batch => {
                     self.send_quiet_batch().await?;
                 }
-                n = rd.read_buf(&mut self.client_buf), if reading_client => {
-                    if n? == 0 {
+                ready = rd.readable(), if reading_client => {
+                    ready?;
+                    if !self.read_client(&rd)? {
                         return Ok(());
                     }
                 }
@@ -608,6 +611,39 @@ impl Session {
         Ok(())
     }
 }
+
+impl Session {
+    /// Reads what the client sent once its socket is readable; false at EOF. The buffer is
+    /// allocated here, not while waiting: a client idle between transactions holds none.
+    fn read_client(&mut self, rd: &OwnedReadHalf) -> Result<bool, ProxyError> {
+        if self.client_buf.capacity() - self.client_buf.len() < CLIENT_READ_MIN {
+            self.client_buf.reserve(CLIENT_READ_CHUNK);
+        }
+        match rd.try_read_buf(&mut self.client_buf) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Between transactions, with no backend connection held: gives the buffers back too.
+    pub(super) fn shrink_when_idle(&mut self) {
+        if self.slots.iter().next().is_none() {
+            if self.client_buf.is_empty() && self.client_buf.capacity() > 0 {
+                self.client_buf = BytesMut::new();
+            }
+            if self.client_out.is_empty() && self.client_out.capacity() > 0 {
+                self.client_out = BytesMut::new();
+            }
+        }
+    }
+}
+
+/// Room a read from the client needs before it is worth a system call.
+const CLIENT_READ_MIN: usize = 1024;
+/// What a read from the client reserves when there is less.
+const CLIENT_READ_CHUNK: usize = 8 * 1024;
 
 /// The timer of a batch waiting for its Sync; created only when that branch is polled.
 async fn quiet_wait() {
