@@ -38,15 +38,18 @@ use lab_scripts::Lab;
 use netlab::lossy;
 use watch::{Budgets, Checker, Marks, RouteReader};
 
-/// The longest a client may go without a successful operation. The slowest recoveries in the
-/// schedule: r1's ospfd restarting (it drops its routes; the new one waits a dead interval,
-/// 3 s, before electing itself DR, then forms three adjacencies and runs SPF) and a primary
-/// failover (detection, promotion, pgcast's rise 2 x 200 ms); plus a client's own 3 s
-/// operation timeout when its session sat on a balancer that froze, and its retry pause.
+/// The longest a client may go without a successful operation. The slowest recovery in the
+/// schedule is r1's ospfd restarting: zebra drops its routes, the new ospfd waits a dead
+/// interval (3 s) before it elects itself DR, and each balancer, master of the database
+/// exchange (higher router id), resends its first DD packet, which r1 discarded while waiting,
+/// only after its RxmtInterval (5 s, the default): the route is back ~8 s after the restart.
+/// Add a client's own 3 s operation timeout (a session left on a balancer that froze) and a
+/// second of retry pause and SPF. A failover (stop, promote, pgcast's rise 2 x 200 ms) takes
+/// ~1-2 s.
 const MAX_WAIT: Duration = Duration::from_secs(12);
-const MAX_WAIT_WHY: &str = "12 s: r1's ospfd restart (dead interval 3 s before the DR election, \
-    adjacencies, SPF, ~6 s) or a failover (stop, promote, rise 2 x 200 ms), plus the clients' \
-    3 s operation timeout and retry pause";
+const MAX_WAIT_WHY: &str = "12 s = r1's ospfd restart (3 s dead interval before the DR \
+    election + 5 s RxmtInterval until the balancers resend their first DD packet) + the clients' \
+    3 s operation timeout + 1 s for retry pause and SPF";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -62,6 +62,22 @@ impl Soak<'_> {
             .count()
     }
 
+    /// Stretches of routing to a balancer killed or frozen (each lasts until detection).
+    fn detections(&self) -> usize {
+        let f = self.findings;
+        f.stretches
+            .iter()
+            .filter(|s| matches!(s.cause, Cause::Killed | Cause::Frozen))
+            .count()
+    }
+
+    fn killed_or_frozen(&self) -> bool {
+        self.findings
+            .impairments
+            .iter()
+            .any(|i| matches!(i.1, Cause::Killed | Cause::Frozen))
+    }
+
     pub fn panic_count(&self) -> usize {
         self.panics.iter().map(|(_, l)| l.len()).sum()
     }
@@ -103,6 +119,14 @@ impl Soak<'_> {
                     self.violations()
                 ),
                 self.violations() == 0,
+            ),
+            (
+                format!(
+                    "the checker saw r1 route to a balancer just killed or frozen ({} times), \
+                     as it must until detection: it is looking",
+                    self.detections()
+                ),
+                self.detections() > 0 || !self.killed_or_frozen(),
             ),
             (
                 format!(

@@ -312,21 +312,7 @@ fn sample(
             } else if mark.is_none() {
                 t.exited_since = None;
             }
-            if mark != t.mark {
-                close(&mut f, b, t, now, budgets);
-                if let Some((since, cause)) = mark {
-                    f.impairments.push((b, cause, since));
-                    // Routed at the first sample: routed since the impairment began.
-                    t.routed_from = routed.contains(&b).then_some(since);
-                }
-                t.mark = mark;
-            } else if t.mark.is_some() {
-                match (routed.contains(&b), t.routed_from) {
-                    (true, None) => t.routed_from = Some(now),
-                    (false, Some(_)) => close(&mut f, b, t, now, budgets),
-                    _ => {}
-                }
-            }
+            observe(&mut f, b, t, now, routed.contains(&b), mark, budgets);
         }
         std::thread::sleep(SAMPLE_EVERY.saturating_sub(now.elapsed()));
     }
@@ -335,6 +321,33 @@ fn sample(
         close(&mut f, b, &mut tracks[b - 1], now, budgets);
     }
     f
+}
+
+/// One sample of balancer `b`: whether r1 routes to it, and its impairment (if any).
+fn observe(
+    f: &mut Findings,
+    b: usize,
+    t: &mut Track,
+    now: Instant,
+    routed: bool,
+    mark: Option<(Instant, Cause)>,
+    budgets: &Budgets,
+) {
+    if mark != t.mark {
+        close(f, b, t, now, budgets);
+        if let Some((since, cause)) = mark {
+            f.impairments.push((b, cause, since));
+            // Routed at the first sample: routed since the impairment began.
+            t.routed_from = routed.then_some(since);
+        }
+        t.mark = mark;
+    } else if t.mark.is_some() {
+        match (routed, t.routed_from) {
+            (true, None) => t.routed_from = Some(now),
+            (false, Some(_)) => close(f, b, t, now, budgets),
+            _ => {}
+        }
+    }
 }
 
 /// Ends balancer `b`'s open stretch (if any) at `now`.
@@ -348,5 +361,59 @@ fn close(f: &mut Findings, b: usize, t: &mut Track, now: Instant, budgets: &Budg
             duration,
             violation: duration > budgets.of(cause),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sample of balancer 1: ms after t0, routed, impaired (since ms, cause).
+    type Sample = (u64, bool, Option<(u64, Cause)>);
+
+    fn run(samples: &[Sample]) -> Findings {
+        let budgets = Budgets::for_lab("ospf", true);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut f = Findings::default();
+        let mut t = Track::default();
+        for &(ms, routed, mark) in samples {
+            let mark = mark.map(|(since, c)| (at(since), c));
+            observe(&mut f, 1, &mut t, at(ms), routed, mark, &budgets);
+        }
+        f
+    }
+
+    #[test]
+    fn routing_to_an_impaired_balancer_beyond_its_budget_is_a_violation() {
+        let k = Some((1000, Cause::Killed));
+        // Killed at 1000 ms while routed; the route drops it at 1300 ms: within 1450 ms.
+        let f = run(&[
+            (950, true, None),
+            (1000, true, k),
+            (1300, false, k),
+            (1350, false, None),
+        ]);
+        assert_eq!(f.stretches.len(), 1);
+        assert_eq!(f.stretches[0].duration, Duration::from_millis(300));
+        assert!(!f.stretches[0].violation);
+        // Still routed 2 s after the kill: a violation, counted from the kill.
+        let f = run(&[(1000, true, k), (2000, true, k), (3000, false, k)]);
+        assert_eq!(f.stretches.len(), 1);
+        assert!(f.stretches[0].violation, "{:?}", f.stretches);
+        // Dropped, then routed again while still dead: a second stretch from that sample on.
+        let f = run(&[
+            (1000, true, k),
+            (1300, false, k),
+            (5000, true, k),
+            (7000, true, None),
+        ]);
+        assert_eq!(f.stretches.len(), 2);
+        assert_eq!(f.stretches[1].duration, Duration::from_millis(2000));
+        assert!(f.stretches[1].violation);
+        // Never routed while impaired: nothing to report.
+        let f = run(&[(1000, false, k), (2000, false, None)]);
+        assert!(f.stretches.is_empty());
+        assert_eq!(f.impairments.len(), 1);
     }
 }
