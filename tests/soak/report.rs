@@ -338,17 +338,23 @@ impl Soak<'_> {
             ms(reconnects.last().copied().unwrap_or_default())
         );
         let _ = writeln!(r, "  client wait bound: {}", self.wait_bound_why);
-        let mut per_kind: BTreeMap<Option<Kind>, Duration> = BTreeMap::new();
+        let mut per_kind: BTreeMap<Option<Kind>, &Wait> = BTreeMap::new();
         for w in &s.waits {
-            let e = per_kind.entry(self.event_of(w)).or_default();
-            *e = (*e).max(w.duration());
+            let e = per_kind.entry(self.event_of(w)).or_insert(w);
+            if w.duration() > e.duration() {
+                *e = w;
+            }
         }
-        for (k, d) in per_kind {
+        for (k, w) in per_kind {
             let _ = writeln!(
                 r,
-                "  longest wait during {}: {}",
+                "  longest wait during {}: {} ({} from {}, {} failed operations: {})",
                 k.map_or("no event", Kind::name),
-                ms(d)
+                ms(w.duration()),
+                w.role.name(),
+                self.at(w.start),
+                w.failed_ops,
+                w.last_error
             );
         }
         if let Some(w) = self.max_wait() {

@@ -230,6 +230,8 @@ struct Track {
     mark: Option<(Instant, Cause)>,
     routed_from: Option<Instant>,
     exited_since: Option<Instant>,
+    /// The last non-empty "PID STARTTIME" of its PID file.
+    process: String,
 }
 
 pub struct Checker {
@@ -296,7 +298,13 @@ fn sample(
         f.samples += 1;
         for b in 1..=3 {
             let t = &mut tracks[b - 1];
-            let process = pid_line(&pid_files[b - 1]);
+            // lab/lib.sh rewrites the PID file on a restart (truncate, then write): an empty
+            // read is that moment, not a vanished process.
+            let read = pid_line(&pid_files[b - 1]);
+            if !read.is_empty() {
+                t.process = read;
+            }
+            let process = t.process.clone();
             let mut mark = marks
                 .get(b)
                 .filter(|m| m.2 == process)
