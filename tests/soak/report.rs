@@ -82,14 +82,13 @@ impl Soak<'_> {
         self.panics.iter().map(|(_, l)| l.len()).sum()
     }
 
-    /// The kind of the event under way (start to recovery) when a wait began, if any.
+    /// The kind of the last fault that began before a wait ended (the one it waited out; a
+    /// wait begins at the client's previous success, which may precede the fault), if any.
     fn event_of(&self, w: &Wait) -> Option<Kind> {
         self.events
             .iter()
-            .find(|e| {
-                let end = e.recovered.unwrap_or(e.repaired) + Duration::from_millis(500);
-                w.end > e.start && w.start < end
-            })
+            .rev()
+            .find(|e| e.start < w.end)
             .map(|e| e.step.kind)
     }
 
