@@ -264,6 +264,13 @@ impl Soak<'_> {
                 .filter(|s| s.cause == cause)
                 .map(|s| s.duration)
                 .collect();
+            let seen = f
+                .stretches
+                .iter()
+                .filter(|s| s.cause == cause)
+                .map(|s| s.seen)
+                .max()
+                .unwrap_or_default();
             if n == 0 && stretches.is_empty() {
                 continue;
             }
@@ -278,9 +285,10 @@ impl Soak<'_> {
                 .collect();
             let _ = writeln!(
                 r,
-                "  {cause:?}: {n} impairments; routed to while impaired {} times, longest {} (budget {}); violations {v}; each (ms): {}",
+                "  {cause:?}: {n} impairments; routed to while impaired {} times, longest {} (seen routed at most {} after it began; budget {}); violations {v}; each (ms): {}",
                 stretches.len(),
                 ms(stretches.iter().max().copied().unwrap_or_default()),
+                ms(seen),
                 ms(self.budgets.of(cause)),
                 list.join(" ")
             );
@@ -288,11 +296,12 @@ impl Soak<'_> {
         for s in f.stretches.iter().filter(|s| s.violation) {
             let _ = writeln!(
                 r,
-                "  VIOLATION: b{} {:?} routed for {} from {}",
+                "  VIOLATION: b{} {:?} still routed {} after {} (gone {} after)",
                 s.balancer,
                 s.cause,
-                ms(s.duration),
-                self.at(s.start)
+                ms(s.seen),
+                self.at(s.start),
+                ms(s.duration)
             );
         }
     }
