@@ -1,10 +1,12 @@
 //! The routing checker: every 50 ms, the next hops r1 forwards the anycast address to, against
 //! what each balancer can do at that moment. The chaos loop marks a balancer impaired just
-//! before it breaks it and clears the mark once it repaired it; on top of that the checker
-//! looks at each pgcast process itself (`/proc`), so a pgcast that exits on its own is caught.
+//! before it breaks it and clears the mark once it repaired it (a mark also ends when the
+//! marked pgcast process is replaced by a restart); on top of that the checker looks at each
+//! pgcast process itself (`/proc`), so a pgcast that exits on its own is caught.
 //!
 //! For every stretch in which r1 routed to an impaired balancer, the checker records how long
-//! it lasted; one longer than the cause's budget ([`Budgets`]) is a violation.
+//! it lasted; a sample that still saw it routed later than the cause's budget ([`Budgets`])
+//! after the stretch began is a violation.
 
 use std::collections::BTreeSet;
 use std::fs;
