@@ -217,15 +217,16 @@ lab_pg_enable_replication() {
   lab_pg_sql 1 "SELECT pg_reload_conf()" >/dev/null
 }
 
-# lab_pg_replica N — pgN as a streaming replica of pg1: pg_basebackup over the LAN (slot pgN,
-# application_name pgN), its own address, socket dir and cluster name.
+# lab_pg_replica N [PRIMARY] — pgN as a streaming replica of pgPRIMARY (default 1):
+# pg_basebackup over the LAN (slot pgN, application_name pgN), its own address, socket dir and
+# cluster name.
 lab_pg_replica() {
-  local n=$1 ns dir
+  local n=$1 primary=${2:-1} ns dir
   ns=$(lab_ns "pg$n")
   dir=$LAB_STATE/pg$n
   install -d -o postgres -g postgres -m 700 "$dir" "$dir/sock"
   (cd "$dir" && nl_run ip netns exec "$ns" "${NL_AS_POSTGRES[@]}" "$NL_PG_BIN/pg_basebackup" \
-    -D "$dir/data" -d "host=$(pg_addr 1) port=5432 user=replicator application_name=pg$n" \
+    -D "$dir/data" -d "host=$(pg_addr "$primary") port=5432 user=replicator application_name=pg$n" \
     -R -X stream -C -S "pg$n" -c fast --no-sync)
   cat >>"$dir/data/postgresql.conf" <<EOF
 
@@ -262,6 +263,61 @@ lab_pg_has_sync_standby() {
 
 # lab_pg_postmaster N — "PID STARTTIME" of pgN's postmaster.
 lab_pg_postmaster() { cat "$LAB_STATE/pg$1/pid"; }
+
+# ---------------------------------------------------------------------------------------------
+# Failover steps: the lab plays the failover manager (scenario_failover, tests/soak.rs). With
+# synchronous_standby_names naming one standby (synchronous_commit on), a commit is
+# acknowledged only once that standby has flushed it: promoting *that* standby loses no
+# acknowledged write.
+
+# lab_pg_stop N — immediate shutdown of pgN (as abrupt as a crash for its clients, but it
+# leaves no orphans); waits until its postmaster is gone.
+lab_pg_stop() {
+  local pid st
+  read -r pid st <<<"$(lab_pg_postmaster "$1")"
+  if nl_alive "$pid" "$st"; then kill -QUIT "$pid"; fi
+  nl_wait 10 lab_gone "$pid" "$st"
+}
+# lab_gone PID STARTTIME — has that process exited?
+lab_gone() { ! nl_alive "$1" "$2"; }
+
+# lab_pg_promote N — promote the standby pgN; waits (30 s at most) until it accepts writes.
+lab_pg_promote() { [[ $(lab_pg_sql "$1" "SELECT pg_promote(true, 30)") == t ]]; }
+
+# lab_pg_follow N PRIMARY — point the standby pgN at pgPRIMARY (slot pgN there). It follows
+# the new timeline unless it already replayed WAL the new primary never had (then rebuild it).
+lab_pg_follow() {
+  lab_pg_sql "$2" "SELECT pg_create_physical_replication_slot('pg$1') WHERE NOT EXISTS
+    (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pg$1')" >/dev/null
+  lab_pg_sql "$1" "ALTER SYSTEM SET primary_conninfo = 'host=$(pg_addr "$2") port=5432 user=replicator application_name=pg$1'" >/dev/null
+  lab_pg_sql "$1" "ALTER SYSTEM SET primary_slot_name = 'pg$1'" >/dev/null
+  lab_pg_sql "$1" "SELECT pg_reload_conf()" >/dev/null
+}
+
+# lab_pg_replication PRIMARY N — pgN's state on pgPRIMARY ("streaming async", "streaming
+# sync", ...; empty when it is not connected).
+lab_pg_replication() {
+  lab_pg_sql "$1" "SELECT state || ' ' || sync_state FROM pg_stat_replication WHERE application_name = 'pg$2'"
+}
+lab_pg_streaming() { [[ $(lab_pg_replication "$1" "$2") == streaming* ]]; }
+lab_pg_in_sync() { [[ $(lab_pg_replication "$1" "$2") == "streaming sync" ]]; }
+
+# lab_pg_set_sync PRIMARY N — pgN becomes pgPRIMARY's synchronous standby; waits (20 s at most)
+# until it is in sync.
+lab_pg_set_sync() {
+  lab_pg_sql "$1" "ALTER SYSTEM SET synchronous_standby_names = 'pg$2'" >/dev/null
+  lab_pg_sql "$1" "SELECT pg_reload_conf()" >/dev/null
+  nl_wait 20 lab_pg_in_sync "$1" "$2"
+}
+
+# lab_pg_rebuild N PRIMARY — throw the stopped pgN away and make it a new replica of pgPRIMARY
+# (an old primary cannot simply follow: it may hold WAL the new primary never had).
+lab_pg_rebuild() {
+  lab_pg_sql "$2" "SELECT pg_drop_replication_slot('pg$1') FROM pg_replication_slots
+    WHERE slot_name = 'pg$1'" >/dev/null
+  rm -rf "${LAB_STATE:?}/pg$1/data"
+  lab_pg_replica "$1" "$2"
+}
 
 # ---------------------------------------------------------------------------------------------
 # pgcast on the balancers
@@ -316,6 +372,25 @@ lab_cut_backends() {
   for p in "${PG_HOSTS[@]}"; do
     ip -n "$(lab_ns "b$1")" route "$2" blackhole "$(pg_addr "$p")/32"
   done
+}
+
+# lab_router_restart DAEMON — restart r1's FRR DAEMON (ospfd, bgpd) as a service restart
+# would: SIGTERM (SIGKILL after 5 s), then start it again from r1's configuration. zebra drops
+# the daemon's routes when it leaves. Returns when the new one answers vtysh.
+lab_router_restart() {
+  local d=$1 r1 pid st
+  r1=$(lab_ns r1)
+  read -r pid st _ < <(grep " $r1-$d\$" "$LAB_STATE/pids" | tail -n 1)
+  if nl_alive "$pid" "$st"; then
+    kill -TERM "$pid"
+    nl_wait 5 lab_gone "$pid" "$st" || kill -KILL "$pid"
+    nl_wait 5 lab_gone "$pid" "$st" || nl_die "$d in $r1 does not exit"
+  fi
+  rm -f "/var/run/frr/$r1/$d.vty"
+  nl_spawn "$r1-$d" "$r1" "$LAB_STATE/$r1-$d.log" "$NL_FRR_DIR/$d" -N "$r1" -P 0 \
+    -f "/etc/frr/$r1/frr.conf"
+  nl_wait 10 test -S "/var/run/frr/$r1/$d.vty" || nl_die "$d in $r1 did not come back"
+  nl_wait 10 vtysh -N "$r1" -c 'show version' || nl_die "vtysh -N $r1 does not answer"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -14,116 +14,28 @@
 #[path = "common/netlab/mod.rs"]
 mod netlab;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+#[path = "common/lab_scripts.rs"]
+mod lab_scripts;
 
+use lab_scripts::Lab;
 use netlab::lossy;
 
-/// One lab at a time in this process.
-static ONE_LAB: Mutex<()> = Mutex::new(());
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// `lab/up` for OSPF or BGP, BFD on; `None` when labs cannot run here.
+fn up(routing: &'static str) -> Option<Lab> {
+    Lab::up_with(routing, "1")
 }
 
-struct Lab {
-    name: String,
-    state: PathBuf,
-    /// LAB_ROUTING: "ospf" or "bgp".
-    routing: &'static str,
-    /// LAB_BFD: "1" or "0".
-    bfd: &'static str,
-    _one: MutexGuard<'static, ()>,
-}
-
-impl Lab {
-    /// `lab/up` with a fresh prefix; `None` (after saying why) when labs cannot run here.
-    fn up(routing: &'static str) -> Option<Lab> {
-        Lab::up_with(routing, "1")
-    }
-
-    /// `lab/up` with LAB_ROUTING and LAB_BFD ("1" or "0").
-    fn up_with(routing: &'static str, bfd: &'static str) -> Option<Lab> {
-        if let Some(reason) = netlab::skip_reason() {
-            assert!(
-                std::env::var("CI").is_err(),
-                "lab tests cannot run under CI: {reason}"
-            );
-            eprintln!("skipping: {reason}");
-            return None;
-        }
-        let one = ONE_LAB.lock().unwrap_or_else(|p| p.into_inner());
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}x{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
+/// Runs the scenarios; panics with their report and the balancers' log tails on failure.
+fn scenario(lab: &Lab, names: &[&str]) {
+    let out = lab.run("scenario", names);
+    let report = lossy(&out.stdout);
+    println!("{report}");
+    if !out.status.success() {
+        panic!(
+            "scenario {names:?} failed:\n{report}\n{}\n{}",
+            lossy(&out.stderr),
+            lab.log_tails(15)
         );
-        let state = std::env::temp_dir().join(format!("pgcast-labtest-{name}"));
-        let lab = Lab {
-            name,
-            state,
-            routing,
-            bfd,
-            _one: one,
-        };
-        let out = lab.run("up", &[]);
-        assert!(
-            out.status.success(),
-            "lab/up failed:\n{}{}",
-            lossy(&out.stdout),
-            lossy(&out.stderr)
-        );
-        Some(lab)
-    }
-
-    fn run(&self, script: &str, args: &[&str]) -> Output {
-        Command::new(repo().join("lab").join(script))
-            .args(args)
-            .env("LAB_NAME", &self.name)
-            .env("LAB_STATE", &self.state)
-            .env("LAB_BUILD", "0")
-            .env("LAB_ROUTING", self.routing)
-            .env("LAB_BFD", self.bfd)
-            .env("PGCAST_BIN", env!("CARGO_BIN_EXE_pgcast"))
-            .env("LAB_PGCAST_LOG", "info")
-            .output()
-            .unwrap_or_else(|e| panic!("run lab/{script}: {e}"))
-    }
-
-    /// Runs the scenarios; panics with their report and the balancers' log tails on failure.
-    fn scenario(&self, names: &[&str]) {
-        let out = self.run("scenario", names);
-        let report = lossy(&out.stdout);
-        println!("{report}");
-        if !out.status.success() {
-            let mut logs = String::new();
-            for b in 1..=3 {
-                let log = self.state.join(format!("b{b}/pgcast.log"));
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                logs += &format!("--- b{b} pgcast.log (tail)\n");
-                for l in tail.into_iter().rev() {
-                    logs += l;
-                    logs.push('\n');
-                }
-            }
-            panic!(
-                "scenario {names:?} failed:\n{report}\n{}\n{logs}",
-                lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = self.run("down", &[]);
-        if !out.status.success() {
-            eprintln!("lab/down failed: {}", lossy(&out.stderr));
-        }
     }
 }
 
@@ -132,8 +44,8 @@ macro_rules! lab_scenario {
     ($($test:ident => $scenario:literal $(via $routing:literal)?,)*) => {$(
         #[test]
         fn $test() {
-            if let Some(lab) = Lab::up(lab_scenario!(@routing $($routing)?)) {
-                lab.scenario(&[$scenario]);
+            if let Some(lab) = up(lab_scenario!(@routing $($routing)?)) {
+                scenario(&lab, &[$scenario]);
             }
         }
     )*};
