@@ -245,3 +245,41 @@ async fn idle_clients_hold_no_server_connection() {
         "1"
     );
 }
+
+/// A connection keeps the statements prepared on it for the next client; a client that binds
+/// a name it never prepared still gets PostgreSQL's 26000, not another client's statement,
+/// and a client preparing a name another client left there gets no 42P05.
+#[test]
+fn statements_another_client_left_are_not_the_clients_own() {
+    use common::raw::{self, Raw};
+    let c = PgCluster::start(0);
+    let p = Pgcast::start(&c, &transaction_pool(1, 10_000));
+    let login = || Raw::connect(p.primary_port, MD5_USER, MD5_PASSWORD, DATABASE);
+    let run = |r: &mut Raw, msgs: &[Vec<u8>]| {
+        r.send(&msgs.concat());
+        r.until_ready()
+    };
+    let mut first = login();
+    let msgs = run(
+        &mut first,
+        &[raw::parse("s1", "SELECT 'first'"), raw::sync()],
+    );
+    assert!(raw::errors(&msgs).is_empty(), "{msgs:?}");
+
+    // Same user, same (only) server connection, which still has s1.
+    let mut second = login();
+    let bound = [raw::bind("s1", &[]), raw::execute(), raw::sync()];
+    let msgs = run(&mut second, &bound);
+    assert_eq!(raw::errors(&msgs), ["26000"], "{msgs:?}");
+    let msgs = run(
+        &mut second,
+        &[raw::parse("s1", "SELECT 'second'"), raw::sync()],
+    );
+    assert!(raw::errors(&msgs).is_empty(), "its own s1: {msgs:?}");
+    let msgs = run(&mut second, &bound);
+    assert_eq!(raw::value(&msgs).as_deref(), Some("second"), "{msgs:?}");
+
+    // The first client's s1 is its own again.
+    let msgs = run(&mut first, &bound);
+    assert_eq!(raw::value(&msgs).as_deref(), Some("first"), "{msgs:?}");
+}

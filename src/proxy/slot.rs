@@ -391,8 +391,23 @@ impl Slot {
                             .map(|(_, s)| s)
                     };
                     if let Some(name) = name.filter(|n| !defined_in_unit.contains(n.as_ref())) {
-                        if let Some(info) = statements.get(name.as_ref()) {
-                            self.inject_statement(&name, info, &mut injected, &mut swallow);
+                        match statements.get(name.as_ref()) {
+                            Some(info) => {
+                                self.inject_statement(&name, info, &mut injected, &mut swallow)
+                            }
+                            // Another session's statement (transaction pool): this client never
+                            // prepared it, so it must get PostgreSQL's 26000, not run it.
+                            None if !name.is_empty()
+                                && self.prepared.contains_key(name.as_ref()) =>
+                            {
+                                self.prepared.remove(name.as_ref());
+                                message::write_message(&mut injected, b'C', |b| {
+                                    b.extend_from_slice(b"S");
+                                    message::put_cstr(b, &name);
+                                });
+                                swallow.push_back((b'3', name.to_string()));
+                            }
+                            None => {}
                         }
                     }
                 }
