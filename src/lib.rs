@@ -12,6 +12,7 @@ pub mod anycast;
 pub mod config;
 pub mod daemon;
 pub mod fault;
+pub mod fuzz_entry;
 pub mod health;
 pub mod log_limit;
 pub mod proxy;
