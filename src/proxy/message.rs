@@ -42,6 +42,9 @@ impl Message {
     }
 }
 
+/// The most [`decode_message`] reserves ahead for the rest of a message not yet received.
+const RESERVE_AHEAD: usize = 256 * 1024;
+
 /// Splits one complete tagged message off the front of `buf`, or returns None if more bytes
 /// are needed. A length below 4 or above `max` is an error: the stream is unusable after it.
 pub fn decode_message(buf: &mut BytesMut, max: usize) -> Result<Option<Message>, DecodeError> {
@@ -57,7 +60,9 @@ pub fn decode_message(buf: &mut BytesMut, max: usize) -> Result<Option<Message>,
         return Err(DecodeError::TooLong { len: total, max });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Room for what is coming, but only what a few reads fill: a 5-byte header claiming
+        // max bytes must not make every connection reserve max bytes at once.
+        buf.reserve((total - buf.len()).min(RESERVE_AHEAD));
         return Ok(None);
     }
     let raw = buf.split_to(total).freeze();
@@ -339,6 +344,17 @@ pub fn decode_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_header_claiming_a_huge_message_reserves_little() {
+        let mut buf = bytes::BytesMut::from(&b"Q\x03\xff\xff\xff"[..]);
+        assert_eq!(super::decode_message(&mut buf, 64 << 20), Ok(None));
+        assert!(
+            buf.capacity() <= super::RESERVE_AHEAD + 64,
+            "reserved {} bytes for 5 received",
+            buf.capacity()
+        );
+    }
+
     use super::*;
 
     #[test]
