@@ -201,13 +201,13 @@ async fn no_reuse_after_an_error_or_a_client_that_vanished() {
 /// `pool.max_server_connections` caps this balancer's server connections per backend, in
 /// sessions and idle together; a client beyond it waits in line for `checkout_timeout_ms`,
 /// then gets PostgreSQL's 53300 naming the backend, and an idle pooled connection of another
-/// user makes room at once.
+/// user makes room at once. Sessions connect at login here, so the wait is the login's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_connections_are_capped_and_clients_wait_in_line() {
     let c = PgCluster::start(0);
     let p = Pgcast::start(
         &c,
-        "[pool]\nmax_server_connections = 2\ncheckout_timeout_ms = 1000\n",
+        "[pool]\nconnect = \"at_login\"\nmax_server_connections = 2\ncheckout_timeout_ms = 1000\n",
     );
     let scram = p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD);
     let on_primary = || c.test_user_backends_on_primary();

@@ -8,11 +8,11 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::client::{connect, raw_exchange, simple_value};
+use common::client::{connect, connect_listening, next_notification, raw_exchange, simple_value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 use futures_util::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::NoTls;
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 
@@ -392,17 +392,9 @@ async fn copy_in_and_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_notify_and_real_backend_pid() {
     let c = cluster();
-    let p = Pgcast::start(c, "");
-    let (listener, mut conn) = tokio_postgres::connect(&p.auto(), NoTls).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(m)) = messages.next().await {
-            if let AsyncMessage::Notification(n) = m {
-                let _ = tx.send(n);
-            }
-        }
-    });
+    // Connecting at login, the client is told its server process's real PID.
+    let p = Pgcast::start(c, "[pool]\nconnect = \"at_login\"\n");
+    let (listener, mut rx) = connect_listening(&p.auto()).await.unwrap();
     listener.batch_execute("LISTEN pgcast_test").await.unwrap();
     let notifier = connect(&p.auto()).await.unwrap();
     let pid: i32 = notifier
@@ -414,10 +406,7 @@ async fn listen_notify_and_real_backend_pid() {
         .batch_execute("NOTIFY pgcast_test, 'hello'")
         .await
         .unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("notification")
-        .expect("open");
+    let n = next_notification(&mut rx).await;
     assert_eq!(n.channel(), "pgcast_test");
     assert_eq!(n.payload(), "hello");
     assert_eq!(

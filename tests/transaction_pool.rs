@@ -198,7 +198,7 @@ async fn a_client_waiting_too_long_gets_53300_and_goes_on() {
 }
 
 /// In transaction mode a client that logged in and sends nothing holds no server connection:
-/// its login borrows one for the greeting (server parameters and a real PID) and gives it back.
+/// the first login borrows one to learn the greeting (server parameters) and gives it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_hold_no_server_connection() {
     let c = PgCluster::start(1);

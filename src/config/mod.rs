@@ -6,6 +6,7 @@ mod bgp;
 mod cluster;
 mod community;
 mod peers;
+mod pool;
 pub mod reload;
 pub use anycast::{
     DrainConfig, HmacKeyPreparation, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig,
@@ -14,6 +15,7 @@ pub use anycast::{
 pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
+pub use pool::{PoolConfig, PoolMode, ServerConnect};
 pub use reload::{merge_reload, ReloadReport};
 
 use std::fmt;
@@ -101,7 +103,7 @@ struct RawConfig {
     #[serde(default)]
     limits: Option<Spanned<RawLimits>>,
     #[serde(default)]
-    pool: Option<Spanned<RawPool>>,
+    pool: Option<Spanned<pool::RawPool>>,
     #[serde(default)]
     health: Option<Spanned<RawHealth>>,
     #[serde(default)]
@@ -145,17 +147,6 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPool {
-    mode: Option<String>,
-    max_idle_per_key: Option<i64>,
-    idle_timeout_ms: Option<i64>,
-    max_lifetime_ms: Option<i64>,
-    max_server_connections: Option<i64>,
-    checkout_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -265,36 +256,6 @@ pub struct LimitsConfig {
     pub startup_timeout: Duration,
     pub max_message_bytes: usize,
     pub connect_timeout: Duration,
-}
-
-/// How backend connections are reused between client sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolMode {
-    /// Every client session opens its own backend connections and closes them at its end.
-    None,
-    /// A client session owns its backend connections; at its end they are reset with
-    /// `DISCARD ALL` and kept for the next session of the same user, database and parameters.
-    Session,
-    /// A client holds a backend connection for a transaction (or an autocommit statement, or
-    /// an extended batch up to Sync) and gives it back when ReadyForQuery says idle, unless
-    /// it created state that cannot move (then it keeps the connection: pinned).
-    Transaction,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub mode: PoolMode,
-    /// Idle connections kept per (backend, user, database, startup parameters).
-    pub max_idle_per_key: usize,
-    /// An idle connection unused for this long is closed.
-    pub idle_timeout: Duration,
-    /// A connection older than this is closed instead of being reused.
-    pub max_lifetime: Duration,
-    /// Server connections per backend from this balancer, in sessions and idle together
-    /// (none: no cap).
-    pub max_server_connections: Option<usize>,
-    /// How long a session waits for a server connection when the cap is reached.
-    pub checkout_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -605,55 +566,7 @@ impl Validator<'_> {
             ));
         }
 
-        let (ps, p) = split(raw.pool);
-        let pool = PoolConfig {
-            mode: match p.mode.as_deref() {
-                None | Some("session") => PoolMode::Session,
-                Some("none") => PoolMode::None,
-                Some("transaction") => PoolMode::Transaction,
-                Some(other) => {
-                    return Err(self.err(
-                        ps,
-                        "pool.mode",
-                        format!(
-                        "unknown mode {other:?}; expected \"session\", \"transaction\" or \"none\""
-                    ),
-                    ))
-                }
-            },
-            max_idle_per_key: self.count(
-                &ps,
-                "pool.max_idle_per_key",
-                p.max_idle_per_key,
-                100,
-                0,
-                100_000,
-            )? as usize,
-            idle_timeout: self.ms(&ps, "pool.idle_timeout_ms", p.idle_timeout_ms, 60_000, 100)?,
-            max_lifetime: self.ms(
-                &ps,
-                "pool.max_lifetime_ms",
-                p.max_lifetime_ms,
-                3_600_000,
-                100,
-            )?,
-            max_server_connections: match p.max_server_connections {
-                None => None,
-                Some(n) => {
-                    Some(
-                        self.count(&ps, "pool.max_server_connections", Some(n), 0, 1, 1_000_000)?
-                            as usize,
-                    )
-                }
-            },
-            checkout_timeout: self.ms(
-                &ps,
-                "pool.checkout_timeout_ms",
-                p.checkout_timeout_ms,
-                5_000,
-                1,
-            )?,
-        };
+        let pool = self.pool(raw.pool)?;
 
         let (hs, h) = split(raw.health);
         let health = HealthConfig {

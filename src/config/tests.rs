@@ -613,3 +613,31 @@ fn server_connection_cap_is_validated_and_needs_a_restart() {
     assert_eq!(merged.pool.max_server_connections, None);
     assert_eq!(merged.pool.checkout_timeout, Duration::from_millis(250));
 }
+
+#[test]
+fn pool_connect_defaults_to_on_demand_and_names_a_bad_value() {
+    use super::{PoolMode, ServerConnect};
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.pool.connect, ServerConnect::OnDemand);
+    assert!(!c.pool.connects_at_login());
+    let c = parse(&format!("{MINIMAL}\n[pool]\nconnect = \"at_login\"\n")).unwrap();
+    assert!(c.pool.connects_at_login());
+    let c = parse(&format!(
+        "{MINIMAL}\n[pool]\nmode = \"transaction\"\nconnect = \"at_login\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.pool.mode, PoolMode::Transaction);
+    assert!(
+        !c.pool.connects_at_login(),
+        "transaction mode never connects at login"
+    );
+    let c = parse(&format!("{MINIMAL}\n[pool]\nmode = \"none\"\n")).unwrap();
+    assert!(
+        c.pool.connects_at_login(),
+        "without a pool every session connects at login"
+    );
+    let e = parse(&format!("{MINIMAL}\n\n[pool]\nconnect = \"later\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pool.connect") && e.contains("\"later\""), "{e}");
+}

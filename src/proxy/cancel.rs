@@ -1,8 +1,9 @@
 //! Cancel keys.
 //!
 //! The BackendKeyData a client receives carries the real process ID of the session's home
-//! backend connection (so `pg_terminate_backend(pid)` and notification PIDs mean what they
-//! mean on a direct connection) and a secret that pgcast owns. The secret's top 8 bits are the
+//! backend connection when the session opened one at login (so `pg_terminate_backend(pid)`
+//! means what it means on a direct connection), else a PID pgcast issued (`session_pid.rs`),
+//! and a secret that pgcast owns. The secret's top 8 bits are the
 //! issuing balancer's `node.id`: with anycast, a CancelRequest may reach another balancer, which
 //! can tell from the key which peer issued it and forward the request there (`[[peers]]`).
 
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::session_pid::PidAliases;
 use crate::config::Peer;
 
 /// The key of one backend connection, as that server issued it.
@@ -29,16 +31,32 @@ pub struct BackendCancelKey {
 #[derive(Debug, Default)]
 pub struct CancelTargets {
     keys: Mutex<Vec<Arc<BackendCancelKey>>>,
+    /// The client was told this issued PID: its server processes are recorded under it.
+    alias: Option<(Arc<PidAliases>, i32)>,
 }
 
 impl CancelTargets {
+    /// Targets of a session whose client was told `told_pid`, an issued PID.
+    pub fn aliased(aliases: Arc<PidAliases>, told_pid: i32) -> Self {
+        CancelTargets {
+            keys: Mutex::default(),
+            alias: Some((aliases, told_pid)),
+        }
+    }
+
     pub fn add(&self, key: Arc<BackendCancelKey>) {
+        if let Some((aliases, told)) = &self.alias {
+            aliases.insert(&key.host, key.port, key.pid, *told);
+        }
         if let Ok(mut k) = self.keys.lock() {
             k.push(key);
         }
     }
 
     pub fn remove(&self, key: &Arc<BackendCancelKey>) {
+        if let Some((aliases, _)) = &self.alias {
+            aliases.remove(&key.host, key.port, key.pid);
+        }
         if let Ok(mut k) = self.keys.lock() {
             k.retain(|x| !Arc::ptr_eq(x, key));
         }

@@ -10,6 +10,7 @@ pub mod classify;
 mod client_messages;
 mod deallocate;
 mod deferred_begin;
+pub mod greeting;
 pub mod message;
 mod pause;
 pub mod plan;
@@ -21,6 +22,7 @@ pub mod scram_verifiers;
 pub mod server_budget;
 pub mod session;
 pub mod session_backends;
+pub mod session_pid;
 pub mod slot;
 pub mod slots;
 pub mod startup;
@@ -77,6 +79,8 @@ pub struct ProxyContext {
     /// The SCRAM users' verifiers, derived off the async workers.
     pub scram: Arc<ScramVerifiers>,
     pub cancel: Arc<CancelRegistry>,
+    /// Server processes of sessions whose clients were told an issued PID.
+    pub pid_aliases: Arc<session_pid::PidAliases>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
     /// Bounds the number of logged-in clients across all listeners; a slot is taken once a
@@ -101,6 +105,7 @@ impl ProxyContext {
         let stats = Arc::new(ProxyStats::default());
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
+            pid_aliases: Default::default(),
             scram: ScramVerifiers::new(),
             pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
             stats,

@@ -100,6 +100,8 @@ pub struct Pool {
     stats: Arc<ProxyStats>,
     /// Server connections per backend, in sessions and idle here.
     pub budget: ServerBudget,
+    /// What logins of each key were told, for logins that open no connection.
+    pub greetings: super::greeting::Greetings,
 }
 
 impl Pool {
@@ -108,6 +110,7 @@ impl Pool {
             idle: Mutex::new(HashMap::new()),
             stats,
             budget: ServerBudget::new(max_server_connections),
+            greetings: Default::default(),
         })
     }
 
@@ -434,6 +437,7 @@ mod tests {
         let counters = stats.backend("pg1");
         let cfg = PoolConfig {
             mode: PoolMode::Session,
+            connect: crate::config::ServerConnect::OnDemand,
             max_idle_per_key: 10,
             idle_timeout: Duration::from_secs(60),
             max_lifetime: Duration::from_secs(3600),

@@ -28,7 +28,7 @@ use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::stats::{ClientGuard, Refusal, StartupFailure};
-use super::{ProxyContext, ProxyError};
+use super::{session_pid, ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, PoolMode, ReadYourWrites};
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
@@ -92,6 +92,11 @@ pub struct Session {
     /// a client that vanished (killed, network cut) leaves a backend that, directly, would
     /// have ended with it.
     pub(super) client_terminated: bool,
+    /// The PID the client was told when it is not a server process's (`session_pid.rs`).
+    pub(super) issued_pid: Option<i32>,
+    /// What the client was told at login when no connection was opened for it, and from which
+    /// kind of connection: the first such connection reports what differs.
+    pub(super) greeting: Option<(Target, Arc<[Message]>)>,
     pub(super) client_buf: BytesMut,
     pub(super) client_out: BytesMut,
 }
@@ -144,6 +149,15 @@ pub async fn serve_client(
         return Ok(());
     };
     let _client = ClientGuard::new(ctx.stats.listener(&listener.name));
+    let issued_pid =
+        (!config.pool.connects_at_login()).then(|| session_pid::issue_pid(rand::random::<u32>()));
+    let cancel_targets = match issued_pid {
+        // Transaction mode records no aliases (see `session_pid.rs`).
+        Some(pid) if config.pool.mode == PoolMode::Session => {
+            Arc::new(CancelTargets::aliased(Arc::clone(&ctx.pid_aliases), pid))
+        }
+        _ => Arc::new(CancelTargets::default()),
+    };
     let mut session = Session {
         ctx: Arc::clone(&ctx),
         config,
@@ -151,7 +165,7 @@ pub async fn serve_client(
         classify: ctx.catalogs.for_database(&client.database),
         client,
         slots: Slots::default(),
-        cancel_targets: Arc::new(CancelTargets::default()),
+        cancel_targets,
         statements: HashMap::new(),
         batch: Unit::default(),
         waiting: None,
@@ -164,6 +178,8 @@ pub async fn serve_client(
         relayed_fatal: false,
         client_terminated: false,
         retry: None,
+        issued_pid,
+        greeting: None,
         client_buf: buf,
         // Grows with what the client is sent; an idle client holds next to nothing.
         client_out: BytesMut::new(),
@@ -324,6 +340,11 @@ impl Session {
             };
             let reply = slot.on_backend_message(&m);
             let status = slot.tx_status;
+            let m = if m.tag == b'A' {
+                self.as_told(target, m)
+            } else {
+                m
+            };
             let armed = target == Target::Replica && self.retry.is_some();
             match &reply {
                 Reply::Forward if armed => {
@@ -511,6 +532,7 @@ impl Session {
         let Err(e) = self.ensure_slot(plan.target).await else {
             return Ok(Some(plan.target));
         };
+        let e = self.refused_login(e)?;
         let primary_known = self.view().primary.is_some();
         let failure = plan::ConnectFailure {
             kind: match e {
@@ -522,14 +544,29 @@ impl Session {
             why: e.to_string(),
         };
         match plan::on_connect_failure(plan, primary_known, &failure) {
-            Fallback::Use(target) => {
-                self.ensure_slot(target).await?;
-                Ok(Some(target))
-            }
+            Fallback::Use(target) => match self.ensure_slot(target).await {
+                Ok(()) => Ok(Some(target)),
+                Err(e) => Err(self.refused_login(e).unwrap_or_else(|e| e)),
+            },
             Fallback::Refuse(r) => {
                 self.refuse(unit, r.code, &r.message)?;
                 Ok(None)
             }
+        }
+    }
+
+    /// The server refused this session's login (its role or database went away since the
+    /// greeting was learned): as directly, the session ends with the server's own FATAL error
+    /// (`Err`), and the next login meets the server again. Any other error comes back as `Ok`.
+    fn refused_login(&mut self, e: ProxyError) -> Result<ProxyError, ProxyError> {
+        match &e {
+            ProxyError::BackendError(fields, _) if fields.is_fatal() => {
+                self.ctx.pool.greetings.forget(&self.client.params);
+                self.report_connect_error(&e);
+                self.relayed_fatal = true;
+                Err(e)
+            }
+            _ => Ok(e),
         }
     }
 

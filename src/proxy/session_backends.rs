@@ -1,19 +1,21 @@
-//! How a session gets its backend connections: the home connection whose PID the client
-//! sees, the primary for writes, a replica chosen by weight from the read set for reads (with
+//! How a session gets its backend connections: what it tells the client at login (from the
+//! home connection whose PID the client sees, or from an earlier login's greeting), the primary for writes, a replica chosen by weight from the read set for reads (with
 //! the session's SET statements replayed on it), and the fallbacks when one is missing.
 
 use std::sync::Arc;
 
 use super::backend::LoginParams;
 use super::cancel::Registration;
-use super::message;
+use super::message::{self, Message};
+use super::pool::{PoolKey, Reset};
 use super::router::Target;
 use super::session::Session;
+use super::session_pid;
 use super::slot::Slot;
 use super::weighted::{self, Candidate};
 use super::ProxyError;
 use crate::config::ListenerRole;
-use crate::health::ClusterView;
+use crate::health::{BackendView, ClusterView};
 
 impl Session {
     pub(super) fn view(&self) -> Arc<ClusterView> {
@@ -32,34 +34,37 @@ impl Session {
         }
     }
 
-    /// Opens the connection whose process ID the client sees, and greets the client.
+    /// Greets the client: ParameterStatus, BackendKeyData, ReadyForQuery.
+    ///
+    /// A session that connects at login opens its home connection now and tells the client
+    /// that connection's PID. Any other tells the PID it was issued and the parameters an
+    /// earlier login with the same key was given; only when there was none does it open a
+    /// connection to learn them, and gives it straight back to the pool.
     pub(super) async fn open_home(&mut self) -> Result<Registration, ProxyError> {
-        let mut home = match self.listener.role {
-            ListenerRole::Replica => Target::Replica,
-            ListenerRole::Primary => Target::Primary,
-            // With no primary (failover in progress) an auto session can still read.
-            ListenerRole::Auto if self.view().primary.is_none() => Target::Replica,
-            ListenerRole::Auto => Target::Primary,
-        };
-        match self.ensure_slot(home).await {
-            Ok(()) => {}
-            // The primary just went away and health has not noticed yet: reads still work.
-            Err(ProxyError::BackendUnavailable(why))
-                if home == Target::Primary && self.listener.role == ListenerRole::Auto =>
-            {
-                tracing::info!(%why, "primary unreachable at session start; starting read-only");
-                home = Target::Replica;
-                self.ensure_slot(home).await?;
+        let home = self.home_at_login();
+        let (pid, parameter_status) = match self.issued_pid {
+            None => {
+                let target = self.open_home_slot(home).await?;
+                let slot = self
+                    .slots
+                    .get(target)
+                    .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
+                (
+                    slot.startup.pid,
+                    slot.startup.parameter_status.as_slice().into(),
+                )
             }
-            Err(e) => return Err(e),
-        }
-        let slot = self
-            .slots
-            .get(home)
-            .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
-        let pid = slot.startup.pid;
+            Some(pid) => {
+                let (target, greeting) = match self.remembered_greeting(home) {
+                    Some(g) => g,
+                    None => self.learn_greeting(home).await?,
+                };
+                self.greeting = Some((target, Arc::clone(&greeting)));
+                (pid, greeting)
+            }
+        };
         message::write_auth_request(&mut self.client_out, 0, &[]);
-        for m in &slot.startup.parameter_status {
+        for m in parameter_status.iter() {
             self.client_out.extend_from_slice(&m.raw);
         }
         let (secret, registration) = self
@@ -69,6 +74,113 @@ impl Session {
         message::write_backend_key_data(&mut self.client_out, pid, secret);
         message::write_ready_for_query(&mut self.client_out, b'I');
         Ok(registration)
+    }
+
+    /// The kind of connection whose parameters the client is told at login.
+    fn home_at_login(&self) -> Target {
+        match self.listener.role {
+            ListenerRole::Replica => Target::Replica,
+            ListenerRole::Primary => Target::Primary,
+            // With no primary (failover in progress) an auto session can still read.
+            ListenerRole::Auto if self.view().primary.is_none() => Target::Replica,
+            ListenerRole::Auto => Target::Primary,
+        }
+    }
+
+    /// Opens the home connection (or, on an auto listener whose primary just went away, a
+    /// replica one); returns which.
+    async fn open_home_slot(&mut self, home: Target) -> Result<Target, ProxyError> {
+        match self.ensure_slot(home).await {
+            Ok(()) => Ok(home),
+            // The primary just went away and health has not noticed yet: reads still work.
+            Err(ProxyError::BackendUnavailable(why))
+                if home == Target::Primary && self.listener.role == ListenerRole::Auto =>
+            {
+                tracing::info!(%why, "primary unreachable at session start; starting read-only");
+                self.ensure_slot(Target::Replica).await?;
+                Ok(Target::Replica)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What an earlier login with this client's key, to a backend of the home kind, was told.
+    fn remembered_greeting(&self, home: Target) -> Option<(Target, Arc<[Message]>)> {
+        let view = self.view();
+        let backends: Vec<&BackendView> = match home {
+            Target::Primary => view.primary_backend().into_iter().collect(),
+            Target::Replica => view.backends.iter().filter(|b| b.in_read_set).collect(),
+        };
+        backends.into_iter().find_map(|b| {
+            let key = PoolKey {
+                backend: b.name.clone(),
+                host: b.host.clone(),
+                port: b.port,
+                params: self.client.params.clone(),
+            };
+            self.ctx.pool.greetings.get(&key).map(|g| (home, g))
+        })
+    }
+
+    /// Opens a connection only to learn what to tell the client, and pools it at once: the
+    /// session takes one again (likely this one) when it has something to run.
+    async fn learn_greeting(
+        &mut self,
+        home: Target,
+    ) -> Result<(Target, Arc<[Message]>), ProxyError> {
+        let target = self.open_home_slot(home).await?;
+        let slot = self
+            .slots
+            .take(target)
+            .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
+        let greeting: Arc<[Message]> = slot.startup.parameter_status.as_slice().into();
+        self.ctx
+            .pool
+            .greetings
+            .remember(&slot.pool_key, &slot.startup.parameter_status);
+        let (key, conn) = slot.into_server_conn();
+        self.ctx
+            .pool
+            .checkin(key, conn, self.config.pool.clone(), Reset::Nothing);
+        Ok((target, greeting))
+    }
+
+    /// The first connection of the kind the greeting came from: the parameters it reports
+    /// differently from what the client was told reach the client as ParameterStatus, as
+    /// PostgreSQL reports a changed parameter.
+    pub(super) fn tell_parameter_changes(&mut self, target: Target) {
+        let Some((_, told)) = self.greeting.take_if(|(kind, _)| *kind == target) else {
+            return;
+        };
+        let Some(slot) = self.slots.get(target) else {
+            return;
+        };
+        for m in &slot.startup.parameter_status {
+            if !told.iter().any(|t| t.raw == m.raw) {
+                self.client_out.extend_from_slice(&m.raw);
+            }
+        }
+    }
+
+    /// A notification as the client expects it: from a server process of a session whose
+    /// client was told an issued PID, it carries that PID (`session_pid.rs`).
+    pub(super) fn as_told(&self, target: Target, m: Message) -> Message {
+        let (Some(pid), Some(slot)) = (session_pid::notification_pid(&m), self.slots.get(target))
+        else {
+            return m;
+        };
+        let (host, port) = (&slot.pool_key.host, slot.pool_key.port);
+        let own = self.slots.iter().any(|(_, s)| {
+            s.startup.pid == pid && &s.pool_key.host == host && s.pool_key.port == port
+        });
+        let told = match (own, self.issued_pid) {
+            (true, Some(issued)) => Some(issued),
+            _ => self.ctx.pid_aliases.told(host, port, pid),
+        };
+        match told {
+            Some(t) => session_pid::with_notification_pid(&m, t),
+            None => m,
+        }
     }
 
     pub(super) fn report_connect_error(&mut self, e: &ProxyError) {
@@ -101,10 +213,12 @@ impl Session {
     /// Makes sure a connection for `target` exists, opening one if needed.
     pub(super) async fn ensure_slot(&mut self, target: Target) -> Result<(), ProxyError> {
         match target {
-            Target::Primary if self.slots.is_open(Target::Primary) => Ok(()),
-            Target::Primary => self.open_primary().await,
-            Target::Replica => self.ensure_replica().await,
+            Target::Primary if self.slots.is_open(Target::Primary) => return Ok(()),
+            Target::Primary => self.open_primary().await?,
+            Target::Replica => self.ensure_replica().await?,
         }
+        self.tell_parameter_changes(target);
+        Ok(())
     }
 
     async fn open_primary(&mut self) -> Result<(), ProxyError> {

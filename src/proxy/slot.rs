@@ -131,6 +131,9 @@ impl Slot {
             Acquired::Pooled(c) => c,
             Acquired::Open(permit) => {
                 let (reader, wr, startup) = backend::connect(login).await?;
+                pool.0
+                    .greetings
+                    .remember(&pool_key, &startup.parameter_status);
                 ServerConn {
                     reader,
                     wr,

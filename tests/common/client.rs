@@ -1,7 +1,9 @@
 //! Client-side helpers shared by the integration tests: a tokio-postgres connection whose
 //! driver runs on its own task, and the value a simple query returned.
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, SimpleQueryMessage};
 
 pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
@@ -9,6 +11,31 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// A connection whose notifications arrive on the returned channel.
+pub async fn connect_listening(
+    conninfo: &str,
+) -> Result<(Client, UnboundedReceiver<Notification>), tokio_postgres::Error> {
+    let (client, mut conn) = tokio_postgres::connect(conninfo, NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
+/// The next notification, within 10 s.
+pub async fn next_notification(rx: &mut UnboundedReceiver<Notification>) -> Notification {
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the connection is open")
 }
 
 /// First column of the last row the (possibly multi-statement) simple query returned.

@@ -102,6 +102,17 @@ pub fn first_value(body: &[u8]) -> String {
 
 impl Raw {
     pub fn connect(port: u16, user: &str, password: &str, database: &str) -> Raw {
+        Raw::connect_greeted(port, user, password, database).0
+    }
+
+    /// Logs in and also returns what the server said before its first ReadyForQuery
+    /// (ParameterStatus, BackendKeyData).
+    pub fn connect_greeted(
+        port: u16,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> (Raw, Vec<Msg>) {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut r = Raw { s };
@@ -114,6 +125,7 @@ impl Raw {
         let mut startup = ((b.len() + 4) as i32).to_be_bytes().to_vec();
         startup.extend_from_slice(&b);
         r.send(&startup);
+        let mut greeting = Vec::new();
         loop {
             let (tag, body) = r.read().expect("startup reply");
             match tag {
@@ -124,9 +136,9 @@ impl Raw {
                     cstr(&mut p, &resp);
                     r.send(&frame(b'p', &p));
                 }
-                b'Z' => return r,
+                b'Z' => return (r, greeting),
                 b'E' => panic!("login failed: {}", field(&body, b'M')),
-                _ => {}
+                _ => greeting.push((tag, body)),
             }
         }
     }
@@ -186,6 +198,26 @@ pub fn errors(msgs: &[Msg]) -> Vec<String> {
         .filter(|m| m.0 == b'E')
         .map(|m| sqlstate(&m.1))
         .collect()
+}
+
+/// The (name, value) of every ParameterStatus among `msgs`.
+pub fn parameters(msgs: &[Msg]) -> Vec<(String, String)> {
+    msgs.iter()
+        .filter(|m| m.0 == b'S')
+        .filter_map(|m| {
+            let mut parts = m.1.split(|b| *b == 0);
+            let name = String::from_utf8_lossy(parts.next()?).into_owned();
+            let value = String::from_utf8_lossy(parts.next()?).into_owned();
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// The (pid, secret) of the BackendKeyData among `msgs`.
+pub fn backend_key(msgs: &[Msg]) -> Option<(i32, i32)> {
+    let m = msgs.iter().find(|m| m.0 == b'K')?;
+    let word = |at: usize| Some(i32::from_be_bytes(m.1.get(at..at + 4)?.try_into().ok()?));
+    Some((word(0)?, word(4)?))
 }
 
 /// The first value of the first DataRow among `msgs`.

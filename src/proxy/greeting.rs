@@ -1,0 +1,90 @@
+//! What a client is told at login when no server connection is opened for it: the
+//! ParameterStatus messages that the latest fresh login with the same key (backend, user,
+//! database, start-up parameters) received.
+//!
+//! A key is only ever remembered from a login that succeeded, so the first login of a user to
+//! a database still meets the server (a wrong database or a refused role fails at login, as
+//! directly); later ones are answered from here. A key whose login fails later is forgotten.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::message::Message;
+use super::pool::PoolKey;
+
+/// Keys remembered at most; past it the map starts over (each key is relearned by one login).
+const MAX_GREETINGS: usize = 10_000;
+
+#[derive(Default)]
+pub struct Greetings {
+    map: Mutex<HashMap<PoolKey, Arc<[Message]>>>,
+}
+
+impl Greetings {
+    pub fn get(&self, key: &PoolKey) -> Option<Arc<[Message]>> {
+        self.lock().get(key).cloned()
+    }
+
+    pub fn remember(&self, key: &PoolKey, parameter_status: &[Message]) {
+        let mut map = self.lock();
+        if map.len() >= MAX_GREETINGS && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.clone(), parameter_status.into());
+    }
+
+    /// Forgets every backend's greeting for these start-up parameters (a login with them
+    /// failed: the next one must meet the server again).
+    pub fn forget(&self, params: &[(String, String)]) {
+        self.lock().retain(|k, _| k.params != params);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<[Message]>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn key(backend: &str, user: &str) -> PoolKey {
+        PoolKey {
+            backend: backend.into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            params: vec![("user".into(), user.into())],
+        }
+    }
+
+    fn status(raw: &'static [u8]) -> Message {
+        Message {
+            tag: b'S',
+            raw: Bytes::from_static(raw),
+        }
+    }
+
+    #[test]
+    fn remembered_per_key_and_forgotten_per_parameters() {
+        let g = Greetings::default();
+        assert!(g.get(&key("pg1", "alice")).is_none());
+        g.remember(&key("pg1", "alice"), &[status(b"S-a")]);
+        g.remember(&key("pg2", "alice"), &[status(b"S-b")]);
+        g.remember(&key("pg1", "bob"), &[status(b"S-c")]);
+        assert_eq!(&g.get(&key("pg1", "alice")).unwrap()[0].raw[..], b"S-a");
+        g.forget(&key("pg1", "alice").params);
+        assert!(g.get(&key("pg1", "alice")).is_none());
+        assert!(g.get(&key("pg2", "alice")).is_none());
+        assert!(g.get(&key("pg1", "bob")).is_some());
+    }
+
+    #[test]
+    fn bounded() {
+        let g = Greetings::default();
+        for i in 0..MAX_GREETINGS + 5 {
+            g.remember(&key("pg1", &format!("u{i}")), &[]);
+        }
+        assert!(g.lock().len() <= MAX_GREETINGS);
+    }
+}
