@@ -150,7 +150,7 @@ impl Session {
                 .get(target)
                 .is_some_and(|s| !s.read_only_fallback && !s.pending.iter().any(|u| u.forward));
         if armed {
-            self.retry = Some(Retry {
+            self.retry = Some(Box::new(Retry {
                 idle_before: self.tx_status() == b'I',
                 whole_unit: unit.ends && !unit.unsynced,
                 messages: unit.messages.clone(),
@@ -158,7 +158,7 @@ impl Session {
                 bytes: unit.bytes,
                 held: BytesMut::new(),
                 error: None,
-            });
+            }));
         }
     }
 

@@ -73,7 +73,8 @@ pub struct Session {
     pub(super) cancel_targets: Arc<CancelTargets>,
     pub(super) statements: HashMap<String, StatementInfo>,
     pub(super) batch: Unit,
-    pub(super) waiting: Option<Unit>,
+    /// Boxed, like the other rarely-held parts: an idle session stays small.
+    pub(super) waiting: Option<Box<Unit>>,
     pub(super) pinned_primary: bool,
     pub(super) last_write: Option<Instant>,
     pub(super) session_sets: Vec<String>,
@@ -85,7 +86,7 @@ pub struct Session {
     /// That BEGIN was `BEGIN READ ONLY`.
     pub(super) deferred_begin_read_only: bool,
     /// A replica unit kept for a re-run on the primary (see `retry.rs`).
-    pub(super) retry: Option<super::retry::Retry>,
+    pub(super) retry: Option<Box<super::retry::Retry>>,
     /// A backend's FATAL error was relayed to the client: the session ends with it.
     pub(super) relayed_fatal: bool,
     /// The client said goodbye with Terminate. Only then are its backend connections pooled:
@@ -115,7 +116,12 @@ pub async fn serve_client(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let outcome = tokio::time::timeout(
         config.limits.startup_timeout,
-        startup::client_startup(&mut stream, &mut buf, &ctx, &config),
+        Box::pin(startup::client_startup(
+            &mut stream,
+            &mut buf,
+            &ctx,
+            &config,
+        )),
     )
     .await;
     let client = match outcome {
@@ -184,7 +190,7 @@ pub async fn serve_client(
         // Grows with what the client is sent; an idle client holds next to nothing.
         client_out: BytesMut::new(),
     };
-    let registration = match session.open_home().await {
+    let registration = match Box::pin(session.open_home()).await {
         Ok(r) => r,
         Err(e) => {
             session.report_connect_error(&e);
@@ -226,6 +232,9 @@ impl Session {
         result
     }
 
+    /// Every handler that can open a connection is awaited boxed: this loop's own state, which
+    /// an idle client keeps for as long as it stays, holds only the waiting (`select!`), not room
+    /// for a login to a backend (a few hundred bytes instead of ~3 KB per idle client).
     async fn relay(
         &mut self,
         rd: OwnedReadHalf,
@@ -239,10 +248,13 @@ impl Session {
             let replica_idle = self.slots.get(Target::Replica).is_none_or(|r| r.idle());
             if self.waiting.is_some() && replica_idle {
                 if let Some(unit) = self.waiting.take() {
-                    self.dispatch(unit).await?;
+                    Box::pin(self.dispatch(*unit)).await?;
                 }
             }
-            if self.waiting.is_none() && !terminating && !self.process_client_messages().await? {
+            if self.waiting.is_none()
+                && !terminating
+                && !Box::pin(self.process_client_messages()).await?
+            {
                 terminating = true;
             }
             if !self.client_out.is_empty() {
@@ -260,7 +272,7 @@ impl Session {
             let (primary, replica) = self.slots.both_mut();
             tokio::select! {
                 _ = quiet_wait(), if quiet_batch => {
-                    self.send_quiet_batch().await?;
+                    Box::pin(self.send_quiet_batch()).await?;
                 }
                 ready = rd.readable(), if reading_client => {
                     ready?;
@@ -268,8 +280,8 @@ impl Session {
                         return Ok(());
                     }
                 }
-                n = read_slot(primary) => self.on_slot_readable(Target::Primary, n).await?,
-                n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
+                n = read_slot(primary) => Box::pin(self.on_slot_readable(Target::Primary, n)).await?,
+                n = read_slot(replica) => Box::pin(self.on_slot_readable(Target::Replica, n)).await?,
             }
         }
     }
@@ -580,7 +592,7 @@ impl Session {
 
     /// Keeps the unit (and any deferred BEGIN) until the replica connection is idle.
     fn park(&mut self, unit: Unit) -> Result<(), ProxyError> {
-        self.waiting = Some(unit);
+        self.waiting = Some(Box::new(unit));
         Ok(())
     }
 
@@ -687,7 +699,7 @@ async fn quiet_wait() {
     tokio::time::sleep(QUIET_BATCH_DELAY).await
 }
 
-async fn read_slot(slot: &mut Option<Slot>) -> std::io::Result<usize> {
+async fn read_slot(slot: &mut Option<Box<Slot>>) -> std::io::Result<usize> {
     match slot {
         Some(s) => s.reader.rd.read_buf(&mut s.reader.buf).await,
         None => std::future::pending().await,

@@ -5,29 +5,30 @@ use super::plan::SlotFacts;
 use super::router::Target;
 use super::slot::Slot;
 
-/// At most one connection per target.
+/// At most one connection per target. Boxed: a session between transactions holds none, and
+/// its idle future should not carry room for two.
 #[derive(Default)]
 pub struct Slots {
-    primary: Option<Slot>,
-    replica: Option<Slot>,
+    primary: Option<Box<Slot>>,
+    replica: Option<Box<Slot>>,
 }
 
 impl Slots {
     pub fn get(&self, target: Target) -> Option<&Slot> {
-        self.entry(target).as_ref()
+        self.entry(target).as_deref()
     }
 
     pub fn get_mut(&mut self, target: Target) -> Option<&mut Slot> {
-        self.entry_mut(target).as_mut()
+        self.entry_mut(target).as_deref_mut()
     }
 
     /// Removes and returns the connection (dropping it closes it, unless it goes to the pool).
     pub fn take(&mut self, target: Target) -> Option<Slot> {
-        self.entry_mut(target).take()
+        self.entry_mut(target).take().map(|s| *s)
     }
 
     pub fn set(&mut self, target: Target, slot: Slot) {
-        *self.entry_mut(target) = Some(slot);
+        *self.entry_mut(target) = Some(Box::new(slot));
     }
 
     pub fn is_open(&self, target: Target) -> bool {
@@ -41,7 +42,7 @@ impl Slots {
             (Target::Replica, &self.replica),
         ]
         .into_iter()
-        .filter_map(|(t, s)| s.as_ref().map(|s| (t, s)))
+        .filter_map(|(t, s)| s.as_deref().map(|s| (t, s)))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Target, &mut Slot)> {
@@ -50,11 +51,11 @@ impl Slots {
             (Target::Replica, &mut self.replica),
         ]
         .into_iter()
-        .filter_map(|(t, s)| s.as_mut().map(|s| (t, s)))
+        .filter_map(|(t, s)| s.as_deref_mut().map(|s| (t, s)))
     }
 
     /// Both entries at once, for reading from both connections concurrently.
-    pub fn both_mut(&mut self) -> (&mut Option<Slot>, &mut Option<Slot>) {
+    pub fn both_mut(&mut self) -> (&mut Option<Box<Slot>>, &mut Option<Box<Slot>>) {
         (&mut self.primary, &mut self.replica)
     }
 
@@ -71,14 +72,14 @@ impl Slots {
         }
     }
 
-    fn entry(&self, target: Target) -> &Option<Slot> {
+    fn entry(&self, target: Target) -> &Option<Box<Slot>> {
         match target {
             Target::Primary => &self.primary,
             Target::Replica => &self.replica,
         }
     }
 
-    fn entry_mut(&mut self, target: Target) -> &mut Option<Slot> {
+    fn entry_mut(&mut self, target: Target) -> &mut Option<Box<Slot>> {
         match target {
             Target::Primary => &mut self.primary,
             Target::Replica => &mut self.replica,
