@@ -42,6 +42,8 @@ pub enum DaemonError {
     Anycast(#[from] AnycastError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("[tls]: {0}")]
+    Tls(#[from] proxy::tls::TlsError),
     #[error("{0}: every anycast prefix was withdrawn (fail closed)")]
     TaskFailed(TaskExit),
 }
@@ -90,7 +92,14 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
         cluster_rx.clone(),
         Arc::clone(&catalogs),
     );
-    let ctx = ProxyContext::new(config_rx.clone(), cluster_rx.clone(), catalogs, self_probes);
+    let tls = Arc::new(proxy::tls::ServerTls::new(config.tls.as_ref())?);
+    let ctx = ProxyContext::new(
+        config_rx.clone(),
+        cluster_rx.clone(),
+        catalogs,
+        self_probes,
+        tls,
+    );
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
     proxy::scram_verifiers::spawn_refresh(Arc::clone(&ctx.scram), config_rx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -136,7 +145,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     let failure = loop {
         tokio::select! {
             _ = hup.recv() => {
-                let report = reload(config_path, &config_tx, anycast.speakers).await;
+                let report = reload(config_path, &config_tx, anycast.speakers, &ctx.tls).await;
                 reload_tx.send_replace(Some(report));
             }
             _ = term.recv() => break None,
@@ -267,6 +276,7 @@ async fn reload(
     path: &Path,
     config_tx: &watch::Sender<Arc<Config>>,
     speakers: &Speakers,
+    tls: &proxy::tls::ServerTls,
 ) -> ReloadReport {
     let at_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -290,6 +300,20 @@ async fn reload(
     }
     for what in &report.restart_needed {
         tracing::warn!("reload: {what} changed: restart needed to apply; not applied");
+    }
+    // Read again at every reload, changed or not: that is how a renewed certificate is put
+    // in force. New handshakes use it; open sessions keep theirs.
+    match tls.reload(merged.tls.as_ref()) {
+        Ok(true) => report
+            .applied
+            .push("[tls] certificate and key (read again)".into()),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "reload: [tls] not applied; the running certificate stays");
+            report
+                .failed
+                .push(format!("[tls]: {e} (the running certificate stays)"));
+        }
     }
     if report.applied.is_empty() && report.restart_needed.is_empty() {
         tracing::info!("configuration reloaded: nothing changed");

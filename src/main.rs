@@ -84,22 +84,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match pgcast::config::Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: OK ({} listeners, {} backends, {} users)",
-                    config.display(),
-                    c.listeners.len(),
-                    c.backends.len(),
-                    c.users.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { config } => check_config(&config),
         Command::Status { target } => match status(target) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
@@ -136,6 +121,31 @@ fn control(command: Control, target: AdminTarget) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `pgcast check-config`: the file parses and validates, and the files it names (the TLS
+/// certificate and key) load.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let c = match pgcast::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = pgcast::proxy::tls::ServerTls::new(c.tls.as_ref()) {
+        eprintln!("{}: [tls]: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}: OK ({} listeners, {} backends, {} users{})",
+        path.display(),
+        c.listeners.len(),
+        c.backends.len(),
+        c.users.len(),
+        if c.tls.is_some() { ", TLS" } else { "" }
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logging() {

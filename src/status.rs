@@ -397,6 +397,9 @@ fn reload_text(r: &ReloadReport, s: &mut String) {
             r.restart_needed.join(", ")
         );
     }
+    for f in &r.failed {
+        let _ = writeln!(s, "!! last reload could not apply: {f}");
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {

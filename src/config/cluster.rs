@@ -16,6 +16,7 @@ impl Validator<'_> {
     pub(super) fn listeners(
         &self,
         raw: Vec<Spanned<RawListener>>,
+        tls_configured: bool,
     ) -> Result<Vec<ListenerConfig>, ConfigError> {
         if raw.is_empty() {
             return Err(self.err(
@@ -52,10 +53,12 @@ impl Validator<'_> {
                     format!("{address} is used by another listener"),
                 ));
             }
+            let tls = self.listener_tls(span, &key("tls"), l.tls.as_deref(), tls_configured)?;
             out.push(ListenerConfig {
                 name: l.name,
                 address,
                 role: l.role,
+                tls,
             });
         }
         Ok(out)

@@ -8,6 +8,7 @@ mod community;
 mod peers;
 mod pool;
 pub mod reload;
+mod tls;
 pub use anycast::{
     DrainConfig, HmacKeyPreparation, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig,
     OspfNetwork, PrefixConfig, Requirement, WhenUnhealthy,
@@ -17,6 +18,7 @@ pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use pool::{PoolConfig, PoolMode, ServerConnect};
 pub use reload::{merge_reload, ReloadReport};
+pub use tls::{ListenerTls, TlsConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -109,6 +111,8 @@ struct RawConfig {
     #[serde(default)]
     routing: Option<Spanned<RawRouting>>,
     #[serde(default)]
+    tls: Option<Spanned<tls::RawTls>>,
+    #[serde(default)]
     listeners: Vec<Spanned<RawListener>>,
     #[serde(default)]
     backends: Vec<Spanned<RawBackend>>,
@@ -194,6 +198,7 @@ struct RawListener {
     name: String,
     address: String,
     role: ListenerRole,
+    tls: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +237,8 @@ pub struct Config {
     pub pool: PoolConfig,
     pub health: HealthConfig,
     pub routing: RoutingConfig,
+    /// The certificate clients are offered (none: no TLS).
+    pub tls: Option<TlsConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
     pub users: Vec<UserConfig>,
@@ -292,6 +299,7 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub role: ListenerRole,
+    pub tls: ListenerTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -660,7 +668,8 @@ impl Validator<'_> {
             )? as usize,
         };
 
-        let listeners = self.listeners(raw.listeners)?;
+        let tls = self.tls(raw.tls)?;
+        let listeners = self.listeners(raw.listeners, tls.is_some())?;
         let backends = self.backends(raw.backends)?;
         let users = self.users(raw.users)?;
         let ospf = self.ospf(raw.ospf)?;
@@ -682,6 +691,7 @@ impl Validator<'_> {
             pool,
             health,
             routing,
+            tls,
             listeners,
             backends,
             users,

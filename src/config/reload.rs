@@ -17,6 +17,10 @@ pub struct ReloadReport {
     pub restart_needed: Vec<String>,
     /// Why the file could not be loaded at all (the running configuration stays).
     pub error: Option<String>,
+    /// What the file asks for but could not be put in force, each with why (e.g. a
+    /// certificate file that does not load: the running one stays).
+    #[serde(default)]
+    pub failed: Vec<String>,
 }
 
 /// Whether the running pgcast can apply a change of a section without a restart.
@@ -43,6 +47,7 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         pool: _,
         health: _,
         routing: _,
+        tls: _,
         listeners: _,
         backends: _,
         users: _,
@@ -110,6 +115,9 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         new.routing.statement_cache_size = old.routing.statement_cache_size;
     }
     section("[routing]", new.routing != old.routing, Apply::Live);
+    // The files are read again at every SIGHUP anyway (certificate rotation); the daemon
+    // reports that reading.
+    section("[tls]", new.tls != old.tls, Apply::Live);
     if section(
         "[[listener]]",
         new.listeners != old.listeners,

@@ -27,6 +27,7 @@ pub mod slot;
 pub mod slots;
 pub mod startup;
 pub mod stats;
+pub mod tls;
 mod transaction_pool;
 pub mod weighted;
 
@@ -81,6 +82,8 @@ pub struct ProxyContext {
     pub cancel: Arc<CancelRegistry>,
     /// Server processes of sessions whose clients were told an issued PID.
     pub pid_aliases: Arc<session_pid::PidAliases>,
+    /// The certificate offered to clients (replaced at SIGHUP).
+    pub tls: Arc<tls::ServerTls>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
     /// Bounds the number of logged-in clients across all listeners; a slot is taken once a
@@ -100,12 +103,14 @@ impl ProxyContext {
         cluster: watch::Receiver<Arc<ClusterView>>,
         catalogs: Arc<Catalogs>,
         self_probes: Arc<ProbeSources>,
+        tls: Arc<tls::ServerTls>,
     ) -> Arc<Self> {
         let c = config.borrow().clone();
         let stats = Arc::new(ProxyStats::default());
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
             pid_aliases: Default::default(),
+            tls,
             scram: ScramVerifiers::new(),
             pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
             stats,

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::cancel::CancelTargets;
@@ -28,6 +27,7 @@ use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::stats::{ClientGuard, Refusal, StartupFailure};
+use super::tls::{self, ClientReader, ClientStream, ClientWriter};
 use super::{session_pid, ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, PoolMode, ReadYourWrites};
 
@@ -106,13 +106,14 @@ pub struct Session {
 /// budget (none for the self-check's probe), given back when start-up ends; only then, once
 /// the client authenticated, does it take a logged-in slot, so a stranger never holds one.
 pub async fn serve_client(
-    mut stream: TcpStream,
+    stream: TcpStream,
     listener: Arc<ListenerConfig>,
     ctx: Arc<ProxyContext>,
     prelogin: Option<PreLoginPermit>,
 ) -> Result<(), ProxyError> {
     let config = ctx.config.borrow().clone();
     let peer = stream.peer_addr().ok();
+    let mut stream = ClientStream::Plain(stream);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let outcome = tokio::time::timeout(
         config.limits.startup_timeout,
@@ -121,6 +122,7 @@ pub async fn serve_client(
             &mut buf,
             &ctx,
             &config,
+            listener.tls,
         )),
     )
     .await;
@@ -194,7 +196,7 @@ pub async fn serve_client(
         Ok(r) => r,
         Err(e) => {
             session.report_connect_error(&e);
-            stream.write_all(&session.client_out).await?;
+            tls::send(&mut stream, &session.client_out).await?;
             return Err(e);
         }
     };
@@ -205,11 +207,11 @@ pub async fn serve_client(
 }
 
 impl Session {
-    async fn run(&mut self, rd: OwnedReadHalf, mut wr: OwnedWriteHalf) -> Result<(), ProxyError> {
+    async fn run(&mut self, rd: ClientReader, mut wr: ClientWriter) -> Result<(), ProxyError> {
         let result = self.relay(rd, &mut wr).await;
         // Whatever ended the session, the client gets the errors queued for it.
         if !self.client_out.is_empty() {
-            let _ = wr.write_all(&self.client_out).await;
+            let _ = tls::send(&mut wr, &self.client_out).await;
         }
         // Release the backend sessions at once: back to the pool (reset there) when they are
         // in a clean state and the client left cleanly, else closed.
@@ -237,10 +239,10 @@ impl Session {
     /// for a login to a backend (a few hundred bytes instead of ~3 KB per idle client).
     async fn relay(
         &mut self,
-        rd: OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
+        mut rd: ClientReader,
+        wr: &mut ClientWriter,
     ) -> Result<(), ProxyError> {
-        wr.write_all(&self.client_out).await?;
+        tls::send(wr, &self.client_out).await?;
         self.client_out.clear();
         // Terminate came: like PostgreSQL, answer what was sent before it, then close.
         let mut terminating = false;
@@ -258,7 +260,7 @@ impl Session {
                 terminating = true;
             }
             if !self.client_out.is_empty() {
-                wr.write_all(&self.client_out).await?;
+                tls::send(wr, &self.client_out).await?;
                 self.client_out.clear();
             }
             self.release_between_transactions();
@@ -274,9 +276,10 @@ impl Session {
                 _ = quiet_wait(), if quiet_batch => {
                     Box::pin(self.send_quiet_batch()).await?;
                 }
-                ready = rd.readable(), if reading_client => {
-                    ready?;
-                    if !self.read_client(&rd)? {
+                n = rd.read_into(&mut self.client_buf, CLIENT_READ_MIN, CLIENT_READ_CHUNK),
+                    if reading_client =>
+                {
+                    if n? == 0 {
                         return Ok(());
                     }
                 }
@@ -662,20 +665,6 @@ impl Session {
 }
 
 impl Session {
-    /// Reads what the client sent once its socket is readable; false at EOF. The buffer is
-    /// allocated here, not while waiting: a client idle between transactions holds none.
-    fn read_client(&mut self, rd: &OwnedReadHalf) -> Result<bool, ProxyError> {
-        if self.client_buf.capacity() - self.client_buf.len() < CLIENT_READ_MIN {
-            self.client_buf.reserve(CLIENT_READ_CHUNK);
-        }
-        match rd.try_read_buf(&mut self.client_buf) {
-            Ok(0) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Between transactions, with no backend connection held: gives the buffers back too.
     pub(super) fn shrink_when_idle(&mut self) {
         if self.slots.iter().next().is_none() {

@@ -5,15 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use super::auth::{self, ScramServer, ScramVerifier};
 use super::cancel::CancelRoute;
 use super::message::{self, Message, StartupPacket};
 use super::stats::{CancelOutcome, StartupFailure};
+use super::tls::{self, ClientStream, LoadedTls};
 use super::{backend, cancel, ProxyContext, ProxyError};
-use crate::config::{ClientAuthMethod, Config, UserConfig};
+use crate::config::{ClientAuthMethod, Config, ListenerTls, UserConfig};
 use crate::log_limit::LogLimit;
 
 /// At most one line per this interval for each log line a stranger can trigger per connection.
@@ -35,7 +35,7 @@ pub enum StartupOutcome {
 
 /// Sends a FATAL ErrorResponse, counts it, and turns it into the session's error.
 pub async fn fatal(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     ctx: &ProxyContext,
     code: &str,
     msg: &str,
@@ -43,12 +43,12 @@ pub async fn fatal(
     let mut out = BytesMut::new();
     message::write_error(&mut out, "FATAL", code, msg);
     ctx.stats.count_error(code);
-    stream.write_all(&out).await?;
+    tls::send(stream, &out).await?;
     Ok(())
 }
 
 async fn read_startup(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<StartupPacket, ProxyError> {
     loop {
@@ -65,7 +65,7 @@ async fn read_startup(
 /// are refused as PostgreSQL refuses them (CVE-2021-23214: they could have been injected by a
 /// man in the middle ahead of the encryption that the client asked for).
 async fn refuse_early_data(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &BytesMut,
     ctx: &ProxyContext,
     request: &str,
@@ -94,15 +94,38 @@ async fn refuse_early_data(
         bytes::BufMut::put_u8(b, 0);
     });
     ctx.stats.count_error("08P01");
-    stream.write_all(&out).await?;
+    tls::send(stream, &out).await?;
     Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
         "data after an encryption request",
     )))
 }
 
+/// PostgreSQL 17's direct TLS (`sslnegotiation=direct`): the client's first byte starts a TLS
+/// handshake instead of a start-up packet. Like PostgreSQL, only with ALPN "postgresql": a
+/// client that does not say it speaks PostgreSQL inside is refused. True if it was one.
+async fn direct_tls(
+    stream: &mut ClientStream,
+    tls: &LoadedTls,
+    ctx: &ProxyContext,
+) -> Result<bool, ProxyError> {
+    if stream.peek_first_byte().await? != Some(tls::TLS_HANDSHAKE_RECORD) {
+        return Ok(false);
+    }
+    stream.upgrade(tls).await?;
+    if stream.alpn_protocol() != Some(tls::ALPN_POSTGRESQL) {
+        let msg =
+            "received direct SSL connection request without ALPN protocol negotiation extension";
+        fatal(stream, ctx, "08P01", msg).await?;
+        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
+            "direct TLS without ALPN",
+        )));
+    }
+    Ok(true)
+}
+
 /// Reads one tagged message during authentication.
 pub async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Message, ProxyError> {
@@ -118,14 +141,22 @@ pub async fn read_message(
 
 /// Runs the start-up phase. Protocol errors are reported to the client before returning.
 pub async fn client_startup(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     ctx: &Arc<ProxyContext>,
     config: &Config,
+    listener_tls: ListenerTls,
 ) -> Result<StartupOutcome, ProxyError> {
     // PostgreSQL answers each of SSLRequest and GSSENCRequest once; a repeated one is an
     // unsupported protocol version (postmaster.c, ProcessStartupPacket).
     let (mut ssl_done, mut gss_done) = (false, false);
+    let tls = ctx.tls.current();
+    if let Some(t) = tls
+        .as_ref()
+        .filter(|_| listener_tls != ListenerTls::Disable)
+    {
+        ssl_done = direct_tls(stream, t, ctx).await?;
+    }
     let params = loop {
         let packet = match read_startup(stream, buf).await {
             Ok(p) => p,
@@ -141,15 +172,21 @@ pub async fn client_startup(
             Err(e) => return Err(e),
         };
         match packet {
-            // No TLS or GSS encryption yet: answer 'N' and let the client continue in clear.
             StartupPacket::SslRequest if !ssl_done => {
                 ssl_done = true;
-                stream.write_all(b"N").await?;
+                let offered = tls
+                    .as_ref()
+                    .filter(|_| listener_tls != ListenerTls::Disable);
+                tls::send(stream, if offered.is_some() { b"S" } else { b"N" }).await?;
                 refuse_early_data(stream, buf, ctx, "SSL request").await?;
+                if let Some(t) = offered {
+                    stream.upgrade(t).await?;
+                }
             }
+            // No GSS encryption: answer 'N' and let the client continue as it is.
             StartupPacket::GssEncRequest if !gss_done => {
                 gss_done = true;
-                stream.write_all(b"N").await?;
+                tls::send(stream, b"N").await?;
                 refuse_early_data(stream, buf, ctx, "GSSAPI encryption request").await?;
             }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
@@ -171,6 +208,18 @@ pub async fn client_startup(
             StartupPacket::Startup { params } => break params,
         }
     };
+    if listener_tls == ListenerTls::Require && !stream.is_tls() {
+        fatal(
+            stream,
+            ctx,
+            "28000",
+            "pgcast: this listener accepts TLS connections only",
+        )
+        .await?;
+        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
+            "a clear-text login on a TLS-only listener",
+        )));
+    }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user_name) = get("user") else {
         fatal(
@@ -257,7 +306,7 @@ pub fn note_failure(
 /// Returns whether the client proved knowledge of the password. Unknown users go through a
 /// SCRAM exchange against a random verifier, so the answer does not reveal which users exist.
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &mut BytesMut,
     ctx: &ProxyContext,
     config: &Config,
@@ -274,7 +323,7 @@ async fn authenticate(
         ClientAuthMethod::Md5 => {
             let salt: [u8; 4] = rand::random();
             message::write_auth_request(&mut out, 5, &salt);
-            stream.write_all(&out).await?;
+            tls::send(stream, &out).await?;
             let m = read_message(stream, buf, max).await?;
             if m.tag != b'p' {
                 return Ok(false);
@@ -290,7 +339,7 @@ async fn authenticate(
             };
             let mut server = ScramServer::with_random_nonce(verifier);
             message::write_auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
-            stream.write_all(&out).await?;
+            tls::send(stream, &out).await?;
             let m = read_message(stream, buf, max).await?;
             if m.tag != b'p' {
                 return Ok(false);
@@ -306,7 +355,7 @@ async fn authenticate(
             };
             out.clear();
             message::write_auth_request(&mut out, 11, &first);
-            stream.write_all(&out).await?;
+            tls::send(stream, &out).await?;
             let m = read_message(stream, buf, max).await?;
             if m.tag != b'p' {
                 return Ok(false);
@@ -315,7 +364,7 @@ async fn authenticate(
                 Ok(fin) => {
                     out.clear();
                     message::write_auth_request(&mut out, 12, &fin);
-                    stream.write_all(&out).await?;
+                    tls::send(stream, &out).await?;
                     Ok(user.is_some())
                 }
                 Err(_) => Ok(false),

@@ -1,0 +1,325 @@
+//! TLS towards clients, with rustls (TLS 1.2 and 1.3 only, rustls's default cipher suites:
+//! AEAD with forward secrecy).
+//!
+//! A client asks with an SSLRequest and gets 'S' and a handshake (PostgreSQL protocol §53.2.10),
+//! or, as PostgreSQL 17's `sslnegotiation=direct` does, starts the handshake at once with ALPN
+//! "postgresql". The certificate and key are read at start, by `check-config`, and again at every
+//! SIGHUP: sessions already open keep the certificate they shook hands with.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// The ALPN protocol name PostgreSQL 17 registered for its direct TLS connections.
+pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
+
+/// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1, ContentType 22): a
+/// direct-TLS client's first byte, where a start-up packet's length would be.
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: no PEM certificate in it")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: {reason}")]
+    BadPem { path: PathBuf, reason: String },
+    #[error("{cert} and {key}: {source}")]
+    Rejected {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+}
+
+/// Writes `bytes` and flushes them: TLS keeps written data in its own buffer until flushed.
+pub async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// A certificate and key, ready to accept handshakes.
+pub struct LoadedTls {
+    pub acceptor: TlsAcceptor,
+}
+
+/// Reads and checks the certificate chain and key.
+pub fn load(cfg: &TlsConfig) -> Result<LoadedTls, TlsError> {
+    let chain = read_chain(&cfg.cert)?;
+    let key = read_key(&cfg.key)?;
+    // ring, not aws-lc-rs (which needs cmake and a longer build); rustls 0.23.48 deprecates
+    // ring's provider for lacking post-quantum key exchange, X25519 and the rest remain.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|source| TlsError::Rejected {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            source,
+        })?;
+    config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+    Ok(LoadedTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_file(path)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadPem {
+        path: path.to_path_buf(),
+        reason: format!("no usable private key ({e})"),
+    })
+}
+
+/// The certificate new handshakes use; replaced at reload.
+#[derive(Default)]
+pub struct ServerTls {
+    current: RwLock<Option<Arc<LoadedTls>>>,
+}
+
+impl ServerTls {
+    /// Loads `[tls]` if configured.
+    pub fn new(cfg: Option<&TlsConfig>) -> Result<ServerTls, TlsError> {
+        let tls = ServerTls::default();
+        tls.reload(cfg)?;
+        Ok(tls)
+    }
+
+    pub fn current(&self) -> Option<Arc<LoadedTls>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the files again. On an error the running certificate stays; `Ok(false)`: no
+    /// `[tls]` configured (TLS is off for new connections).
+    pub fn reload(&self, cfg: Option<&TlsConfig>) -> Result<bool, TlsError> {
+        let loaded = cfg.map(load).transpose()?;
+        let on = loaded.is_some();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded.map(Arc::new);
+        Ok(on)
+    }
+}
+
+/// A client connection, in clear or in TLS.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while a handshake runs, or after it failed.
+    Closed,
+}
+
+impl ClientStream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The first byte the client sent, without taking it (plain connections only).
+    pub async fn peek_first_byte(&self) -> io::Result<Option<u8>> {
+        let ClientStream::Plain(tcp) = self else {
+            return Ok(None);
+        };
+        let mut b = [0u8; 1];
+        let n = tcp.peek(&mut b).await?;
+        Ok((n == 1).then_some(b[0]))
+    }
+
+    /// Runs the server side of the handshake on a plain connection.
+    pub async fn upgrade(&mut self, tls: &LoadedTls) -> io::Result<()> {
+        let ClientStream::Plain(tcp) = std::mem::replace(self, ClientStream::Closed) else {
+            return Err(io::Error::other("not a plain connection"));
+        };
+        let stream = tls.acceptor.accept(tcp).await?;
+        *self = ClientStream::Tls(Box::new(stream));
+        Ok(())
+    }
+
+    /// The ALPN protocol the handshake agreed on.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Tls(s) => s.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    pub fn into_split(self) -> (ClientReader, ClientWriter) {
+        match self {
+            ClientStream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (ClientReader::Plain(r), ClientWriter::Plain(w))
+            }
+            ClientStream::Tls(tls) => {
+                let (r, w) = tokio::io::split(*tls);
+                (ClientReader::Tls(r), ClientWriter::Tls(w))
+            }
+            ClientStream::Closed => (ClientReader::Closed, ClientWriter::Closed),
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The reading half of a logged-in client's connection.
+pub enum ClientReader {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+    Closed,
+}
+
+impl ClientReader {
+    /// Waits for the client's next bytes and appends them to `buf`; `Ok(0)` at EOF. On a plain
+    /// connection `buf` grows (by `chunk` when it has less than `min` free) only once the
+    /// socket is readable, so a client idle between transactions holds no buffer; TLS reads
+    /// go through rustls's own buffers and reserve first.
+    pub async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        min: usize,
+        chunk: usize,
+    ) -> io::Result<usize> {
+        let reserve = |buf: &mut BytesMut| {
+            if buf.capacity() - buf.len() < min {
+                buf.reserve(chunk);
+            }
+        };
+        match self {
+            ClientReader::Plain(rd) => loop {
+                rd.readable().await?;
+                reserve(buf);
+                match rd.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            },
+            ClientReader::Tls(rd) => {
+                reserve(buf);
+                rd.read_buf(buf).await
+            }
+            ClientReader::Closed => Ok(0),
+        }
+    }
+}
+
+/// The writing half of a logged-in client's connection.
+pub enum ClientWriter {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+    Closed,
+}
+
+impl AsyncWrite for ClientWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientWriter::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientWriter::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientWriter::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientWriter::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientWriter::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientWriter::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientWriter::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientWriter::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientWriter::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
