@@ -60,6 +60,7 @@ pub struct Runtimes {
 /// proxy runs on the calling runtime; health and routing on theirs (`runtimes`).
 pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonError> {
     let config = Arc::new(Config::load(config_path)?);
+    log_warnings(&config);
     raise_nofile_limit(&config);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
     let (listener_sockets, bound) = bind_listeners(&config).await?;
@@ -261,6 +262,13 @@ async fn raise_speaker_priority(routing: &Handle, priority: u8) {
     }
 }
 
+/// What `check-config` would warn about, in the log at start and after each reload.
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+}
+
 /// SIGHUP: loads the file and applies what can change at run time; says by name what it
 /// applied and what waits for a restart (in the log and in `pgcast status`).
 async fn reload(
@@ -282,6 +290,7 @@ async fn reload(
             };
         }
     };
+    log_warnings(&new);
     let old = config_tx.borrow().clone();
     let (merged, mut report) = merge_reload(&old, new);
     report.at_unix = at_unix;

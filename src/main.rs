@@ -86,6 +86,10 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match pgcast::config::Config::load(&config) {
             Ok(c) => {
+                // Warnings do not fail the check: the file is valid, and may be meant so.
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} listeners, {} backends, {} users)",
                     config.display(),

@@ -1,12 +1,15 @@
 //! Configuration: TOML parsed with serde (`deny_unknown_fields`) into raw structs, then validated
 //! into typed values. Every error names the key and the line of the file it came from.
 
+mod access;
 mod anycast;
 mod bgp;
 mod cluster;
 mod community;
 mod peers;
 pub mod reload;
+mod users;
+pub use access::{AccessMethod, AccessRule, NameSet};
 pub use anycast::{
     DrainConfig, HmacKeyPreparation, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig,
     OspfNetwork, PrefixConfig, Requirement, WhenUnhealthy,
@@ -15,6 +18,7 @@ pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use reload::{merge_reload, ReloadReport};
+pub use users::{ClientAuthMethod, UserConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -65,17 +69,6 @@ impl fmt::Display for ListenerRole {
     }
 }
 
-/// How a client proves who it is to pgcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub enum ClientAuthMethod {
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-    #[serde(rename = "md5")]
-    Md5,
-    #[serde(rename = "trust")]
-    Trust,
-}
-
 /// After a write, how long a session's reads stay on the primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadYourWrites {
@@ -111,7 +104,9 @@ struct RawConfig {
     #[serde(default)]
     backends: Vec<Spanned<RawBackend>>,
     #[serde(default)]
-    users: Vec<Spanned<RawUser>>,
+    users: Vec<Spanned<users::RawUser>>,
+    #[serde(default)]
+    access: Vec<Spanned<access::RawAccess>>,
     #[serde(default)]
     ospf: Option<Spanned<anycast::RawOspf>>,
     #[serde(default)]
@@ -214,15 +209,6 @@ struct RawBackend {
     weight: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    name: String,
-    password: Option<String>,
-    auth: Option<ClientAuthMethod>,
-    backend_password: Option<String>,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Validated layer
 
@@ -244,6 +230,11 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
     pub users: Vec<UserConfig>,
+    /// `[[access]]` rules, first match wins; none: each user's `auth` applies.
+    pub access: Vec<AccessRule>,
+    /// What `check-config` and the daemon warn about (a valid file that is likely a mistake
+    /// or a risk), each as `FILE:LINE: KEY: message`.
+    pub warnings: Vec<String>,
     pub ospf: Option<OspfConfig>,
     pub prefixes: Vec<PrefixConfig>,
     pub drain: DrainConfig,
@@ -339,27 +330,6 @@ pub struct BackendConfig {
     pub host: String,
     pub port: u16,
     pub weight: u32,
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserConfig {
-    pub name: String,
-    pub auth: ClientAuthMethod,
-    /// Plaintext password: needed for MD5 client auth and to log in to the backends. For
-    /// SCRAM the proxy derives (and caches) the verifier from it, off the async workers.
-    pub password: Option<String>,
-    /// Password used towards the backends (defaults to `password`).
-    pub backend_password: Option<String>,
-}
-
-impl fmt::Debug for UserConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print secrets.
-        f.debug_struct("UserConfig")
-            .field("name", &self.name)
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Built-in VOLATILE functions that never write: they may run on a replica. Users extend or
@@ -750,6 +720,8 @@ impl Validator<'_> {
         let listeners = self.listeners(raw.listeners)?;
         let backends = self.backends(raw.backends)?;
         let users = self.users(raw.users)?;
+        let mut warnings = Vec::new();
+        let access = self.access(raw.access, &listeners, &mut warnings)?;
         let ospf = self.ospf(raw.ospf)?;
         let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
         let prefixes = self.prefixes(raw.prefix, &names)?;
@@ -772,6 +744,8 @@ impl Validator<'_> {
             listeners,
             backends,
             users,
+            access,
+            warnings,
             ospf,
             prefixes,
             drain,
@@ -786,15 +760,6 @@ fn split<T: Default>(v: Option<Spanned<T>>) -> (std::ops::Range<usize>, T) {
     match v {
         Some(s) => (s.span(), s.into_inner()),
         None => (0..0, T::default()),
-    }
-}
-
-impl UserConfig {
-    /// The password pgcast uses when it logs in to a backend as this user.
-    pub fn backend_password(&self) -> Option<&str> {
-        self.backend_password
-            .as_deref()
-            .or(self.password.as_deref())
     }
 }
 

@@ -46,6 +46,8 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         listeners: _,
         backends: _,
         users: _,
+        access: _,
+        warnings: _,
         ospf: _,
         prefixes: _,
         drain: _,
@@ -119,6 +121,8 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
     }
     section("[[backend]]", new.backends != old.backends, Apply::Live);
     section("[[user]]", new.users != old.users, Apply::Live);
+    // Start-up reads the rules from the configuration snapshot of each new connection.
+    section("[[access]]", new.access != old.access, Apply::Live);
     if section("[ospf]", new.ospf != old.ospf, Apply::Restart) {
         new.ospf = old.ospf.clone();
     }

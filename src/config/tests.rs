@@ -613,3 +613,99 @@ fn server_connection_cap_is_validated_and_needs_a_restart() {
     assert_eq!(merged.pool.max_server_connections, None);
     assert_eq!(merged.pool.checkout_timeout, Duration::from_millis(250));
 }
+
+#[test]
+fn access_rules_parse_in_order() {
+    let text = format!(
+        "{MINIMAL}
+[[access]]
+address = \"127.0.0.1\"
+user = [\"monitor\"]
+method = \"trust\"
+
+[[access]]
+address = \"2001:db8::/32\"
+listener = [\"rw\"]
+database = [\"app\", \"all\"]
+tls = false
+method = \"md5\"
+
+[[access]]
+address = \"all\"
+method = \"reject\"
+"
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.access.len(), 3);
+    let r = &c.access[0];
+    assert_eq!(r.network, Some("127.0.0.1/32".parse().unwrap()));
+    assert_eq!(r.users, NameSet::Names(vec!["monitor".into()]));
+    assert_eq!(r.listeners, NameSet::All);
+    assert_eq!(r.method, AccessMethod::Trust);
+    let r = &c.access[1];
+    assert_eq!(r.network, Some("2001:db8::/32".parse().unwrap()));
+    assert_eq!(r.listeners, NameSet::Names(vec!["rw".into()]));
+    assert_eq!(r.databases, NameSet::All, "\"all\" in a list means all");
+    assert_eq!(r.tls, Some(false));
+    assert_eq!(r.method, AccessMethod::Md5);
+    assert_eq!(c.access[2].network, None);
+    assert_eq!(c.access[2].method, AccessMethod::Reject);
+    assert!(c.warnings.is_empty(), "loopback trust: {:?}", c.warnings);
+    assert!(parse(MINIMAL).unwrap().access.is_empty());
+}
+
+#[test]
+fn access_errors_name_the_key_and_line() {
+    let rule = |body: &str| format!("{MINIMAL}\n[[access]]\n{body}\n");
+    let cases = [
+        (
+            "address = \"10.0.0.1/8\"\nmethod = \"md5\"",
+            "test.toml:20: access[0].address: 10.0.0.1/8 has host bits set; write 10.0.0.0/8",
+        ),
+        (
+            "address = \"10.0.0.300\"\nmethod = \"md5\"",
+            "test.toml:20: access[0].address: \"10.0.0.300\" is not",
+        ),
+        (
+            "address = \"all\"\nmethod = \"password\"",
+            "test.toml:21: access[0].method: unknown method \"password\"",
+        ),
+        (
+            "address = \"all\"\nlistener = [\"nope\"]\nmethod = \"md5\"",
+            "test.toml:21: access[0].listener: no listener named \"nope\"",
+        ),
+        (
+            "address = \"all\"\nuser = []\nmethod = \"md5\"",
+            "test.toml:21: access[0].user: must list names",
+        ),
+        ("method = \"md5\"", "missing field `address`"),
+        (
+            "address = \"all\"\nmethod = \"md5\"\nhost = \"x\"",
+            "unknown field `host`",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = parse(&rule(body)).unwrap_err().to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+}
+
+#[test]
+fn trust_beyond_loopback_is_a_warning() {
+    let trust = |address: &str| {
+        let text = format!("{MINIMAL}\n[[access]]\naddress = \"{address}\"\nmethod = \"trust\"\n");
+        parse(&text).expect("valid").warnings
+    };
+    for loopback in ["127.0.0.0/8", "127.0.0.1", "::1"] {
+        assert!(trust(loopback).is_empty(), "{loopback}");
+    }
+    for open in ["0.0.0.0/0", "10.0.0.0/8", "::/0", "all"] {
+        let w = trust(open);
+        assert_eq!(w.len(), 1, "{open}: {w:?}");
+        assert!(
+            w[0].starts_with("test.toml:21: access[0].method: \"trust\" lets anyone from"),
+            "{}",
+            w[0]
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The PostgreSQL proxy: listeners, client start-up and authentication, sessions that route
 //! each unit of work to the primary or a replica.
 
+pub mod access;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
@@ -67,6 +68,9 @@ pub enum ProxyError {
     ServerConnectionsFull(#[from] server_budget::BudgetExhausted),
     #[error("password authentication failed for user {user:?}")]
     ClientAuth { user: String },
+    /// Refused by the `[[access]]` rules (the message the client got).
+    #[error("{0}")]
+    AccessDenied(String),
 }
 
 /// Everything a session needs, shared by all sessions of all listeners.

@@ -110,7 +110,16 @@ pub async fn serve_client(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let outcome = tokio::time::timeout(
         config.limits.startup_timeout,
-        startup::client_startup(&mut stream, &mut buf, &ctx, &config),
+        startup::client_startup(
+            &mut stream,
+            &mut buf,
+            &ctx,
+            &config,
+            startup::Arrival {
+                listener: &listener.name,
+                peer,
+            },
+        ),
     )
     .await;
     let client = match outcome {

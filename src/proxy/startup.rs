@@ -12,12 +12,19 @@ use super::auth::{self, ScramServer, ScramVerifier};
 use super::cancel::CancelRoute;
 use super::message::{self, Message, StartupPacket};
 use super::stats::{CancelOutcome, StartupFailure};
-use super::{backend, cancel, ProxyContext, ProxyError};
+use super::{access, backend, cancel, ProxyContext, ProxyError};
 use crate::config::{ClientAuthMethod, Config, UserConfig};
 use crate::log_limit::LogLimit;
 
 /// At most one line per this interval for each log line a stranger can trigger per connection.
 const LOG_INTERVAL: std::time::Duration = crate::log_limit::INTERVAL;
+
+/// Where a connection came in: the `[[access]]` rules match on both.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub listener: &'a str,
+    pub peer: Option<SocketAddr>,
+}
 
 /// A client that completed start-up and authentication.
 pub struct ClientStartup {
@@ -122,6 +129,7 @@ pub async fn client_startup(
     buf: &mut BytesMut,
     ctx: &Arc<ProxyContext>,
     config: &Config,
+    arrival: Arrival<'_>,
 ) -> Result<StartupOutcome, ProxyError> {
     // PostgreSQL answers each of SSLRequest and GSSENCRequest once; a repeated one is an
     // unsupported protocol version (postmaster.c, ProcessStartupPacket).
@@ -199,7 +207,23 @@ pub async fn client_startup(
     }
 
     let user = config.user(&user_name).cloned();
-    let ok = authenticate(stream, buf, ctx, config, &user_name, user.as_ref()).await?;
+    let facts = access::Facts {
+        address: arrival.peer.map(|p| p.ip()),
+        listener: arrival.listener,
+        database: &database,
+        user: &user_name,
+        tls: false,
+    };
+    let verdict = access::decide(&config.access, &facts);
+    if let access::Verdict::Matched { rule, method } = verdict {
+        tracing::debug!(rule, ?method, user = %user_name, "connection matched access[{rule}]");
+    }
+    let Some(method) = access::client_method(verdict, user.as_ref().map(|u| u.auth)) else {
+        let msg = access::refusal(verdict, &facts).unwrap_or_default();
+        fatal(stream, ctx, "28000", &msg).await?;
+        return Err(ProxyError::AccessDenied(msg));
+    };
+    let ok = authenticate(stream, buf, ctx, config, method, &user_name, user.as_ref()).await?;
     let Some(user) = user.filter(|_| ok) else {
         let msg = format!("password authentication failed for user \"{user_name}\"");
         fatal(stream, ctx, "28P01", &msg).await?;
@@ -215,7 +239,7 @@ pub async fn client_startup(
 /// Pure: how the start-up phase ended when it returned `e`.
 pub fn failure_kind(e: &ProxyError) -> StartupFailure {
     match e {
-        ProxyError::ClientAuth { .. } => StartupFailure::AuthFailed,
+        ProxyError::ClientAuth { .. } | ProxyError::AccessDenied(_) => StartupFailure::AuthFailed,
         ProxyError::ClientProtocol(_) => StartupFailure::Protocol,
         ProxyError::Io(_) | ProxyError::ClientGone => StartupFailure::Closed,
         // Not returned before login; if one ever is, the connection simply ended.
@@ -261,13 +285,11 @@ async fn authenticate(
     buf: &mut BytesMut,
     ctx: &ProxyContext,
     config: &Config,
+    method: ClientAuthMethod,
     user_name: &str,
     user: Option<&UserConfig>,
 ) -> Result<bool, ProxyError> {
     let max = 64 * 1024;
-    let method = user
-        .map(|u| u.auth)
-        .unwrap_or(ClientAuthMethod::ScramSha256);
     let mut out = BytesMut::new();
     match method {
         ClientAuthMethod::Trust => Ok(true),
