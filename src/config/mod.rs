@@ -18,7 +18,7 @@ pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use reload::{merge_reload, ReloadReport};
-pub use users::{ClientAuthMethod, UserConfig};
+pub use users::{ClientAuthMethod, PasswordHash, UserConfig};
 
 use std::fmt;
 use std::net::SocketAddr;

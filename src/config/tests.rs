@@ -709,3 +709,55 @@ fn trust_beyond_loopback_is_a_warning() {
         );
     }
 }
+
+#[test]
+fn a_user_may_have_a_stored_hash_instead_of_a_password() {
+    let scram = postgres_protocol::password::scram_sha_256(b"pw");
+    let md5 = postgres_protocol::password::md5(b"pw", "old");
+    let users = format!(
+        "\n[[users]]\nname = \"new\"\npassword_hash = \"{scram}\"\n\
+         [[users]]\nname = \"old\"\nauth = \"md5\"\npassword_hash = \"{md5}\"\n"
+    );
+    let c = parse(&format!("{MINIMAL}{users}")).expect("valid");
+    assert!(matches!(
+        c.users[1].password_hash,
+        Some(PasswordHash::Scram(_))
+    ));
+    assert_eq!(
+        c.users[2].password_hash,
+        Some(PasswordHash::Md5(md5.clone()))
+    );
+    assert_eq!(c.users[1].password, None);
+    assert!(
+        !format!("{:?}", c.users).contains(&md5[3..]),
+        "hashes are never printed"
+    );
+
+    let user = |body: &str| format!("{MINIMAL}\n[[users]]\nname = \"u\"\n{body}\n");
+    let cases = [
+        (
+            format!("password = \"x\"\npassword_hash = \"{md5}\""),
+            "test.toml:22: users[1].password_hash: give either password or password_hash",
+        ),
+        (
+            "password_hash = \"SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA\"".to_string(),
+            "test.toml:21: users[1].password_hash: not a SCRAM-SHA-256 verifier",
+        ),
+        (
+            "password_hash = \"secret\"".to_string(),
+            "test.toml:21: users[1].password_hash: expected a SCRAM-SHA-256 verifier",
+        ),
+        (
+            format!("password_hash = \"{md5}\""),
+            "test.toml:21: users[1].password_hash: an MD5 hash cannot check SCRAM-SHA-256",
+        ),
+        (
+            "auth = \"md5\"".to_string(),
+            "users[1].password: password or password_hash required",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = parse(&user(&body)).unwrap_err().to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+}

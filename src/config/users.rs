@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Validator};
+use crate::proxy::auth::{self, ScramVerifier};
 
 /// How a client proves who it is to pgcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -25,8 +26,28 @@ pub enum ClientAuthMethod {
 pub(super) struct RawUser {
     name: String,
     password: Option<String>,
+    password_hash: Option<Spanned<String>>,
     auth: Option<ClientAuthMethod>,
     backend_password: Option<String>,
+}
+
+/// A password as PostgreSQL stores it (`pg_authid.rolpassword`), instead of the password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordHash {
+    /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    Scram(ScramVerifier),
+    /// `md5` + hex(md5(password || user name)).
+    Md5(String),
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The kind only: an MD5 hash logs in as the user as well as the password does.
+        f.write_str(match self {
+            PasswordHash::Scram(_) => "PasswordHash::Scram(<hidden>)",
+            PasswordHash::Md5(_) => "PasswordHash::Md5(<hidden>)",
+        })
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -36,6 +57,9 @@ pub struct UserConfig {
     /// Plaintext password: needed for MD5 client auth and to log in to the backends. For
     /// SCRAM the proxy derives (and caches) the verifier from it, off the async workers.
     pub password: Option<String>,
+    /// Instead of `password`: the stored hash clients are checked against. pgcast then logs in
+    /// to the backends with the client's SCRAM ClientKey or with the MD5 hash itself.
+    pub password_hash: Option<PasswordHash>,
     /// Password used towards the backends (defaults to `password`).
     pub backend_password: Option<String>,
 }
@@ -60,6 +84,45 @@ impl UserConfig {
 }
 
 impl Validator<'_> {
+    fn password_hash(
+        &self,
+        raw: &Spanned<String>,
+        key: &str,
+        auth: ClientAuthMethod,
+    ) -> Result<PasswordHash, ConfigError> {
+        let text = raw.get_ref();
+        let hash = if text.starts_with("SCRAM-SHA-256$") {
+            PasswordHash::Scram(ScramVerifier::parse(text).ok_or_else(|| {
+                self.err(
+                    raw.span(),
+                    key,
+                    "not a SCRAM-SHA-256 verifier: expected \
+                     SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as in pg_authid",
+                )
+            })?)
+        } else if auth::is_md5_hash(text) {
+            PasswordHash::Md5(text.clone())
+        } else {
+            return Err(self.err(
+                raw.span(),
+                key,
+                "expected a SCRAM-SHA-256 verifier (SCRAM-SHA-256$...) or an MD5 hash \
+                 (md5 and 32 hex digits), as in pg_authid.rolpassword",
+            ));
+        };
+        // PostgreSQL cannot check a SCRAM login against an MD5 hash either; the other way
+        // round it uses SCRAM (an md5 method with a SCRAM verifier), and so does pgcast.
+        if auth == ClientAuthMethod::ScramSha256 && matches!(hash, PasswordHash::Md5(_)) {
+            return Err(self.err(
+                raw.span(),
+                key,
+                "an MD5 hash cannot check SCRAM-SHA-256 logins: set auth = \"md5\" or give \
+                 the SCRAM verifier",
+            ));
+        }
+        Ok(hash)
+    }
+
     pub(super) fn users(&self, raw: Vec<Spanned<RawUser>>) -> Result<Vec<UserConfig>, ConfigError> {
         let mut names = HashSet::new();
         let mut out = Vec::new();
@@ -69,13 +132,29 @@ impl Validator<'_> {
             let key = |k: &str| format!("users[{i}].{k}");
             self.unique_name(&mut names, &u.name, &span, &key("name"), "user")?;
             let auth = u.auth.unwrap_or(ClientAuthMethod::ScramSha256);
-            if auth != ClientAuthMethod::Trust && u.password.is_none() {
-                return Err(self.err(span, &key("password"), "required unless auth = \"trust\""));
+            let password_hash = match &u.password_hash {
+                Some(h) if u.password.is_some() => {
+                    return Err(self.err(
+                        h.span(),
+                        &key("password_hash"),
+                        "give either password or password_hash, not both",
+                    ))
+                }
+                Some(h) => Some(self.password_hash(h, &key("password_hash"), auth)?),
+                None => None,
+            };
+            if auth != ClientAuthMethod::Trust && u.password.is_none() && password_hash.is_none() {
+                return Err(self.err(
+                    span,
+                    &key("password"),
+                    "password or password_hash required unless auth = \"trust\"",
+                ));
             }
             out.push(UserConfig {
                 name: u.name,
                 auth,
                 password: u.password,
+                password_hash,
                 backend_password: u.backend_password,
             });
         }

@@ -4,10 +4,12 @@
 pub mod access;
 pub mod auth;
 pub mod backend;
+pub mod backend_auth;
 pub mod cancel;
 pub mod catalog;
 pub mod catalog_refresh;
 pub mod classify;
+mod client_auth;
 mod client_messages;
 mod deallocate;
 mod deferred_begin;
@@ -18,6 +20,7 @@ pub mod pool;
 pub mod prelogin;
 mod retry;
 pub mod router;
+pub mod scram_keys;
 pub mod scram_verifiers;
 pub mod server_budget;
 pub mod session;
@@ -62,6 +65,10 @@ pub enum ProxyError {
     BackendError(ErrorFields, Message),
     #[error("no password configured to log in to the backend")]
     NoBackendPassword,
+    /// pgcast holds a secret for the user that this backend cannot take (another salt, another
+    /// kind of password): a configuration problem, said plainly to client and log.
+    #[error("cannot log in to the backend: {0}")]
+    BackendLogin(String),
     #[error("client closed the connection")]
     ClientGone,
     #[error("{0}")]

@@ -1,5 +1,6 @@
 //! Client start-up: SSL/GSS negotiation, the StartupMessage, CancelRequest and password
-//! authentication (SCRAM-SHA-256, MD5 or trust, per configured user).
+//! authentication (SCRAM-SHA-256, MD5 or trust: by the `[[access]]` rules, else per configured
+//! user; the exchanges are in `client_auth.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,12 +9,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::auth::{self, ScramServer, ScramVerifier};
+use super::backend_auth::BackendSecret;
 use super::cancel::CancelRoute;
+use super::client_auth::{self, ClientIo};
 use super::message::{self, Message, StartupPacket};
 use super::stats::{CancelOutcome, StartupFailure};
 use super::{access, backend, cancel, ProxyContext, ProxyError};
-use crate::config::{ClientAuthMethod, Config, UserConfig};
+use crate::config::{Config, UserConfig};
 use crate::log_limit::LogLimit;
 
 /// At most one line per this interval for each log line a stranger can trigger per connection.
@@ -31,6 +33,8 @@ pub struct ClientStartup {
     pub params: Vec<(String, String)>,
     pub user: UserConfig,
     pub database: String,
+    /// What pgcast logs in to the backends with as this user, for the whole session.
+    pub backend_secret: BackendSecret,
 }
 
 /// Outcome of the start-up phase.
@@ -223,8 +227,9 @@ pub async fn client_startup(
         fatal(stream, ctx, "28000", &msg).await?;
         return Err(ProxyError::AccessDenied(msg));
     };
-    let ok = authenticate(stream, buf, ctx, config, method, &user_name, user.as_ref()).await?;
-    let Some(user) = user.filter(|_| ok) else {
+    let mut io = ClientIo { stream, buf };
+    let proved = client_auth::authenticate(&mut io, ctx, method, &user_name, user.as_ref()).await?;
+    let (Some(user), Some(backend_secret)) = (user, proved) else {
         let msg = format!("password authentication failed for user \"{user_name}\"");
         fatal(stream, ctx, "28P01", &msg).await?;
         return Err(ProxyError::ClientAuth { user: user_name });
@@ -233,6 +238,7 @@ pub async fn client_startup(
         params,
         user,
         database,
+        backend_secret,
     })))
 }
 
@@ -247,6 +253,7 @@ pub fn failure_kind(e: &ProxyError) -> StartupFailure {
         | ProxyError::BackendUnavailable(_)
         | ProxyError::BackendError(..)
         | ProxyError::NoBackendPassword
+        | ProxyError::BackendLogin(_)
         | ProxyError::ServerConnectionsFull(_) => StartupFailure::Closed,
     }
 }
@@ -276,75 +283,6 @@ pub fn note_failure(
             crate::log_limited!(debug, %peer, "client left during start-up: {detail}");
         }
     }
-}
-
-/// Returns whether the client proved knowledge of the password. Unknown users go through a
-/// SCRAM exchange against a random verifier, so the answer does not reveal which users exist.
-async fn authenticate(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    ctx: &ProxyContext,
-    config: &Config,
-    method: ClientAuthMethod,
-    user_name: &str,
-    user: Option<&UserConfig>,
-) -> Result<bool, ProxyError> {
-    let max = 64 * 1024;
-    let mut out = BytesMut::new();
-    match method {
-        ClientAuthMethod::Trust => Ok(true),
-        ClientAuthMethod::Md5 => {
-            let salt: [u8; 4] = rand::random();
-            message::write_auth_request(&mut out, 5, &salt);
-            stream.write_all(&out).await?;
-            let m = read_message(stream, buf, max).await?;
-            if m.tag != b'p' {
-                return Ok(false);
-            }
-            let response = m.body().strip_suffix(&[0]).unwrap_or(m.body());
-            let password = user.and_then(|u| u.password.as_deref()).unwrap_or("");
-            Ok(user.is_some() && auth::verify_md5(user_name, password, salt, response))
-        }
-        ClientAuthMethod::ScramSha256 => {
-            let verifier = match user.and_then(|u| u.password.as_deref()) {
-                Some(password) => ctx.scram.get(user_name, password).await,
-                None => ScramVerifier::mock(user_name),
-            };
-            let mut server = ScramServer::with_random_nonce(verifier);
-            message::write_auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
-            stream.write_all(&out).await?;
-            let m = read_message(stream, buf, max).await?;
-            if m.tag != b'p' {
-                return Ok(false);
-            }
-            let Ok((mechanism, data)) = message::decode_sasl_initial(m.body()) else {
-                return Ok(false);
-            };
-            if mechanism != "SCRAM-SHA-256" {
-                return Ok(false);
-            }
-            let Ok(first) = server.client_first(data) else {
-                return Ok(false);
-            };
-            out.clear();
-            message::write_auth_request(&mut out, 11, &first);
-            stream.write_all(&out).await?;
-            let m = read_message(stream, buf, max).await?;
-            if m.tag != b'p' {
-                return Ok(false);
-            }
-            match server.client_final(m.body()) {
-                Ok(fin) => {
-                    out.clear();
-                    message::write_auth_request(&mut out, 12, &fin);
-                    stream.write_all(&out).await?;
-                    Ok(user.is_some())
-                }
-                Err(_) => Ok(false),
-            }
-        }
-    }
-    .map(|ok| ok && !config.users.is_empty())
 }
 
 /// Delivers a CancelRequest to the backend connections of the session that holds the key, or
