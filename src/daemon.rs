@@ -59,7 +59,7 @@ pub struct Runtimes {
 /// prefix is withdrawn and the error says which task: the process must exit non-zero). The
 /// proxy runs on the calling runtime; health and routing on theirs (`runtimes`).
 pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonError> {
-    let config = Arc::new(Config::load(config_path)?);
+    let config = Arc::new(Config::load_private(config_path)?);
     log_warnings(&config);
     raise_nofile_limit(&config);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
@@ -279,7 +279,7 @@ async fn reload(
     let at_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let new = match Config::load(path) {
+    let new = match Config::load_private(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "reload failed; keeping the running configuration");

@@ -28,7 +28,8 @@ enum Command {
         #[arg(short, long, default_value = "/etc/pgcast/pgcast.toml")]
         config: PathBuf,
     },
-    /// Validate a configuration file and exit (0 valid, 2 invalid).
+    /// Validate a configuration file and exit (0 valid, 2 invalid, or holding secrets while
+    /// others may read it).
     CheckConfig {
         #[arg(short, long, default_value = "/etc/pgcast/pgcast.toml")]
         config: PathBuf,
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match pgcast::config::Config::load(&config) {
+        Command::CheckConfig { config } => match pgcast::config::Config::load_private(&config) {
             Ok(c) => {
                 // Warnings do not fail the check: the file is valid, and may be meant so.
                 for w in &c.warnings {

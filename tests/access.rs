@@ -136,3 +136,55 @@ async fn rules_reject_trust_and_refuse_other_networks() {
     assert_eq!(report.applied, ["[[access]]"], "{report:?}");
     assert_eq!(simple_value(&trusted, "SELECT 1").await, "1");
 }
+
+/// Runs the pgcast binary; its exit code and stderr.
+fn pgcast(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcast"))
+        .args(args)
+        .arg(config)
+        .output()
+        .expect("run pgcast");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_config_with_secrets_that_others_may_read_is_refused_and_open_trust_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pgcast.toml");
+    let text = format!(
+        "[admin]\nsocket = \"{}\"\n[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n\
+         role = \"auto\"\n[[backends]]\nname = \"pg1\"\nhost = \"127.0.0.1\"\n\
+         [[users]]\nname = \"app\"\npassword = \"pw\"\n\
+         [[access]]\naddress = \"0.0.0.0/0\"\nmethod = \"trust\"\n",
+        dir.path().join("admin.sock").display()
+    );
+    std::fs::write(&path, text).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let shown = path.display().to_string();
+    let refusal =
+        format!("{shown}: mode 0644: readable by others, but it holds secrets (users[0].password)");
+    for (args, code) in [(&["check-config", "-c"][..], 2), (&["run", "-c"][..], 1)] {
+        let (got, stderr) = pgcast(args, &path);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(&refusal), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("chmod 600 {shown}")),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    common::pgcast::write_config(&path, &std::fs::read_to_string(&path).expect("read"));
+    let (got, stderr) = pgcast(&["check-config", "-c"], &path);
+    assert_eq!(got, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: {shown}:15: access[0].method: \"trust\" lets anyone from 0.0.0.0/0 log in \
+             without a password"
+        )),
+        "{stderr}"
+    );
+}

@@ -8,6 +8,7 @@ mod cluster;
 mod community;
 mod peers;
 pub mod reload;
+mod secrets;
 mod users;
 pub use access::{AccessMethod, AccessRule, NameSet};
 pub use anycast::{
@@ -38,6 +39,17 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
+    #[error(
+        "{path}: mode {mode:04o}: {how}, but it holds secrets ({keys}); pgcast refuses it as \
+         ssh refuses an open private key. Fix: chmod 600 {path} (or 640, owned by root and the \
+         group pgcast runs as)"
+    )]
+    Exposed {
+        path: String,
+        mode: u32,
+        how: &'static str,
+        keys: String,
+    },
     #[error("{path}:{line}: {key}: {message}")]
     Invalid {
         path: String,
