@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::client::{connect, simple_value};
+use common::client::{connect, simple_value, sqlstate};
 use common::pg_cluster::{PgCluster, DATABASE};
 use common::pgcast::Pgcast;
 
@@ -23,16 +23,13 @@ static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 fn cluster() -> &'static PgCluster {
     CLUSTER.get_or_init(|| {
         let c = PgCluster::start(1);
+        c.create_roles("scram-sha-256", &[SCRAM_ROLE, RESET_ROLE], PASSWORD);
+        c.create_roles("md5", &[MD5_ROLE], PASSWORD);
         c.psql(
             &c.primary,
             DATABASE,
             &format!(
-                "SET password_encryption = 'scram-sha-256';
-                 CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD '{PASSWORD}';
-                 CREATE ROLE {RESET_ROLE} LOGIN PASSWORD '{PASSWORD}';
-                 SET password_encryption = 'md5';
-                 CREATE ROLE {MD5_ROLE} LOGIN PASSWORD '{PASSWORD}';
-                 CREATE TABLE notes (v text);
+                "CREATE TABLE notes (v text);
                  GRANT ALL ON notes TO {SCRAM_ROLE}, {MD5_ROLE};"
             ),
         );
@@ -71,12 +68,6 @@ fn users(c: &PgCluster) -> String {
     let md5_user =
         format!("\n[[users]]\nname = \"{MD5_ROLE}\"\nauth = \"md5\"\npassword_hash = \"{md5}\"\n");
     scram_user(c, SCRAM_ROLE) + &md5_user
-}
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 /// Logs in as `role` and uses the primary and the replica within one session: the replica

@@ -19,7 +19,7 @@ pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
 pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use reload::{merge_reload, ReloadReport};
-pub use users::{ClientAuthMethod, PasswordHash, UserConfig};
+pub use users::{AuthQueryConfig, ClientAuthMethod, PasswordHash, UserConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -119,6 +119,8 @@ struct RawConfig {
     users: Vec<Spanned<users::RawUser>>,
     #[serde(default)]
     access: Vec<Spanned<access::RawAccess>>,
+    #[serde(default)]
+    auth_query: Option<Spanned<users::RawAuthQuery>>,
     #[serde(default)]
     ospf: Option<Spanned<anycast::RawOspf>>,
     #[serde(default)]
@@ -244,6 +246,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// `[[access]]` rules, first match wins; none: each user's `auth` applies.
     pub access: Vec<AccessRule>,
+    /// Where users not in `users` are looked up (none: they cannot log in).
+    pub auth_query: Option<AuthQueryConfig>,
     /// What `check-config` and the daemon warn about (a valid file that is likely a mistake
     /// or a risk), each as `FILE:LINE: KEY: message`.
     pub warnings: Vec<String>,
@@ -734,6 +738,7 @@ impl Validator<'_> {
         let users = self.users(raw.users)?;
         let mut warnings = Vec::new();
         let access = self.access(raw.access, &listeners, &mut warnings)?;
+        let auth_query = self.auth_query(raw.auth_query, &health.database)?;
         let ospf = self.ospf(raw.ospf)?;
         let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
         let prefixes = self.prefixes(raw.prefix, &names)?;
@@ -757,6 +762,7 @@ impl Validator<'_> {
             backends,
             users,
             access,
+            auth_query,
             warnings,
             ospf,
             prefixes,

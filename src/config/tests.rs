@@ -761,3 +761,22 @@ fn a_user_may_have_a_stored_hash_instead_of_a_password() {
         assert!(e.contains(want), "{body}: {e}");
     }
 }
+
+#[test]
+fn auth_query_defaults_and_errors() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[health]\ndatabase = \"app\"\n[auth_query]\nquery = \"SELECT f($1)\"\n"
+    ))
+    .expect("valid");
+    let aq = c.auth_query.expect("configured");
+    assert_eq!(aq.database, "app", "the health database by default");
+    assert_eq!(aq.ttl, Duration::from_secs(60));
+    assert!(parse(MINIMAL).unwrap().auth_query.is_none());
+    let e = parse(&format!("{MINIMAL}\n[auth_query]\nquery = \"SELECT 1\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("test.toml:19: auth_query.query: required"),
+        "{e}"
+    );
+}

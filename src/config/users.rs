@@ -1,8 +1,9 @@
 //! `[[users]]`: who may log in, how each proves it, and with what pgcast logs in to the
-//! backends as that user.
+//! backends as that user; `[auth_query]`: where to look up users that are not listed.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -31,6 +32,26 @@ pub(super) struct RawUser {
     backend_password: Option<String>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthQuery {
+    query: Option<String>,
+    database: Option<String>,
+    ttl_ms: Option<i64>,
+}
+
+/// Users not in `[[users]]` are looked up on the primary, as PgBouncer's `auth_query` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthQueryConfig {
+    /// SQL with one parameter, `$1`, the user name, returning one row whose first column is
+    /// the stored password (`pg_authid.rolpassword`), or no row / NULL: no such user.
+    pub query: String,
+    /// Run in this database on the primary, as the health user.
+    pub database: String,
+    /// Answers (found or not) are kept this long.
+    pub ttl: Duration,
+}
+
 /// A password as PostgreSQL stores it (`pg_authid.rolpassword`), instead of the password.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PasswordHash {
@@ -38,6 +59,27 @@ pub enum PasswordHash {
     Scram(ScramVerifier),
     /// `md5` + hex(md5(password || user name)).
     Md5(String),
+}
+
+impl PasswordHash {
+    /// PostgreSQL's stored forms: a SCRAM-SHA-256 verifier or `md5` + 32 hex digits.
+    pub fn parse(text: &str) -> Option<PasswordHash> {
+        if text.starts_with("SCRAM-SHA-256$") {
+            ScramVerifier::parse(text).map(PasswordHash::Scram)
+        } else if auth::is_md5_hash(text) {
+            Some(PasswordHash::Md5(text.to_string()))
+        } else {
+            None
+        }
+    }
+
+    /// How a client is checked against it when no `[[access]]` rule says otherwise.
+    pub fn method(&self) -> ClientAuthMethod {
+        match self {
+            PasswordHash::Scram(_) => ClientAuthMethod::ScramSha256,
+            PasswordHash::Md5(_) => ClientAuthMethod::Md5,
+        }
+    }
 }
 
 impl fmt::Debug for PasswordHash {
@@ -84,6 +126,30 @@ impl UserConfig {
 }
 
 impl Validator<'_> {
+    pub(super) fn auth_query(
+        &self,
+        raw: Option<Spanned<RawAuthQuery>>,
+        health_database: &str,
+    ) -> Result<Option<AuthQueryConfig>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let span = raw.span();
+        let a = raw.into_inner();
+        let Some(query) = a.query.filter(|q| q.contains("$1")) else {
+            return Err(self.err(
+                span,
+                "auth_query.query",
+                "required: SQL taking the user name as $1 and returning its stored password",
+            ));
+        };
+        Ok(Some(AuthQueryConfig {
+            query,
+            database: a.database.unwrap_or_else(|| health_database.to_string()),
+            ttl: self.ms(&span, "auth_query.ttl_ms", a.ttl_ms, 60_000, 0)?,
+        }))
+    }
+
     fn password_hash(
         &self,
         raw: &Spanned<String>,
@@ -91,24 +157,24 @@ impl Validator<'_> {
         auth: ClientAuthMethod,
     ) -> Result<PasswordHash, ConfigError> {
         let text = raw.get_ref();
-        let hash = if text.starts_with("SCRAM-SHA-256$") {
-            PasswordHash::Scram(ScramVerifier::parse(text).ok_or_else(|| {
-                self.err(
+        let hash = match PasswordHash::parse(text) {
+            Some(hash) => hash,
+            None if text.starts_with("SCRAM-SHA-256$") => {
+                return Err(self.err(
                     raw.span(),
                     key,
                     "not a SCRAM-SHA-256 verifier: expected \
                      SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as in pg_authid",
-                )
-            })?)
-        } else if auth::is_md5_hash(text) {
-            PasswordHash::Md5(text.clone())
-        } else {
-            return Err(self.err(
-                raw.span(),
-                key,
-                "expected a SCRAM-SHA-256 verifier (SCRAM-SHA-256$...) or an MD5 hash \
+                ))
+            }
+            None => {
+                return Err(self.err(
+                    raw.span(),
+                    key,
+                    "expected a SCRAM-SHA-256 verifier (SCRAM-SHA-256$...) or an MD5 hash \
                  (md5 and 32 hex digits), as in pg_authid.rolpassword",
-            ));
+                ))
+            }
         };
         // PostgreSQL cannot check a SCRAM login against an MD5 hash either; the other way
         // round it uses SCRAM (an md5 method with a SCRAM verifier), and so does pgcast.

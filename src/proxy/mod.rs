@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod auth_query;
 pub mod backend;
 pub mod backend_auth;
 pub mod cancel;
@@ -87,6 +88,8 @@ pub struct ProxyContext {
     pub catalogs: Arc<Catalogs>,
     /// The SCRAM users' verifiers, derived off the async workers.
     pub scram: Arc<ScramVerifiers>,
+    /// Users looked up with `[auth_query]`, cached for its TTL.
+    pub auth_query: Arc<auth_query::AuthQueryCache>,
     pub cancel: Arc<CancelRegistry>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
@@ -113,6 +116,7 @@ impl ProxyContext {
         Arc::new(ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
             scram: ScramVerifiers::new(),
+            auth_query: auth_query::AuthQueryCache::new(),
             pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),

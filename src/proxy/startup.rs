@@ -210,7 +210,13 @@ pub async fn client_startup(
         )));
     }
 
-    let user = config.user(&user_name).cloned();
+    let user = match config.user(&user_name) {
+        Some(u) => Some(u.clone()),
+        None => {
+            let view = ctx.cluster.borrow().clone();
+            ctx.auth_query.user(&user_name, config, &view).await
+        }
+    };
     let facts = access::Facts {
         address: arrival.peer.map(|p| p.ip()),
         listener: arrival.listener,

@@ -11,6 +11,13 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// The SQLSTATE of a failed connection or statement (or why there is none).
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
 /// First column of the last row the (possibly multi-statement) simple query returned.
 pub async fn simple_value(c: &Client, sql: &str) -> String {
     let msgs = c
