@@ -392,6 +392,14 @@ mod tests {
             (ProxyError::ClientGone, StartupFailure::Closed),
             (ProxyError::Io(io()), StartupFailure::Closed),
             (ProxyError::NoBackendPassword, StartupFailure::Closed),
+            (
+                ProxyError::AccessDenied("no pgcast access rule".into()),
+                StartupFailure::AuthFailed,
+            ),
+            (
+                ProxyError::BackendLogin("salt".into()),
+                StartupFailure::Closed,
+            ),
         ];
         for (e, kind) in cases {
             assert_eq!(failure_kind(&e), kind, "{e}");
