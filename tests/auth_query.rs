@@ -71,7 +71,9 @@ fn revoke(c: &PgCluster, name: &str) {
 async fn a_looked_up_user_logs_in_and_a_cache_hit_does_not_ask_again() {
     let c = cluster();
     // A TTL far beyond the test: every answer below comes from the cache after the first.
-    let p = Pgcast::start(c, &auth_query(3_600_000));
+    let rules = "\n[[access]]\naddress = \"all\"\nuser = [\"aq_rejected\"]\nmethod = \"reject\"\n\
+                 \n[[access]]\naddress = \"all\"\nmethod = \"scram-sha-256\"\n";
+    let p = Pgcast::start(c, &(auth_query(3_600_000) + rules));
     let login = p.conninfo(p.auto_port, CACHED, PASSWORD);
     let client = connect(&login)
         .await
@@ -108,6 +110,13 @@ async fn a_looked_up_user_logs_in_and_a_cache_hit_does_not_ask_again() {
         assert_eq!(sqlstate(&e), "28P01");
     }
     assert_eq!(lookups(c, "aq_nobody"), 1);
+
+    // A client the access rules refuse costs no lookup.
+    let e = connect(&p.conninfo(p.auto_port, "aq_rejected", "x"))
+        .await
+        .expect_err("rejected");
+    assert_eq!(sqlstate(&e), "28000");
+    assert_eq!(lookups(c, "aq_rejected"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

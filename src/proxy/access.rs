@@ -59,22 +59,17 @@ fn matches(rule: &AccessRule, facts: &Facts<'_>) -> bool {
         && rule.tls.is_none_or(|tls| tls == facts.tls)
 }
 
-/// How the client must authenticate: the matched rule's method, or with no rules the user's
-/// own `auth` (`user_auth`; SCRAM for a user pgcast does not know, so that its exchange looks
-/// like anyone's). `None` when the client is refused ([`refusal`] says how).
-pub fn client_method(
-    verdict: Verdict,
-    user_auth: Option<ClientAuthMethod>,
-) -> Option<ClientAuthMethod> {
+/// The method the matched rule asks for; `None` when no rule is configured (each user's own
+/// `auth` applies) or the client is refused ([`refusal`] says how).
+pub fn rule_method(verdict: Verdict) -> Option<ClientAuthMethod> {
     match verdict {
-        Verdict::NoRules => Some(user_auth.unwrap_or(ClientAuthMethod::ScramSha256)),
         Verdict::Matched { method, .. } => match method {
             AccessMethod::ScramSha256 => Some(ClientAuthMethod::ScramSha256),
             AccessMethod::Md5 => Some(ClientAuthMethod::Md5),
             AccessMethod::Trust => Some(ClientAuthMethod::Trust),
             AccessMethod::Reject => None,
         },
-        Verdict::NoMatch => None,
+        Verdict::NoRules | Verdict::NoMatch => None,
     }
 }
 
@@ -271,24 +266,17 @@ mod tests {
     }
 
     #[test]
-    fn the_rule_overrides_the_users_method() {
+    fn the_rules_method() {
         use ClientAuthMethod as C;
-        let md5 = Verdict::Matched {
-            rule: 0,
-            method: AccessMethod::Md5,
-        };
-        assert_eq!(client_method(md5, Some(C::ScramSha256)), Some(C::Md5));
-        assert_eq!(client_method(md5, None), Some(C::Md5));
+        let matched = |method| Verdict::Matched { rule: 0, method };
+        assert_eq!(rule_method(matched(AccessMethod::Md5)), Some(C::Md5));
         assert_eq!(
-            client_method(Verdict::NoRules, Some(C::Trust)),
-            Some(C::Trust)
+            rule_method(matched(AccessMethod::ScramSha256)),
+            Some(C::ScramSha256)
         );
-        assert_eq!(client_method(Verdict::NoRules, None), Some(C::ScramSha256));
-        assert_eq!(client_method(Verdict::NoMatch, Some(C::Trust)), None);
-        let reject = Verdict::Matched {
-            rule: 0,
-            method: AccessMethod::Reject,
-        };
-        assert_eq!(client_method(reject, Some(C::Trust)), None);
+        assert_eq!(rule_method(matched(AccessMethod::Trust)), Some(C::Trust));
+        assert_eq!(rule_method(matched(AccessMethod::Reject)), None);
+        assert_eq!(rule_method(Verdict::NoRules), None);
+        assert_eq!(rule_method(Verdict::NoMatch), None);
     }
 }

@@ -15,7 +15,7 @@ use super::client_auth::{self, ClientIo};
 use super::message::{self, Message, StartupPacket};
 use super::stats::{CancelOutcome, StartupFailure};
 use super::{access, backend, cancel, ProxyContext, ProxyError};
-use crate::config::{Config, UserConfig};
+use crate::config::{ClientAuthMethod, Config, UserConfig};
 use crate::log_limit::LogLimit;
 
 /// At most one line per this interval for each log line a stranger can trigger per connection.
@@ -210,13 +210,6 @@ pub async fn client_startup(
         )));
     }
 
-    let user = match config.user(&user_name) {
-        Some(u) => Some(u.clone()),
-        None => {
-            let view = ctx.cluster.borrow().clone();
-            ctx.auth_query.user(&user_name, config, &view).await
-        }
-    };
     let facts = access::Facts {
         address: arrival.peer.map(|p| p.ip()),
         listener: arrival.listener,
@@ -224,15 +217,20 @@ pub async fn client_startup(
         user: &user_name,
         tls: false,
     };
-    let verdict = access::decide(&config.access, &facts);
-    if let access::Verdict::Matched { rule, method } = verdict {
-        tracing::debug!(rule, ?method, user = %user_name, "connection matched access[{rule}]");
-    }
-    let Some(method) = access::client_method(verdict, user.as_ref().map(|u| u.auth)) else {
-        let msg = access::refusal(verdict, &facts).unwrap_or_default();
-        fatal(stream, ctx, "28000", &msg).await?;
-        return Err(ProxyError::AccessDenied(msg));
+    // Before the user is looked up: a refused client costs no query on the primary.
+    let verdict = check_access(stream, ctx, config, &facts).await?;
+    let user = match config.user(&user_name) {
+        Some(u) => Some(u.clone()),
+        None => {
+            let view = ctx.cluster.borrow().clone();
+            ctx.auth_query.user(&user_name, config, &view).await
+        }
     };
+    // The rule's method, else the user's own; SCRAM for a user pgcast does not know, so that
+    // its exchange looks like anyone's.
+    let method = access::rule_method(verdict)
+        .or(user.as_ref().map(|u| u.auth))
+        .unwrap_or(ClientAuthMethod::ScramSha256);
     let mut io = ClientIo { stream, buf };
     let proved = client_auth::authenticate(&mut io, ctx, method, &user_name, user.as_ref()).await?;
     let (Some(user), Some(backend_secret)) = (user, proved) else {
@@ -246,6 +244,25 @@ pub async fn client_startup(
         database,
         backend_secret,
     })))
+}
+
+/// The `[[access]]` verdict for this client; a refusal is sent to it (FATAL 28000) and
+/// returned as the error.
+async fn check_access(
+    stream: &mut TcpStream,
+    ctx: &ProxyContext,
+    config: &Config,
+    facts: &access::Facts<'_>,
+) -> Result<access::Verdict, ProxyError> {
+    let verdict = access::decide(&config.access, facts);
+    if let access::Verdict::Matched { rule, method } = verdict {
+        tracing::debug!(rule, ?method, user = %facts.user, "connection matched access[{rule}]");
+    }
+    if let Some(msg) = access::refusal(verdict, facts) {
+        fatal(stream, ctx, "28000", &msg).await?;
+        return Err(ProxyError::AccessDenied(msg));
+    }
+    Ok(verdict)
 }
 
 /// Pure: how the start-up phase ended when it returned `e`.
