@@ -5,12 +5,13 @@
 //! cached for `ttl_ms`, so a user removed from the lookup can still log in until its entry
 //! expires, and a flood of logins costs one query per user name and TTL. Failed lookups
 //! (primary down, a query error) are not cached: the login fails and the next one asks again.
+//! At most [`MAX_CONCURRENT_LOOKUPS`] run at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::config::{AuthQueryConfig, Config, PasswordHash, UserConfig};
 use crate::health::{self, ClusterView};
@@ -19,6 +20,10 @@ use crate::health::{self, ClusterView};
 /// cache is still full a name is looked up without being kept (strangers trying many names
 /// cannot grow it without bound).
 const MAX_ENTRIES: usize = 10_000;
+/// Lookups running at once, each on a connection of its own to the primary: strangers trying
+/// many names at once wait for their turn (within the start-up timeout) instead of filling the
+/// primary's `max_connections`.
+const MAX_CONCURRENT_LOOKUPS: usize = 4;
 
 /// Why a lookup gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,8 @@ pub enum LookupError {
     Query(#[from] tokio_postgres::Error),
     #[error("auth_query took longer than {0:?}")]
     Timeout(Duration),
+    #[error("shutting down")]
+    Closed,
 }
 
 /// One user name's answer: `None` inside is "no such user".
@@ -42,9 +49,18 @@ struct Entry {
 }
 
 /// The cache of looked-up users, shared by all sessions.
-#[derive(Default)]
 pub struct AuthQueryCache {
     state: Mutex<CacheState>,
+    lookups: Semaphore,
+}
+
+impl Default for AuthQueryCache {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            lookups: Semaphore::new(MAX_CONCURRENT_LOOKUPS),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -70,7 +86,14 @@ impl AuthQueryCache {
         let aq = config.auth_query.as_ref()?;
         let answer = self.answer(name, aq, Instant::now());
         let looked_up = answer
-            .get_or_try_init(|| lookup(name, aq, config, cluster))
+            .get_or_try_init(|| async {
+                let _turn = self
+                    .lookups
+                    .acquire()
+                    .await
+                    .map_err(|_| LookupError::Closed)?;
+                lookup(name, aq, config, cluster).await
+            })
             .await;
         let hash = match looked_up {
             Ok(hash) => hash.clone()?,
