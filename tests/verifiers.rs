@@ -182,3 +182,23 @@ fn stored_in(text: &str, role: &str) -> String {
     let len = rest[start..].find('"').expect("closing quote");
     rest[start..start + len].to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_opens_connections_with_the_sessions_keys() {
+    let c = cluster();
+    let p = Pgcast::start(c, &(users(c) + "\n[pool]\nmode = \"transaction\"\n"));
+    let login = p.conninfo(p.primary_port, SCRAM_ROLE, PASSWORD);
+    let (a, b) = (
+        connect(&login).await.expect("a"),
+        connect(&login).await.expect("b"),
+    );
+    // a's open transaction holds its connection, so b's statements run on another one,
+    // opened with the keys b proved.
+    a.simple_query("BEGIN; SELECT 1").await.expect("a begins");
+    for i in 0..3 {
+        let n = simple_value(&b, &format!("SELECT {i} FROM pg_advisory_xact_lock({i})")).await;
+        assert_eq!(n, i.to_string());
+    }
+    a.simple_query("COMMIT").await.expect("a commits");
+    assert_eq!(simple_value(&a, "SELECT current_user").await, SCRAM_ROLE);
+}
