@@ -100,6 +100,12 @@ async fn main() {
     }
     let config_path = dir.path().join("pgcast.toml");
     std::fs::write(&config_path, &config).expect("write config");
+    // It holds passwords: pgcast refuses a file with secrets that others may read.
+    std::fs::set_permissions(
+        &config_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod config");
     let bin = pgcast_bin();
     println!("\n== starting pgcast on 127.0.0.1:{port} (role auto); config:\n{config}");
     let _daemon = Daemon(

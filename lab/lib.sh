@@ -542,6 +542,8 @@ lab_build() {
     ip -n "$(lab_ns "b$n")" route add default via "$ROUTER_ADDR"
     mkdir -p "$LAB_STATE/b$n"
     lab_pgcast_conf "$n" >"$LAB_STATE/b$n/pgcast.toml"
+    # It holds passwords: pgcast refuses such a file when others may read it.
+    chmod 600 "$LAB_STATE/b$n/pgcast.toml"
   done
   {
     printf 'LAB_NAME=%q\nLAB_ROUTING=%q\nLAB_BFD=%q\nLAB_ECMP=%q\nPGCAST_BIN=%q\n' \

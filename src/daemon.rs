@@ -61,7 +61,8 @@ pub struct Runtimes {
 /// prefix is withdrawn and the error says which task: the process must exit non-zero). The
 /// proxy runs on the calling runtime; health and routing on theirs (`runtimes`).
 pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonError> {
-    let config = Arc::new(Config::load(config_path)?);
+    let config = Arc::new(Config::load_private(config_path)?);
+    log_warnings(&config);
     raise_nofile_limit(&config);
     let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
     let (listener_sockets, bound) = bind_listeners(&config).await?;
@@ -270,6 +271,13 @@ async fn raise_speaker_priority(routing: &Handle, priority: u8) {
     }
 }
 
+/// What `check-config` would warn about, in the log at start and after each reload.
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+}
+
 /// SIGHUP: loads the file and applies what can change at run time; says by name what it
 /// applied and what waits for a restart (in the log and in `pgcast status`).
 async fn reload(
@@ -281,7 +289,7 @@ async fn reload(
     let at_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let new = match Config::load(path) {
+    let new = match Config::load_private(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "reload failed; keeping the running configuration");
@@ -292,6 +300,7 @@ async fn reload(
             };
         }
     };
+    log_warnings(&new);
     let old = config_tx.borrow().clone();
     let (merged, mut report) = merge_reload(&old, new);
     report.at_unix = at_unix;

@@ -549,13 +549,12 @@ async fn psql_and_the_cli() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let bad = p.config_path.with_file_name("bad.toml");
-    std::fs::write(
+    common::pgcast::write_config(
         &bad,
-        std::fs::read_to_string(&p.config_path)
+        &std::fs::read_to_string(&p.config_path)
             .unwrap()
             .replace("role = \"auto\"", "role = \"writer\""),
-    )
-    .unwrap();
+    );
     let out = std::process::Command::new(bin)
         .args(["check-config", "-c"])
         .arg(&bad)

@@ -1,5 +1,5 @@
-//! `[[listeners]]`, `[[backends]]` and `[[users]]`: what clients connect to, the PostgreSQL
-//! servers behind it, and who may log in.
+//! `[[listeners]]` and `[[backends]]`: what clients connect to and the PostgreSQL servers
+//! behind it.
 
 use std::collections::HashSet;
 
@@ -7,10 +7,7 @@ use toml::Spanned;
 
 use std::net::SocketAddr;
 
-use super::{
-    BackendConfig, ClientAuthMethod, ConfigError, ListenerConfig, RawBackend, RawListener, RawUser,
-    UserConfig, Validator,
-};
+use super::{BackendConfig, ConfigError, ListenerConfig, RawBackend, RawListener, Validator};
 
 impl Validator<'_> {
     pub(super) fn listeners(
@@ -64,6 +61,25 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// `name` is not empty and not in `seen` (then it is added).
+    pub(super) fn unique_name(
+        &self,
+        seen: &mut HashSet<String>,
+        name: &str,
+        span: &std::ops::Range<usize>,
+        key: &str,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if name.is_empty() || !seen.insert(name.to_string()) {
+            return Err(self.err(
+                span.clone(),
+                key,
+                format!("empty or duplicate {what} name {name:?}"),
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn backends(
         &self,
         raw: Vec<Spanned<RawBackend>>,
@@ -81,13 +97,7 @@ impl Validator<'_> {
             let span = item.span();
             let b = item.into_inner();
             let key = |k: &str| format!("backends[{i}].{k}");
-            if b.name.is_empty() || !names.insert(b.name.clone()) {
-                return Err(self.err(
-                    span,
-                    &key("name"),
-                    format!("empty or duplicate backend name {:?}", b.name),
-                ));
-            }
+            self.unique_name(&mut names, &b.name, &span, &key("name"), "backend")?;
             if b.host.is_empty() {
                 return Err(self.err(span, &key("host"), "must not be empty"));
             }
@@ -98,34 +108,6 @@ impl Validator<'_> {
                 host: b.host,
                 port,
                 weight,
-            });
-        }
-        Ok(out)
-    }
-
-    pub(super) fn users(&self, raw: Vec<Spanned<RawUser>>) -> Result<Vec<UserConfig>, ConfigError> {
-        let mut names = HashSet::new();
-        let mut out = Vec::new();
-        for (i, item) in raw.into_iter().enumerate() {
-            let span = item.span();
-            let u = item.into_inner();
-            let key = |k: &str| format!("users[{i}].{k}");
-            if u.name.is_empty() || !names.insert(u.name.clone()) {
-                return Err(self.err(
-                    span,
-                    &key("name"),
-                    format!("empty or duplicate user name {:?}", u.name),
-                ));
-            }
-            let auth = u.auth.unwrap_or(ClientAuthMethod::ScramSha256);
-            if auth != ClientAuthMethod::Trust && u.password.is_none() {
-                return Err(self.err(span, &key("password"), "required unless auth = \"trust\""));
-            }
-            out.push(UserConfig {
-                name: u.name,
-                auth,
-                password: u.password,
-                backend_password: u.backend_password,
             });
         }
         Ok(out)

@@ -1,6 +1,7 @@
 //! Configuration: TOML parsed with serde (`deny_unknown_fields`) into raw structs, then validated
 //! into typed values. Every error names the key and the line of the file it came from.
 
+mod access;
 mod anycast;
 mod bgp;
 mod cluster;
@@ -8,7 +9,10 @@ mod community;
 mod peers;
 mod pool;
 pub mod reload;
+mod secrets;
 mod tls;
+mod users;
+pub use access::{AccessMethod, AccessRule, NameSet};
 pub use anycast::{
     DrainConfig, HmacKeyPreparation, OspfAuth, OspfConfig, OspfExternal, OspfInterfaceConfig,
     OspfNetwork, PrefixConfig, Requirement, WhenUnhealthy,
@@ -19,6 +23,7 @@ pub use peers::Peer;
 pub use pool::{PoolConfig, PoolMode, ServerConnect};
 pub use reload::{merge_reload, ReloadReport};
 pub use tls::{ListenerTls, TlsConfig};
+pub use users::{AuthQueryConfig, ClientAuthMethod, PasswordHash, UserConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,6 +43,17 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
+    #[error(
+        "{path}: mode {mode:04o}: {how}, but it holds secrets ({keys}); pgcast refuses it as \
+         ssh refuses an open private key. Fix: chmod 600 {path} (or 640, owned by root and the \
+         group pgcast runs as)"
+    )]
+    Exposed {
+        path: String,
+        mode: u32,
+        how: &'static str,
+        keys: String,
+    },
     #[error("{path}:{line}: {key}: {message}")]
     Invalid {
         path: String,
@@ -67,17 +83,6 @@ impl fmt::Display for ListenerRole {
             ListenerRole::Auto => "auto",
         })
     }
-}
-
-/// How a client proves who it is to pgcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub enum ClientAuthMethod {
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-    #[serde(rename = "md5")]
-    Md5,
-    #[serde(rename = "trust")]
-    Trust,
 }
 
 /// After a write, how long a session's reads stay on the primary.
@@ -117,7 +122,11 @@ struct RawConfig {
     #[serde(default)]
     backends: Vec<Spanned<RawBackend>>,
     #[serde(default)]
-    users: Vec<Spanned<RawUser>>,
+    users: Vec<Spanned<users::RawUser>>,
+    #[serde(default)]
+    access: Vec<Spanned<access::RawAccess>>,
+    #[serde(default)]
+    auth_query: Option<Spanned<users::RawAuthQuery>>,
     #[serde(default)]
     ospf: Option<Spanned<anycast::RawOspf>>,
     #[serde(default)]
@@ -210,15 +219,6 @@ struct RawBackend {
     weight: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    name: String,
-    password: Option<String>,
-    auth: Option<ClientAuthMethod>,
-    backend_password: Option<String>,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Validated layer
 
@@ -242,6 +242,13 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
     pub users: Vec<UserConfig>,
+    /// `[[access]]` rules, first match wins; none: each user's `auth` applies.
+    pub access: Vec<AccessRule>,
+    /// Where users not in `users` are looked up (none: they cannot log in).
+    pub auth_query: Option<AuthQueryConfig>,
+    /// What `check-config` and the daemon warn about (a valid file that is likely a mistake
+    /// or a risk), each as `FILE:LINE: KEY: message`.
+    pub warnings: Vec<String>,
     pub ospf: Option<OspfConfig>,
     pub prefixes: Vec<PrefixConfig>,
     pub drain: DrainConfig,
@@ -308,27 +315,6 @@ pub struct BackendConfig {
     pub host: String,
     pub port: u16,
     pub weight: u32,
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct UserConfig {
-    pub name: String,
-    pub auth: ClientAuthMethod,
-    /// Plaintext password: needed for MD5 client auth and to log in to the backends. For
-    /// SCRAM the proxy derives (and caches) the verifier from it, off the async workers.
-    pub password: Option<String>,
-    /// Password used towards the backends (defaults to `password`).
-    pub backend_password: Option<String>,
-}
-
-impl fmt::Debug for UserConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print secrets.
-        f.debug_struct("UserConfig")
-            .field("name", &self.name)
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Built-in VOLATILE functions that never write: they may run on a replica. Users extend or
@@ -672,6 +658,9 @@ impl Validator<'_> {
         let listeners = self.listeners(raw.listeners, tls.is_some())?;
         let backends = self.backends(raw.backends)?;
         let users = self.users(raw.users)?;
+        let mut warnings = Vec::new();
+        let access = self.access(raw.access, &listeners, &mut warnings)?;
+        let auth_query = self.auth_query(raw.auth_query, &health.database)?;
         let ospf = self.ospf(raw.ospf)?;
         let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
         let prefixes = self.prefixes(raw.prefix, &names)?;
@@ -695,6 +684,9 @@ impl Validator<'_> {
             listeners,
             backends,
             users,
+            access,
+            auth_query,
+            warnings,
             ospf,
             prefixes,
             drain,
@@ -709,15 +701,6 @@ fn split<T: Default>(v: Option<Spanned<T>>) -> (std::ops::Range<usize>, T) {
     match v {
         Some(s) => (s.span(), s.into_inner()),
         None => (0..0, T::default()),
-    }
-}
-
-impl UserConfig {
-    /// The password pgcast uses when it logs in to a backend as this user.
-    pub fn backend_password(&self) -> Option<&str> {
-        self.backend_password
-            .as_deref()
-            .or(self.password.as_deref())
     }
 }
 

@@ -142,3 +142,36 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{parse, MINIMAL};
+    use super::{PoolMode, ServerConnect};
+
+    #[test]
+    fn pool_connect_defaults_to_on_demand_and_names_a_bad_value() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.pool.connect, ServerConnect::OnDemand);
+        assert!(!c.pool.connects_at_login());
+        let c = parse(&format!("{MINIMAL}\n[pool]\nconnect = \"at_login\"\n")).unwrap();
+        assert!(c.pool.connects_at_login());
+        let c = parse(&format!(
+            "{MINIMAL}\n[pool]\nmode = \"transaction\"\nconnect = \"at_login\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.pool.mode, PoolMode::Transaction);
+        assert!(
+            !c.pool.connects_at_login(),
+            "transaction mode never connects at login"
+        );
+        let c = parse(&format!("{MINIMAL}\n[pool]\nmode = \"none\"\n")).unwrap();
+        assert!(
+            c.pool.connects_at_login(),
+            "without a pool every session connects at login"
+        );
+        let e = parse(&format!("{MINIMAL}\n\n[pool]\nconnect = \"later\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pool.connect") && e.contains("\"later\""), "{e}");
+    }
+}

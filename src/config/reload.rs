@@ -51,6 +51,9 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         listeners: _,
         backends: _,
         users: _,
+        access: _,
+        auth_query: _,
+        warnings: _,
         ospf: _,
         prefixes: _,
         drain: _,
@@ -127,6 +130,14 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
     }
     section("[[backend]]", new.backends != old.backends, Apply::Live);
     section("[[user]]", new.users != old.users, Apply::Live);
+    // Start-up reads the rules from the configuration snapshot of each new connection.
+    section("[[access]]", new.access != old.access, Apply::Live);
+    // The lookup cache is emptied when the query changes (proxy::auth_query).
+    section(
+        "[auth_query]",
+        new.auth_query != old.auth_query,
+        Apply::Live,
+    );
     if section("[ospf]", new.ospf != old.ospf, Apply::Restart) {
         new.ospf = old.ospf.clone();
     }

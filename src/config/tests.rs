@@ -1,6 +1,6 @@
 use super::*;
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 [admin]
 socket = "/tmp/pgcast.sock"
 
@@ -19,7 +19,7 @@ name = "app"
 password = "secret"
 "#;
 
-fn parse(text: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))
 }
 
@@ -615,29 +615,168 @@ fn server_connection_cap_is_validated_and_needs_a_restart() {
 }
 
 #[test]
-fn pool_connect_defaults_to_on_demand_and_names_a_bad_value() {
-    use super::{PoolMode, ServerConnect};
-    let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.pool.connect, ServerConnect::OnDemand);
-    assert!(!c.pool.connects_at_login());
-    let c = parse(&format!("{MINIMAL}\n[pool]\nconnect = \"at_login\"\n")).unwrap();
-    assert!(c.pool.connects_at_login());
+fn access_rules_parse_in_order() {
+    let text = format!(
+        "{MINIMAL}
+[[access]]
+address = \"127.0.0.1\"
+user = [\"monitor\"]
+method = \"trust\"
+
+[[access]]
+address = \"2001:db8::/32\"
+listener = [\"rw\"]
+database = [\"app\", \"all\"]
+tls = false
+method = \"md5\"
+
+[[access]]
+address = \"all\"
+method = \"reject\"
+"
+    );
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.access.len(), 3);
+    let r = &c.access[0];
+    assert_eq!(r.network, Some("127.0.0.1/32".parse().unwrap()));
+    assert_eq!(r.users, NameSet::Names(vec!["monitor".into()]));
+    assert_eq!(r.listeners, NameSet::All);
+    assert_eq!(r.method, AccessMethod::Trust);
+    let r = &c.access[1];
+    assert_eq!(r.network, Some("2001:db8::/32".parse().unwrap()));
+    assert_eq!(r.listeners, NameSet::Names(vec!["rw".into()]));
+    assert_eq!(r.databases, NameSet::All, "\"all\" in a list means all");
+    assert_eq!(r.tls, Some(false));
+    assert_eq!(r.method, AccessMethod::Md5);
+    assert_eq!(c.access[2].network, None);
+    assert_eq!(c.access[2].method, AccessMethod::Reject);
+    assert!(c.warnings.is_empty(), "loopback trust: {:?}", c.warnings);
+    assert!(parse(MINIMAL).unwrap().access.is_empty());
+}
+
+#[test]
+fn access_errors_name_the_key_and_line() {
+    let rule = |body: &str| format!("{MINIMAL}\n[[access]]\n{body}\n");
+    let cases = [
+        (
+            "address = \"10.0.0.1/8\"\nmethod = \"md5\"",
+            "test.toml:20: access[0].address: 10.0.0.1/8 has host bits set; write 10.0.0.0/8",
+        ),
+        (
+            "address = \"10.0.0.300\"\nmethod = \"md5\"",
+            "test.toml:20: access[0].address: \"10.0.0.300\" is not",
+        ),
+        (
+            "address = \"all\"\nmethod = \"password\"",
+            "test.toml:21: access[0].method: unknown method \"password\"",
+        ),
+        (
+            "address = \"all\"\nlistener = [\"nope\"]\nmethod = \"md5\"",
+            "test.toml:21: access[0].listener: no listener named \"nope\"",
+        ),
+        (
+            "address = \"all\"\nuser = []\nmethod = \"md5\"",
+            "test.toml:21: access[0].user: must list names",
+        ),
+        ("method = \"md5\"", "missing field `address`"),
+        (
+            "address = \"all\"\nmethod = \"md5\"\nhost = \"x\"",
+            "unknown field `host`",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = parse(&rule(body)).unwrap_err().to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+}
+
+#[test]
+fn trust_beyond_loopback_is_a_warning() {
+    let trust = |address: &str| {
+        let text = format!("{MINIMAL}\n[[access]]\naddress = \"{address}\"\nmethod = \"trust\"\n");
+        parse(&text).expect("valid").warnings
+    };
+    for loopback in ["127.0.0.0/8", "127.0.0.1", "::1"] {
+        assert!(trust(loopback).is_empty(), "{loopback}");
+    }
+    for open in ["0.0.0.0/0", "10.0.0.0/8", "::/0", "all"] {
+        let w = trust(open);
+        assert_eq!(w.len(), 1, "{open}: {w:?}");
+        assert!(
+            w[0].starts_with("test.toml:21: access[0].method: \"trust\" lets anyone from"),
+            "{}",
+            w[0]
+        );
+    }
+}
+
+#[test]
+fn a_user_may_have_a_stored_hash_instead_of_a_password() {
+    let scram = postgres_protocol::password::scram_sha_256(b"pw");
+    let md5 = postgres_protocol::password::md5(b"pw", "old");
+    let users = format!(
+        "\n[[users]]\nname = \"new\"\npassword_hash = \"{scram}\"\n\
+         [[users]]\nname = \"old\"\nauth = \"md5\"\npassword_hash = \"{md5}\"\n"
+    );
+    let c = parse(&format!("{MINIMAL}{users}")).expect("valid");
+    assert!(matches!(
+        c.users[1].password_hash,
+        Some(PasswordHash::Scram(_))
+    ));
+    assert_eq!(
+        c.users[2].password_hash,
+        Some(PasswordHash::Md5(md5.clone()))
+    );
+    assert_eq!(c.users[1].password, None);
+    assert!(
+        !format!("{:?}", c.users).contains(&md5[3..]),
+        "hashes are never printed"
+    );
+
+    let user = |body: &str| format!("{MINIMAL}\n[[users]]\nname = \"u\"\n{body}\n");
+    let cases = [
+        (
+            format!("password = \"x\"\npassword_hash = \"{md5}\""),
+            "test.toml:22: users[1].password_hash: give either password or password_hash",
+        ),
+        (
+            "password_hash = \"SCRAM-SHA-256$4096:c2FsdA==$AAAA:AAAA\"".to_string(),
+            "test.toml:21: users[1].password_hash: not a SCRAM-SHA-256 verifier",
+        ),
+        (
+            "password_hash = \"secret\"".to_string(),
+            "test.toml:21: users[1].password_hash: expected a SCRAM-SHA-256 verifier",
+        ),
+        (
+            format!("password_hash = \"{md5}\""),
+            "test.toml:21: users[1].password_hash: an MD5 hash cannot check SCRAM-SHA-256",
+        ),
+        (
+            "auth = \"md5\"".to_string(),
+            "users[1].password: password or password_hash required",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = parse(&user(&body)).unwrap_err().to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+}
+
+#[test]
+fn auth_query_defaults_and_errors() {
     let c = parse(&format!(
-        "{MINIMAL}\n[pool]\nmode = \"transaction\"\nconnect = \"at_login\"\n"
+        "{MINIMAL}\n[health]\ndatabase = \"app\"\n[auth_query]\nquery = \"SELECT f($1)\"\n"
     ))
-    .unwrap();
-    assert_eq!(c.pool.mode, PoolMode::Transaction);
-    assert!(
-        !c.pool.connects_at_login(),
-        "transaction mode never connects at login"
-    );
-    let c = parse(&format!("{MINIMAL}\n[pool]\nmode = \"none\"\n")).unwrap();
-    assert!(
-        c.pool.connects_at_login(),
-        "without a pool every session connects at login"
-    );
-    let e = parse(&format!("{MINIMAL}\n\n[pool]\nconnect = \"later\"\n"))
+    .expect("valid");
+    let aq = c.auth_query.expect("configured");
+    assert_eq!(aq.database, "app", "the health database by default");
+    assert_eq!(aq.ttl, Duration::from_secs(60));
+    assert!(parse(MINIMAL).unwrap().auth_query.is_none());
+    let e = parse(&format!("{MINIMAL}\n[auth_query]\nquery = \"SELECT 1\"\n"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("pool.connect") && e.contains("\"later\""), "{e}");
+    assert!(
+        e.starts_with("test.toml:19: auth_query.query: required"),
+        "{e}"
+    );
 }

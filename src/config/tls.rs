@@ -62,20 +62,21 @@ impl Validator<'_> {
         value: Option<&str>,
         tls_configured: bool,
     ) -> Result<ListenerTls, ConfigError> {
-        let mode =
-            match value {
-                None if tls_configured => ListenerTls::Allow,
-                None | Some("disable") => ListenerTls::Disable,
-                Some("allow") => ListenerTls::Allow,
-                Some("require") => ListenerTls::Require,
-                Some(other) => return Err(self.err(
+        let mode = match value {
+            None if tls_configured => ListenerTls::Allow,
+            None | Some("disable") => ListenerTls::Disable,
+            Some("allow") => ListenerTls::Allow,
+            Some("require") => ListenerTls::Require,
+            Some(other) => {
+                return Err(self.err(
                     span,
                     key,
                     format!(
                         "unknown value {other:?}; expected \"disable\", \"allow\" or \"require\""
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if mode != ListenerTls::Disable && !tls_configured {
             return Err(self.err(
                 span,

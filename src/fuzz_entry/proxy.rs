@@ -13,6 +13,7 @@ use crate::proxy::classify::{
     StatementClass,
 };
 use crate::proxy::message::{self as wire, decode_message, decode_startup, Message, StartupPacket};
+use crate::proxy::scram_keys::{KeyClient, KeyLoginError, ScramKeys};
 
 /// The start-up packet limit the proxy reads with (`startup::read_startup`).
 const STARTUP_MAX: usize = 10_000;
@@ -179,12 +180,48 @@ fn rfc7677_verifier() -> &'static ScramVerifier {
     VERIFIER.get_or_init(|| ScramVerifier::from_password("pencil", &RFC7677_SALT, 4096))
 }
 
+/// The keys RFC 7677's client proves (its ClientKey, recovered by the server from the proof).
+fn rfc7677_keys() -> &'static std::sync::Arc<ScramKeys> {
+    static KEYS: OnceLock<std::sync::Arc<ScramKeys>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut server =
+            ScramServer::new(rfc7677_verifier().clone(), RFC7677_SERVER_NONCE.to_owned());
+        let client_nonce = "rOprNGfwEbeRWgbNEkqO";
+        server
+            .client_first(format!("n,,n=user,r={client_nonce}").as_bytes())
+            .expect("RFC 7677 client-first");
+        let proof = "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        let last = format!("c=biws,r={client_nonce}{RFC7677_SERVER_NONCE},p={proof}");
+        server
+            .client_final(last.as_bytes())
+            .expect("RFC 7677 proof");
+        let key = server.client_key().expect("a proven key").clone();
+        ScramKeys::new(key, rfc7677_verifier().clone())
+    })
+}
+
+/// The backend's side of a login with a client's SCRAM keys (`scram_keys.rs`): the input up
+/// to its first newline as the server-first-message, the rest as the server-final-message.
+/// Nothing may panic, and a finished exchange takes nothing more.
+fn sasl_backend(data: &[u8]) {
+    let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let (first, last) = (&data[..split], data.get(split + 1..).unwrap_or(&[]));
+    let mut client = KeyClient::new(std::sync::Arc::clone(rfc7677_keys()));
+    if client.update(first).is_ok() {
+        assert!(client.message().starts_with(b"c=biws,r="), "client-final");
+        let _ = client.finish(last);
+    }
+    assert_eq!(client.finish(last), Err(KeyLoginError::OutOfOrder));
+}
+
 /// SASL authentication as the proxy runs it for a client: the input is a SASLInitialResponse
 /// body (mechanism, length, client-first-message) followed by the client-final-message. The
 /// server is RFC 7677's, so the only exchange that may succeed is RFC 7677's own: success with
 /// any other server-final-message, or a second answer from a finished exchange, would be an
-/// authentication bypass. The bytes after the initial response also go to the MD5 check.
+/// authentication bypass. The bytes after the initial response also go to the MD5 check, and
+/// all of them to the backend side of a login with SCRAM keys.
 pub fn sasl(data: &[u8]) {
+    sasl_backend(data);
     let md5_ok = verify_md5(MD5_USER, MD5_PASSWORD, MD5_SALT, data);
     let md5_expected = md5_client_response(MD5_USER, MD5_PASSWORD, MD5_SALT);
     assert_eq!(

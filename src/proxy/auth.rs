@@ -141,6 +141,37 @@ impl ScramVerifier {
     }
 }
 
+impl ScramVerifier {
+    pub(super) fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    pub(super) fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    pub(super) fn stored_key(&self) -> &[u8; 32] {
+        &self.stored_key
+    }
+
+    pub(super) fn server_key(&self) -> &[u8; 32] {
+        &self.server_key
+    }
+}
+
+/// A client's SCRAM ClientKey (RFC 5802 §3: HMAC(SaltedPassword, "Client Key")), recovered
+/// from its proof. With the verifier it suffices to log in to any server that stores the same
+/// verifier (same salt and iteration count): what PgBouncer does for `auth_query` users. It is
+/// as good as the password for those servers, so it lives in memory only and is never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey(pub(super) [u8; 32]);
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientKey(<hidden>)")
+    }
+}
+
 /// Exchange state (RFC 5802 §5: client-first, server-first, client-final, server-final).
 enum State {
     AwaitingClientFirst {
@@ -162,6 +193,8 @@ enum State {
 pub struct ScramServer {
     verifier: ScramVerifier,
     state: State,
+    /// Set once the client's proof verified.
+    client_key: Option<ClientKey>,
 }
 
 impl ScramServer {
@@ -171,6 +204,7 @@ impl ScramServer {
         Self {
             verifier,
             state: State::AwaitingClientFirst { server_nonce },
+            client_key: None,
         }
     }
 
@@ -290,16 +324,50 @@ impl ScramServer {
             return Err(AuthError::WrongPassword);
         }
         let server_signature = hmac(&v.server_key, &auth_message);
+        self.client_key = Some(ClientKey(client_key));
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
+    }
+
+    /// The ClientKey the client proved it holds, after [`client_final`](Self::client_final)
+    /// succeeded: with it pgcast can log in to backends that hold the same verifier without
+    /// knowing the password (`scram_keys.rs`).
+    pub fn client_key(&self) -> Option<&ClientKey> {
+        self.client_key.as_ref()
     }
 }
 
 /// PostgreSQL's MD5 scheme: `"md5" + hex(md5(hex(md5(password || user)) || salt))`. This is what
 /// a client sends in `PasswordMessage` after `AuthenticationMD5Password` with `salt`.
 pub fn md5_client_response(user: &str, password: &str, salt: [u8; 4]) -> String {
-    let mut inner = hex(&Md5::digest(format!("{password}{user}"))).into_bytes();
+    let stored = format!("md5{}", hex(&Md5::digest(format!("{password}{user}"))));
+    md5_response_from_hash(&stored, salt)
+}
+
+/// The same response from the stored hash `"md5" + hex(md5(password || user))` (what
+/// `pg_authid` holds for an MD5 role): the scheme only ever needs that hash, so a hash in the
+/// configuration serves both to check clients and to log in to backends.
+pub fn md5_response_from_hash(stored: &str, salt: [u8; 4]) -> String {
+    let mut inner = stored
+        .strip_prefix("md5")
+        .unwrap_or(stored)
+        .as_bytes()
+        .to_vec();
     inner.extend_from_slice(&salt);
     format!("md5{}", hex(&Md5::digest(inner)))
+}
+
+/// Whether `s` has the form of a stored MD5 hash: `md5` and 32 lowercase hex digits.
+pub fn is_md5_hash(s: &str) -> bool {
+    s.strip_prefix("md5").is_some_and(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Verify a client's MD5 `PasswordMessage` against a stored hash, in constant time.
+pub fn verify_md5_hash(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
+    ct_eq(md5_response_from_hash(stored, salt).as_bytes(), response)
 }
 
 /// Verify a client's MD5 `PasswordMessage` (NUL terminator already stripped) in constant time.
@@ -315,7 +383,7 @@ fn attr<'a>(a: Option<&'a str>, prefix: &str, what: &'static str) -> Result<&'a 
 }
 
 /// HMAC-SHA-256 over the concatenation of `parts`.
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(super) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC hashes over-long keys and pads short ones, so every key length is valid.
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
     for part in parts {
@@ -343,14 +411,14 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     result
 }
 
-fn xor_into(acc: &mut [u8; 32], other: &[u8; 32]) {
+pub(super) fn xor_into(acc: &mut [u8; 32], other: &[u8; 32]) {
     for (a, b) in acc.iter_mut().zip(other) {
         *a ^= b;
     }
 }
 
 /// Constant-time equality (time depends only on the lengths).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -561,5 +629,43 @@ mod tests {
         assert!(!verify_md5("bob", "hunter2", salt, expected.as_bytes()));
         assert!(!verify_md5("alice", "hunter2", [0; 4], expected.as_bytes()));
         assert!(!verify_md5("alice", "hunter2", salt, b""));
+
+        // From the stored hash alone (as pg_authid holds it), the same answers.
+        let stored = postgres_protocol::password::md5(b"hunter2", "alice");
+        assert!(is_md5_hash(&stored), "{stored}");
+        assert_eq!(md5_response_from_hash(&stored, salt), expected);
+        assert!(verify_md5_hash(&stored, salt, expected.as_bytes()));
+        assert!(!verify_md5_hash(&stored, [0; 4], expected.as_bytes()));
+        for bad in [
+            "",
+            "md5",
+            "md5abc",
+            &stored.to_uppercase(),
+            &stored[3..],
+            "md5 0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!is_md5_hash(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_client_key_is_known_only_after_a_good_proof() {
+        let verifier = ScramVerifier::generate("pw");
+        for (given, proved) in [("pw", true), ("wrong", false)] {
+            let mut server = ScramServer::with_random_nonce(verifier.clone());
+            let mut client = ScramSha256::new(given.as_bytes(), ChannelBinding::unsupported());
+            let server_first = server.client_first(client.message()).unwrap();
+            assert!(server.client_key().is_none());
+            client.update(&server_first).unwrap();
+            let _ = server.client_final(client.message());
+            let key = server.client_key();
+            assert_eq!(key.is_some(), proved, "{given}");
+            if let Some(key) = key {
+                // RFC 5802 §3: StoredKey = H(ClientKey).
+                let stored: [u8; 32] = Sha256::digest(key.0).into();
+                assert_eq!(&stored, verifier.stored_key());
+                assert_eq!(format!("{key:?}"), "ClientKey(<hidden>)");
+            }
+        }
     }
 }

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
+use super::backend_auth::{self, BackendSecret, Sasl};
 use super::message::{self, ErrorFields, Message};
 use super::ProxyError;
 
@@ -56,7 +56,7 @@ pub struct LoginParams<'a> {
     pub host: &'a str,
     pub port: u16,
     pub user: &'a str,
-    pub password: Option<&'a str>,
+    pub secret: &'a BackendSecret,
     /// Startup parameters forwarded from the client (user and database included).
     pub params: &'a [(String, String)],
     pub connect_timeout: Duration,
@@ -97,7 +97,7 @@ async fn handshake(
     reader: &mut BackendReader,
     wr: &mut OwnedWriteHalf,
 ) -> Result<BackendStartup, ProxyError> {
-    let mut scram: Option<ScramSha256> = None;
+    let mut sasl: Option<Sasl> = None;
     let mut startup = BackendStartup {
         parameter_status: Vec::new(),
         pid: 0,
@@ -112,69 +112,14 @@ async fn handshake(
             b'R' => {
                 let code = read_i32(body, 0)?;
                 let mut out = BytesMut::new();
-                match code {
-                    0 => {}
-                    3 => {
-                        let pw = login.password.ok_or(ProxyError::NoBackendPassword)?;
-                        message::write_password(&mut out, format!("{pw}\0").as_bytes());
-                    }
-                    5 => {
-                        let pw = login.password.ok_or(ProxyError::NoBackendPassword)?;
-                        let salt: [u8; 4] = body.get(4..8).and_then(|s| s.try_into().ok()).ok_or(
-                            ProxyError::BackendProtocol(message::DecodeError::Malformed(
-                                "MD5 salt",
-                            )),
-                        )?;
-                        let hash = postgres_protocol::authentication::md5_hash(
-                            login.user.as_bytes(),
-                            pw.as_bytes(),
-                            salt,
-                        );
-                        message::write_password(&mut out, format!("{hash}\0").as_bytes());
-                    }
-                    10 => {
-                        let mechanisms = body.get(4..).unwrap_or(&[]);
-                        if !mechanisms.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256") {
-                            return Err(ProxyError::BackendUnavailable(
-                                "backend offers no SCRAM-SHA-256".into(),
-                            ));
-                        }
-                        let pw = login.password.ok_or(ProxyError::NoBackendPassword)?;
-                        let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                        message::write_sasl_initial(&mut out, "SCRAM-SHA-256", s.message());
-                        scram = Some(s);
-                    }
-                    11 => {
-                        let mut s = scram.take().ok_or(ProxyError::BackendProtocol(
-                            message::DecodeError::Malformed("SASLContinue before SASL"),
-                        ))?;
-                        // The salted password is 4096 HMAC-SHA-256 rounds (PostgreSQL's
-                        // default): milliseconds of CPU per backend connection. Off the async
-                        // workers, so a burst of new connections does not hold up the timers
-                        // of everything else (BFD's 100 ms packets among them).
-                        let server_first = body.get(4..).unwrap_or(&[]).to_vec();
-                        let s = tokio::task::spawn_blocking(move || {
-                            s.update(&server_first).map(|()| s)
-                        })
-                        .await
-                        .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?
-                        .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?;
-                        message::write_password(&mut out, s.message());
-                        scram = Some(s);
-                    }
-                    12 => {
-                        let s = scram.as_mut().ok_or(ProxyError::BackendProtocol(
-                            message::DecodeError::Malformed("SASLFinal before SASL"),
-                        ))?;
-                        s.finish(body.get(4..).unwrap_or(&[]))
-                            .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?;
-                    }
-                    other => {
-                        return Err(ProxyError::BackendUnavailable(format!(
-                            "unsupported backend authentication request {other}"
-                        )))
-                    }
-                }
+                backend_auth::answer(
+                    code,
+                    body.get(4..).unwrap_or(&[]),
+                    login,
+                    &mut sasl,
+                    &mut out,
+                )
+                .await?;
                 if !out.is_empty() {
                     wr.write_all(&out).await?;
                 }

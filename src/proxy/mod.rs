@@ -1,12 +1,16 @@
 //! The PostgreSQL proxy: listeners, client start-up and authentication, sessions that route
 //! each unit of work to the primary or a replica.
 
+pub mod access;
 pub mod auth;
+pub mod auth_query;
 pub mod backend;
+pub mod backend_auth;
 pub mod cancel;
 pub mod catalog;
 pub mod catalog_refresh;
 pub mod classify;
+mod client_auth;
 mod client_messages;
 mod deallocate;
 mod deferred_begin;
@@ -18,6 +22,7 @@ pub mod pool;
 pub mod prelogin;
 mod retry;
 pub mod router;
+pub mod scram_keys;
 pub mod scram_verifiers;
 pub mod server_budget;
 pub mod session;
@@ -64,12 +69,19 @@ pub enum ProxyError {
     BackendError(ErrorFields, Message),
     #[error("no password configured to log in to the backend")]
     NoBackendPassword,
+    /// pgcast holds a secret for the user that this backend cannot take (another salt, another
+    /// kind of password): a configuration problem, said plainly to client and log.
+    #[error("cannot log in to the backend: {0}")]
+    BackendLogin(String),
     #[error("client closed the connection")]
     ClientGone,
     #[error("{0}")]
     ServerConnectionsFull(#[from] server_budget::BudgetExhausted),
     #[error("password authentication failed for user {user:?}")]
     ClientAuth { user: String },
+    /// Refused by the `[[access]]` rules (the message the client got).
+    #[error("{0}")]
+    AccessDenied(String),
 }
 
 /// Everything a session needs, shared by all sessions of all listeners.
@@ -79,6 +91,8 @@ pub struct ProxyContext {
     pub catalogs: Arc<Catalogs>,
     /// The SCRAM users' verifiers, derived off the async workers.
     pub scram: Arc<ScramVerifiers>,
+    /// Users looked up with `[auth_query]`, cached for its TTL.
+    pub auth_query: Arc<auth_query::AuthQueryCache>,
     pub cancel: Arc<CancelRegistry>,
     /// Server processes of sessions whose clients were told an issued PID.
     pub pid_aliases: Arc<session_pid::PidAliases>,
@@ -112,6 +126,7 @@ impl ProxyContext {
             pid_aliases: Default::default(),
             tls,
             scram: ScramVerifiers::new(),
+            auth_query: auth_query::AuthQueryCache::new(),
             pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),

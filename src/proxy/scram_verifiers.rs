@@ -54,10 +54,12 @@ impl ScramVerifiers {
     /// Derives the verifiers `config` needs that are not cached yet, and forgets those of
     /// users removed or whose password changed.
     pub async fn update(&self, config: &Config) {
+        // With [[access]] rules any user may be asked for SCRAM, whatever its own `auth`.
+        let any = !config.access.is_empty();
         let wanted: HashSet<(&str, &str)> = config
             .users
             .iter()
-            .filter(|u| u.auth == ClientAuthMethod::ScramSha256)
+            .filter(|u| any || u.auth == ClientAuthMethod::ScramSha256)
             .filter_map(|u| Some((u.name.as_str(), u.password.as_deref()?)))
             .collect();
         self.lock()

@@ -123,6 +123,10 @@ pub async fn serve_client(
             &ctx,
             &config,
             listener.tls,
+            startup::Arrival {
+                listener: &listener.name,
+                peer,
+            },
         )),
     )
     .await;

@@ -27,7 +27,7 @@ impl Session {
             host,
             port,
             user: &self.client.user.name,
-            password: self.client.user.backend_password(),
+            secret: &self.client.backend_secret,
             params: &self.client.params,
             connect_timeout: self.config.limits.connect_timeout,
             max_message: self.config.limits.max_message_bytes,
@@ -196,6 +196,18 @@ impl Session {
                     "FATAL",
                     "53300",
                     &format!("pgcast: {full}"),
+                );
+            }
+            ProxyError::BackendLogin(why) => {
+                // A configuration problem (the backend's verifier or password kind differs
+                // from what pgcast holds), not the client's fault: the operator must hear of it.
+                crate::log_limited!(warn, user = %self.client.user.name, "{why}");
+                self.ctx.stats.count_error("28000");
+                message::write_error(
+                    &mut self.client_out,
+                    "FATAL",
+                    "28000",
+                    &format!("pgcast: {e}"),
                 );
             }
             other => {

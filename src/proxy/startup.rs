@@ -1,5 +1,6 @@
 //! Client start-up: SSL/GSS negotiation, the StartupMessage, CancelRequest and password
-//! authentication (SCRAM-SHA-256, MD5 or trust, per configured user).
+//! authentication (SCRAM-SHA-256, MD5 or trust: by the `[[access]]` rules, else per configured
+//! user; the exchanges are in `client_auth.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,23 +8,33 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 
-use super::auth::{self, ScramServer, ScramVerifier};
+use super::backend_auth::BackendSecret;
 use super::cancel::CancelRoute;
+use super::client_auth::{self, ClientIo};
 use super::message::{self, Message, StartupPacket};
 use super::stats::{CancelOutcome, StartupFailure};
 use super::tls::{self, ClientStream, LoadedTls};
-use super::{backend, cancel, ProxyContext, ProxyError};
+use super::{access, backend, cancel, ProxyContext, ProxyError};
 use crate::config::{ClientAuthMethod, Config, ListenerTls, UserConfig};
 use crate::log_limit::LogLimit;
 
 /// At most one line per this interval for each log line a stranger can trigger per connection.
 const LOG_INTERVAL: std::time::Duration = crate::log_limit::INTERVAL;
 
+/// Where a connection came in: the `[[access]]` rules match on both.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub listener: &'a str,
+    pub peer: Option<SocketAddr>,
+}
+
 /// A client that completed start-up and authentication.
 pub struct ClientStartup {
     pub params: Vec<(String, String)>,
     pub user: UserConfig,
     pub database: String,
+    /// What pgcast logs in to the backends with as this user, for the whole session.
+    pub backend_secret: BackendSecret,
 }
 
 /// Outcome of the start-up phase.
@@ -146,6 +157,7 @@ pub async fn client_startup(
     ctx: &Arc<ProxyContext>,
     config: &Config,
     listener_tls: ListenerTls,
+    arrival: Arrival<'_>,
 ) -> Result<StartupOutcome, ProxyError> {
     // PostgreSQL answers each of SSLRequest and GSSENCRequest once; a repeated one is an
     // unsupported protocol version (postmaster.c, ProcessStartupPacket).
@@ -247,9 +259,30 @@ pub async fn client_startup(
         )));
     }
 
-    let user = config.user(&user_name).cloned();
-    let ok = authenticate(stream, buf, ctx, config, &user_name, user.as_ref()).await?;
-    let Some(user) = user.filter(|_| ok) else {
+    let facts = access::Facts {
+        address: arrival.peer.map(|p| p.ip()),
+        listener: arrival.listener,
+        database: &database,
+        user: &user_name,
+        tls: stream.is_tls(),
+    };
+    // Before the user is looked up: a refused client costs no query on the primary.
+    let verdict = check_access(stream, ctx, config, &facts).await?;
+    let user = match config.user(&user_name) {
+        Some(u) => Some(u.clone()),
+        None => {
+            let view = ctx.cluster.borrow().clone();
+            ctx.auth_query.user(&user_name, config, &view).await
+        }
+    };
+    // The rule's method, else the user's own; SCRAM for a user pgcast does not know, so that
+    // its exchange looks like anyone's.
+    let method = access::rule_method(verdict)
+        .or(user.as_ref().map(|u| u.auth))
+        .unwrap_or(ClientAuthMethod::ScramSha256);
+    let mut io = ClientIo { stream, buf };
+    let proved = client_auth::authenticate(&mut io, ctx, method, &user_name, user.as_ref()).await?;
+    let (Some(user), Some(backend_secret)) = (user, proved) else {
         let msg = format!("password authentication failed for user \"{user_name}\"");
         fatal(stream, ctx, "28P01", &msg).await?;
         return Err(ProxyError::ClientAuth { user: user_name });
@@ -258,13 +291,33 @@ pub async fn client_startup(
         params,
         user,
         database,
+        backend_secret,
     })))
+}
+
+/// The `[[access]]` verdict for this client; a refusal is sent to it (FATAL 28000) and
+/// returned as the error.
+async fn check_access(
+    stream: &mut ClientStream,
+    ctx: &ProxyContext,
+    config: &Config,
+    facts: &access::Facts<'_>,
+) -> Result<access::Verdict, ProxyError> {
+    let verdict = access::decide(&config.access, facts);
+    if let access::Verdict::Matched { rule, method } = verdict {
+        tracing::debug!(rule, ?method, user = %facts.user, "connection matched access[{rule}]");
+    }
+    if let Some(msg) = access::refusal(verdict, facts) {
+        fatal(stream, ctx, "28000", &msg).await?;
+        return Err(ProxyError::AccessDenied(msg));
+    }
+    Ok(verdict)
 }
 
 /// Pure: how the start-up phase ended when it returned `e`.
 pub fn failure_kind(e: &ProxyError) -> StartupFailure {
     match e {
-        ProxyError::ClientAuth { .. } => StartupFailure::AuthFailed,
+        ProxyError::ClientAuth { .. } | ProxyError::AccessDenied(_) => StartupFailure::AuthFailed,
         ProxyError::ClientProtocol(_) => StartupFailure::Protocol,
         ProxyError::Io(_) | ProxyError::ClientGone => StartupFailure::Closed,
         // Not returned before login; if one ever is, the connection simply ended.
@@ -272,6 +325,7 @@ pub fn failure_kind(e: &ProxyError) -> StartupFailure {
         | ProxyError::BackendUnavailable(_)
         | ProxyError::BackendError(..)
         | ProxyError::NoBackendPassword
+        | ProxyError::BackendLogin(_)
         | ProxyError::ServerConnectionsFull(_) => StartupFailure::Closed,
     }
 }
@@ -301,77 +355,6 @@ pub fn note_failure(
             crate::log_limited!(debug, %peer, "client left during start-up: {detail}");
         }
     }
-}
-
-/// Returns whether the client proved knowledge of the password. Unknown users go through a
-/// SCRAM exchange against a random verifier, so the answer does not reveal which users exist.
-async fn authenticate(
-    stream: &mut ClientStream,
-    buf: &mut BytesMut,
-    ctx: &ProxyContext,
-    config: &Config,
-    user_name: &str,
-    user: Option<&UserConfig>,
-) -> Result<bool, ProxyError> {
-    let max = 64 * 1024;
-    let method = user
-        .map(|u| u.auth)
-        .unwrap_or(ClientAuthMethod::ScramSha256);
-    let mut out = BytesMut::new();
-    match method {
-        ClientAuthMethod::Trust => Ok(true),
-        ClientAuthMethod::Md5 => {
-            let salt: [u8; 4] = rand::random();
-            message::write_auth_request(&mut out, 5, &salt);
-            tls::send(stream, &out).await?;
-            let m = read_message(stream, buf, max).await?;
-            if m.tag != b'p' {
-                return Ok(false);
-            }
-            let response = m.body().strip_suffix(&[0]).unwrap_or(m.body());
-            let password = user.and_then(|u| u.password.as_deref()).unwrap_or("");
-            Ok(user.is_some() && auth::verify_md5(user_name, password, salt, response))
-        }
-        ClientAuthMethod::ScramSha256 => {
-            let verifier = match user.and_then(|u| u.password.as_deref()) {
-                Some(password) => ctx.scram.get(user_name, password).await,
-                None => ScramVerifier::mock(user_name),
-            };
-            let mut server = ScramServer::with_random_nonce(verifier);
-            message::write_auth_request(&mut out, 10, b"SCRAM-SHA-256\0\0");
-            tls::send(stream, &out).await?;
-            let m = read_message(stream, buf, max).await?;
-            if m.tag != b'p' {
-                return Ok(false);
-            }
-            let Ok((mechanism, data)) = message::decode_sasl_initial(m.body()) else {
-                return Ok(false);
-            };
-            if mechanism != "SCRAM-SHA-256" {
-                return Ok(false);
-            }
-            let Ok(first) = server.client_first(data) else {
-                return Ok(false);
-            };
-            out.clear();
-            message::write_auth_request(&mut out, 11, &first);
-            tls::send(stream, &out).await?;
-            let m = read_message(stream, buf, max).await?;
-            if m.tag != b'p' {
-                return Ok(false);
-            }
-            match server.client_final(m.body()) {
-                Ok(fin) => {
-                    out.clear();
-                    message::write_auth_request(&mut out, 12, &fin);
-                    tls::send(stream, &out).await?;
-                    Ok(user.is_some())
-                }
-                Err(_) => Ok(false),
-            }
-        }
-    }
-    .map(|ok| ok && !config.users.is_empty())
 }
 
 /// Delivers a CancelRequest to the backend connections of the session that holds the key, or
@@ -475,6 +458,14 @@ mod tests {
             (ProxyError::ClientGone, StartupFailure::Closed),
             (ProxyError::Io(io()), StartupFailure::Closed),
             (ProxyError::NoBackendPassword, StartupFailure::Closed),
+            (
+                ProxyError::AccessDenied("no pgcast access rule".into()),
+                StartupFailure::AuthFailed,
+            ),
+            (
+                ProxyError::BackendLogin("salt".into()),
+                StartupFailure::Closed,
+            ),
         ];
         for (e, kind) in cases {
             assert_eq!(failure_kind(&e), kind, "{e}");

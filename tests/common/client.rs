@@ -38,6 +38,13 @@ pub async fn next_notification(rx: &mut UnboundedReceiver<Notification>) -> Noti
         .expect("the connection is open")
 }
 
+/// The SQLSTATE of a failed connection or statement (or why there is none).
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
 /// First column of the last row the (possibly multi-statement) simple query returned.
 pub async fn simple_value(c: &Client, sql: &str) -> String {
     let msgs = c

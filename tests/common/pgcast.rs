@@ -98,6 +98,15 @@ auth = "md5"
     s
 }
 
+/// Writes a pgcast config file readable by its owner only: pgcast refuses a file with
+/// secrets (passwords, hashes) that others may read.
+pub fn write_config(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
 impl Pgcast {
     /// Starts pgcast with health checks every 100 ms (rise 1, fall 2) unless `extra` sets [health].
     pub fn start(cluster: &PgCluster, extra: &str) -> Pgcast {
@@ -138,7 +147,7 @@ impl Pgcast {
         };
         let text = node_config_text_with(cluster, node_id, ports, &admin, node_keys, &extra);
         let config_path = dir.path().join("pgcast.toml");
-        std::fs::write(&config_path, text).expect("write config");
+        write_config(&config_path, &text);
         let log = std::fs::File::create(dir.path().join("pgcast.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_pgcast"))
             .args(["run", "-c"])

@@ -166,6 +166,7 @@ impl NetLab {
 
     /// Replaces the config file of balancer `n` (before `start`).
     pub fn set_config_text(&self, n: usize, text: &str) {
+        // Overwriting keeps the file's mode (0600 from ospf-topology): it may hold passwords.
         fs::write(&self.b(n).config, text).expect("write pgcast.toml");
     }
 

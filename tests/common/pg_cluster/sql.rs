@@ -70,6 +70,18 @@ impl PgCluster {
         }
     }
 
+    /// Creates login roles `names` with `password` stored as `encryption` ("scram-sha-256" or
+    /// "md5") on the primary.
+    pub fn create_roles(&self, encryption: &str, names: &[&str], password: &str) {
+        let mut sql = format!("SET password_encryption = '{encryption}';\n");
+        for name in names {
+            sql.push_str(&format!(
+                "CREATE ROLE {name} LOGIN PASSWORD '{password}';\n"
+            ));
+        }
+        self.psql(&self.primary, "postgres", &sql);
+    }
+
     pub(super) fn create_app_objects(&self) {
         let p = &self.primary;
         self.psql(
