@@ -131,12 +131,30 @@ impl Pgcast {
         Pgcast::start_with(cluster, 7, ports, node_keys, "")
     }
 
+    /// [`Pgcast::start`] with the written configuration passed through `edit` first (e.g. to
+    /// give a listener a key of its own).
+    pub fn start_edited(cluster: &PgCluster, extra: &str, edit: fn(String) -> String) -> Pgcast {
+        let ports = (free_port(), free_port(), free_port());
+        Pgcast::start_with_edit(cluster, 7, ports, "", extra, edit)
+    }
+
     fn start_with(
         cluster: &PgCluster,
         node_id: u8,
         ports: (u16, u16, u16),
         node_keys: &str,
         extra: &str,
+    ) -> Pgcast {
+        Pgcast::start_with_edit(cluster, node_id, ports, node_keys, extra, |t| t)
+    }
+
+    fn start_with_edit(
+        cluster: &PgCluster,
+        node_id: u8,
+        ports: (u16, u16, u16),
+        node_keys: &str,
+        extra: &str,
+        edit: fn(String) -> String,
     ) -> Pgcast {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = dir.path().join("admin.sock");
@@ -145,7 +163,9 @@ impl Pgcast {
         } else {
             format!("{extra}\n[health]\ninterval_ms = 100\ntimeout_ms = 2000\nrise = 1\nfall = 2\ndatabase = \"app\"\n")
         };
-        let text = node_config_text_with(cluster, node_id, ports, &admin, node_keys, &extra);
+        let text = edit(node_config_text_with(
+            cluster, node_id, ports, &admin, node_keys, &extra,
+        ));
         let config_path = dir.path().join("pgcast.toml");
         write_config(&config_path, &text);
         let log = std::fs::File::create(dir.path().join("pgcast.log")).expect("log");
