@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER};
+use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -115,14 +115,23 @@ impl Setup {
     }
 }
 
-/// psql's output (stdout and stderr) and whether it succeeded.
+/// psql's output (stdout and stderr) and whether it succeeded, as the MD5 user.
 fn psql(port: u16, extra_conninfo: &str, sql: &str) -> (bool, String) {
+    psql_as((MD5_USER, MD5_PASSWORD), port, extra_conninfo, sql)
+}
+
+fn psql_as(
+    (user, password): (&str, &str),
+    port: u16,
+    extra_conninfo: &str,
+    sql: &str,
+) -> (bool, String) {
     let conninfo = format!(
-        "host=127.0.0.1 port={port} user={MD5_USER} dbname={DATABASE} connect_timeout=10 {extra_conninfo}"
+        "host=127.0.0.1 port={port} user={user} dbname={DATABASE} connect_timeout=10 {extra_conninfo}"
     );
     let out = Command::new("psql")
         .args([conninfo.as_str(), "-X", "-A", "-t", "-c", sql])
-        .env("PGPASSWORD", MD5_PASSWORD)
+        .env("PGPASSWORD", password)
         .output()
         .expect("run psql");
     let text = format!(
@@ -161,6 +170,35 @@ fn libpq_verify_full_with_the_right_ca_and_not_with_a_wrong_one() {
         ok && out.trim() == "clear",
         "an allow listener serves clear text too: {out}"
     );
+}
+
+/// SCRAM-SHA-256-PLUS over TLS: libpq's `channel_binding=require` logs in; without TLS there
+/// is nothing to bind to and libpq refuses by itself.
+#[test]
+fn channel_binding_require_works_over_tls() {
+    let s = Setup::new();
+    let scram = (SCRAM_USER, SCRAM_PASSWORD);
+    let (ok, out) = psql_as(
+        scram,
+        s.p.auto_port,
+        "sslmode=require channel_binding=require",
+        "SELECT 'bound'",
+    );
+    assert!(ok && out.trim() == "bound", "{out}");
+    let (ok, out) = psql_as(
+        scram,
+        s.p.auto_port,
+        "sslmode=disable channel_binding=require",
+        "SELECT 1",
+    );
+    assert!(!ok, "{out}");
+    let (ok, out) = psql_as(
+        scram,
+        s.p.auto_port,
+        "sslmode=require channel_binding=disable",
+        "SELECT 'unbound'",
+    );
+    assert!(ok && out.trim() == "unbound", "{out}");
 }
 
 #[test]

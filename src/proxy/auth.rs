@@ -195,7 +195,16 @@ pub struct ScramServer {
     state: State,
     /// Set once the client's proof verified.
     client_key: Option<ClientKey>,
+    /// On TLS: the `tls-server-end-point` data that SCRAM-SHA-256-PLUS binds to.
+    channel_binding: Option<Vec<u8>>,
 }
+
+/// The mechanism with channel binding (RFC 5802 §6, RFC 7677).
+pub const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The mechanism without.
+pub const SCRAM: &str = "SCRAM-SHA-256";
+/// The only channel-binding type PostgreSQL (and pgcast) supports (RFC 5929 §4).
+const END_POINT_FLAG: &str = "p=tls-server-end-point";
 
 impl ScramServer {
     /// `server_nonce`: random printable characters (ASCII 0x21..=0x7E except `,`) chosen by the
@@ -205,7 +214,56 @@ impl ScramServer {
             verifier,
             state: State::AwaitingClientFirst { server_nonce },
             client_key: None,
+            channel_binding: None,
         }
+    }
+
+    /// Offers SCRAM-SHA-256-PLUS too, bound to this TLS connection's end-point data.
+    pub fn with_channel_binding(mut self, data: Option<Vec<u8>>) -> Self {
+        self.channel_binding = data;
+        self
+    }
+
+    /// The AuthenticationSASL body: the mechanisms offered, each NUL-terminated, then a NUL.
+    pub fn mechanisms(&self) -> &'static [u8] {
+        if self.channel_binding.is_some() {
+            b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
+        } else {
+            b"SCRAM-SHA-256\0\0"
+        }
+    }
+
+    /// [`client_first`](Self::client_first) for the mechanism the client chose. With PLUS the
+    /// gs2 header must be `p=tls-server-end-point` and `c=` must carry the end-point data; a
+    /// client saying `y` (it could bind but believes we cannot) while PLUS was offered is
+    /// refused: someone removed PLUS from our offer on the way (RFC 5802 §6).
+    pub fn client_first_for(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let plus = match mechanism {
+            SCRAM => false,
+            SCRAM_PLUS if self.channel_binding.is_some() => true,
+            _ => return Err(AuthError::Malformed("unsupported SASL mechanism")),
+        };
+        let flag = std::str::from_utf8(data)
+            .ok()
+            .and_then(|m| m.split_once(','))
+            .map_or("", |(f, _)| f);
+        match (plus, flag) {
+            (true, END_POINT_FLAG) | (false, "n") => {}
+            (false, "y") if self.channel_binding.is_none() => {}
+            (false, "y") => {
+                return Err(AuthError::Malformed(
+                    "channel binding negotiation error: the client was told it is not offered",
+                ))
+            }
+            (true, _) => return Err(AuthError::ChannelBindingUnsupported),
+            (false, f) if f.starts_with("p=") => {
+                return Err(AuthError::Malformed(
+                    "channel binding requested without PLUS",
+                ))
+            }
+            _ => {}
+        }
+        self.client_first_inner(data, plus)
     }
 
     /// Convenience: random 18-byte nonce, base64-encoded.
@@ -223,6 +281,10 @@ impl ScramServer {
     /// does (it uses the startup-packet user). Output: the server-first-message to send in
     /// `AuthenticationSASLContinue`.
     pub fn client_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        self.client_first_inner(data, false)
+    }
+
+    fn client_first_inner(&mut self, data: &[u8], plus: bool) -> Result<Vec<u8>, AuthError> {
         let State::AwaitingClientFirst { server_nonce } =
             std::mem::replace(&mut self.state, State::Done)
         else {
@@ -234,7 +296,8 @@ impl ScramServer {
         let no_gs2 = || AuthError::Malformed("missing gs2 header");
         let (flag, rest) = msg.split_once(',').ok_or_else(no_gs2)?;
         match flag {
-            "n" | "y" => {}
+            "n" | "y" if !plus => {}
+            END_POINT_FLAG if plus => {}
             f if f.starts_with("p=") => return Err(AuthError::ChannelBindingUnsupported),
             _ => return Err(AuthError::Malformed("invalid channel-binding flag")),
         }
@@ -263,8 +326,13 @@ impl ScramServer {
             self.verifier.iterations
         );
         let out = server_first.clone().into_bytes();
+        // c= is the gs2 header, followed with PLUS by the channel-binding data (§7).
+        let mut cbind = format!("{flag},,").into_bytes();
+        if plus {
+            cbind.extend_from_slice(self.channel_binding.as_deref().unwrap_or_default());
+        }
         self.state = State::AwaitingClientFinal {
-            cbind: B64.encode(format!("{flag},,")),
+            cbind: B64.encode(cbind),
             client_first_bare: bare.to_owned(),
             server_first,
             nonce,

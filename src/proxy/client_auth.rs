@@ -138,15 +138,17 @@ async fn scram_exchange(
     io: &mut ClientIo<'_>,
     verifier: ScramVerifier,
 ) -> Result<Option<ClientKey>, ProxyError> {
-    let mut server = ScramServer::with_random_nonce(verifier);
-    io.request(10, b"SCRAM-SHA-256\0\0").await?;
+    // On TLS, SCRAM-SHA-256-PLUS is offered too, so `channel_binding=require` works.
+    let binding = io.stream.channel_binding().map(<[u8]>::to_vec);
+    let mut server = ScramServer::with_random_nonce(verifier).with_channel_binding(binding);
+    io.request(10, server.mechanisms()).await?;
     let Some(m) = io.response().await? else {
         return Ok(None);
     };
-    let Ok(("SCRAM-SHA-256", data)) = message::decode_sasl_initial(m.body()) else {
+    let Ok((mechanism, data)) = message::decode_sasl_initial(m.body()) else {
         return Ok(None);
     };
-    let Ok(first) = server.client_first(data) else {
+    let Ok(first) = server.client_first_for(mechanism, data) else {
         return Ok(None);
     };
     io.request(11, &first).await?;

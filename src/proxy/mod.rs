@@ -9,6 +9,7 @@ pub mod backend_auth;
 pub mod cancel;
 pub mod catalog;
 pub mod catalog_refresh;
+pub mod channel_binding;
 pub mod classify;
 mod client_auth;
 mod client_messages;

@@ -56,11 +56,15 @@ pub async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> io
 /// A certificate and key, ready to accept handshakes.
 pub struct LoadedTls {
     pub acceptor: TlsAcceptor,
+    /// The certificate's `tls-server-end-point` data, for SCRAM-SHA-256-PLUS (none: no hash
+    /// RFC 5929 can use, so no channel binding is offered).
+    pub end_point: Option<Arc<[u8]>>,
 }
 
 /// Reads and checks the certificate chain and key.
 pub fn load(cfg: &TlsConfig) -> Result<LoadedTls, TlsError> {
     let chain = read_chain(&cfg.cert)?;
+    let end_point = super::channel_binding::end_point_data(&chain[0]).map(Arc::from);
     let key = read_key(&cfg.key)?;
     // ring, not aws-lc-rs (which needs cmake and a longer build); rustls 0.23.48 deprecates
     // ring's provider for lacking post-quantum key exchange, X25519 and the rest remain.
@@ -77,6 +81,7 @@ pub fn load(cfg: &TlsConfig) -> Result<LoadedTls, TlsError> {
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(LoadedTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        end_point,
     })
 }
 
@@ -145,14 +150,23 @@ impl ServerTls {
 /// A client connection, in clear or in TLS.
 pub enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// With the end-point data of the certificate it shook hands with.
+    Tls(Box<TlsStream<TcpStream>>, Option<Arc<[u8]>>),
     /// Only while a handshake runs, or after it failed.
     Closed,
 }
 
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        matches!(self, ClientStream::Tls(..))
+    }
+
+    /// The channel-binding data of this connection (TLS with a usable certificate only).
+    pub fn channel_binding(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Tls(_, end_point) => end_point.as_deref(),
+            _ => None,
+        }
     }
 
     /// The first byte the client sent, without taking it (plain connections only).
@@ -171,14 +185,14 @@ impl ClientStream {
             return Err(io::Error::other("not a plain connection"));
         };
         let stream = tls.acceptor.accept(tcp).await?;
-        *self = ClientStream::Tls(Box::new(stream));
+        *self = ClientStream::Tls(Box::new(stream), tls.end_point.clone());
         Ok(())
     }
 
     /// The ALPN protocol the handshake agreed on.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
-            ClientStream::Tls(s) => s.get_ref().1.alpn_protocol(),
+            ClientStream::Tls(s, _) => s.get_ref().1.alpn_protocol(),
             _ => None,
         }
     }
@@ -189,7 +203,7 @@ impl ClientStream {
                 let (r, w) = tcp.into_split();
                 (ClientReader::Plain(r), ClientWriter::Plain(w))
             }
-            ClientStream::Tls(tls) => {
+            ClientStream::Tls(tls, _) => {
                 let (r, w) = tokio::io::split(*tls);
                 (ClientReader::Tls(r), ClientWriter::Tls(w))
             }
@@ -210,7 +224,7 @@ impl AsyncRead for ClientStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
             ClientStream::Closed => Poll::Ready(Err(closed())),
         }
     }
@@ -224,7 +238,7 @@ impl AsyncWrite for ClientStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
             ClientStream::Closed => Poll::Ready(Err(closed())),
         }
     }
@@ -232,7 +246,7 @@ impl AsyncWrite for ClientStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
             ClientStream::Closed => Poll::Ready(Ok(())),
         }
     }
@@ -240,7 +254,7 @@ impl AsyncWrite for ClientStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
             ClientStream::Closed => Poll::Ready(Ok(())),
         }
     }
