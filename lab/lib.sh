@@ -172,10 +172,15 @@ user = "$DB_USER"
 password = "$DB_PASSWORD"
 database = "$DB_NAME"
 
+[tls]
+cert = "$LAB_STATE/tls/server.crt"
+key = "$LAB_STATE/tls/server.key"
+
 [[listeners]]
 name = "anycast"
 address = "0.0.0.0:5432"
 role = "auto"
+tls = "allow"
 EOF
   for p in "${PG_HOSTS[@]}"; do
     printf '\n[[backends]]\nname = "pg%s"\nhost = "%s"\nport = 5432\n' "$p" "$(pg_addr "$p")"
@@ -493,9 +498,31 @@ lab_nexthop_group_type() {
 # ---------------------------------------------------------------------------------------------
 # The client c1
 
-# The PG* variables that point libpq at the anycast service.
+# The PG* variables that point libpq at the anycast service, over TLS checked against the lab
+# CA: the certificate every balancer serves names the anycast address (lab_tls_certs).
 LAB_CLIENT_ENV=(PGHOST="$ANYCAST" PGPORT=5432 PGUSER="$DB_USER" PGPASSWORD="$DB_PASSWORD"
-  PGDATABASE="$DB_NAME" PGCONNECT_TIMEOUT=3)
+  PGDATABASE="$DB_NAME" PGCONNECT_TIMEOUT=3 PGSSLMODE=verify-full
+  PGSSLROOTCERT="$LAB_STATE/tls/ca.crt")
+
+# lab_tls_certs — a lab CA and the one certificate all balancers serve: its subjectAltName is
+# the anycast address (what clients connect to, whichever balancer the router picks) and the
+# balancers' own addresses.
+lab_tls_certs() {
+  local d=$LAB_STATE/tls n san="IP:$ANYCAST"
+  for n in "${BALANCERS[@]}"; do san+=",IP:$(b_addr "$n")"; done
+  mkdir -p "$d"
+  (
+    cd "$d" || exit 1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout ca.key -out ca.crt -days 30 -subj "/CN=pgcast lab CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout server.key -out server.csr -subj "/CN=$ANYCAST" 2>/dev/null
+    printf 'subjectAltName=%s\n' "$san" >san.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -out server.crt -days 30 -extfile san.ext 2>/dev/null
+    chmod 600 server.key ca.key
+  )
+}
 
 # lab_in_client CMD... — run CMD in c1 with PG* variables pointing at the anycast service.
 lab_in_client() { env "${LAB_CLIENT_ENV[@]}" ip netns exec "$(lab_ns c1)" "$@"; }
@@ -520,6 +547,7 @@ lab_build() {
   ! lab_is_up || nl_die "a lab is already up in $LAB_STATE: run lab/down first"
   [[ ! -s $LAB_STATE/namespaces ]] || nl_die "$LAB_STATE holds a half-built lab: run lab/down"
   nl_init "$LAB_STATE"
+  lab_tls_certs
   local n r1 c1 sw
   # Until the lab is complete, any exit (failed command, nl_die, signal) tears it down.
   # shellcheck disable=SC2064 # expand now: the trap must tear down this state dir

@@ -44,6 +44,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("[tls]: {0}")]
     Tls(#[from] proxy::tls::TlsError),
+    #[error("{0}")]
+    BackendTls(#[from] crate::backend_tls::BackendTlsError),
     #[error("{0}: every anycast prefix was withdrawn (fail closed)")]
     TaskFailed(TaskExit),
 }
@@ -94,12 +96,16 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
         Arc::clone(&catalogs),
     );
     let tls = Arc::new(proxy::tls::ServerTls::new(config.tls.as_ref())?);
+    let backend_tls = Arc::new(crate::backend_tls::CurrentBackendTls::new(
+        &config.backend_tls,
+    )?);
     let ctx = ProxyContext::new(
         config_rx.clone(),
         cluster_rx.clone(),
         catalogs,
         self_probes,
         tls,
+        backend_tls,
     );
     proxy::pool::spawn_pruner(Arc::clone(&ctx.pool), config_rx.clone());
     proxy::scram_verifiers::spawn_refresh(Arc::clone(&ctx.scram), config_rx.clone());
@@ -146,7 +152,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     let failure = loop {
         tokio::select! {
             _ = hup.recv() => {
-                let report = reload(config_path, &config_tx, anycast.speakers, &ctx.tls).await;
+                let report = reload(config_path, &config_tx, anycast.speakers, &ctx).await;
                 reload_tx.send_replace(Some(report));
             }
             _ = term.recv() => break None,
@@ -284,7 +290,7 @@ async fn reload(
     path: &Path,
     config_tx: &watch::Sender<Arc<Config>>,
     speakers: &Speakers,
-    tls: &proxy::tls::ServerTls,
+    ctx: &ProxyContext,
 ) -> ReloadReport {
     let at_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -312,7 +318,13 @@ async fn reload(
     }
     // Read again at every reload, changed or not: that is how a renewed certificate is put
     // in force. New handshakes use it; open sessions keep theirs.
-    match tls.reload(merged.tls.as_ref()) {
+    if let Err(e) = ctx.backend_tls.reload(&merged.backend_tls) {
+        tracing::error!(error = %e, "reload: [backend_tls] not applied; the running one stays");
+        report
+            .failed
+            .push(format!("[backend_tls]: {e} (the running one stays)"));
+    }
+    match ctx.tls.reload(merged.tls.as_ref()) {
         Ok(true) => report
             .applied
             .push("[tls] certificate and key (read again)".into()),

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod anycast;
+pub mod backend_tls;
 pub mod config;
 pub mod daemon;
 pub mod fault;

@@ -132,7 +132,11 @@ async fn rules_reject_trust_and_refuse_other_networks() {
             }
         }
     }
-    let report = p.status().and_then(|s| s.reload).expect("a reload report");
+    // The new rule is in force a moment before the reload's report is published.
+    let report = p
+        .wait_until("the reload's report", |s| s.reload.is_some())
+        .reload
+        .expect("a reload report");
     assert_eq!(report.applied, ["[[access]]"], "{report:?}");
     assert_eq!(simple_value(&trusted, "SELECT 1").await, "1");
 }

@@ -704,7 +704,10 @@ async fn reload_metrics_trust_and_limits() {
         p.log()
     );
     // `pgcast status` says the same, by name.
-    let report = p.status().and_then(|s| s.reload).expect("a reload report");
+    let report = p
+        .wait_until("the reload's report", |s| s.reload.is_some())
+        .reload
+        .expect("a reload report");
     assert_eq!(report.restart_needed, ["[[listener]]"], "{report:?}");
     assert_eq!(report.applied, ["[[user]]"], "{report:?}");
     assert_eq!(report.error, None);

@@ -7,7 +7,10 @@ use toml::Spanned;
 
 use std::net::SocketAddr;
 
-use super::{BackendConfig, ConfigError, ListenerConfig, RawBackend, RawListener, Validator};
+use super::{
+    BackendConfig, BackendTlsConfig, ConfigError, ListenerConfig, RawBackend, RawListener,
+    Validator,
+};
 
 impl Validator<'_> {
     pub(super) fn listeners(
@@ -83,7 +86,16 @@ impl Validator<'_> {
     pub(super) fn backends(
         &self,
         raw: Vec<Spanned<RawBackend>>,
+        tls: &BackendTlsConfig,
+        tls_span: std::ops::Range<usize>,
     ) -> Result<Vec<BackendConfig>, ConfigError> {
+        if tls.sslmode.verifies() && tls.ca.is_none() {
+            return Err(self.err(
+                tls_span,
+                "backend_tls.ca",
+                "verify-ca and verify-full need the CA certificates (a PEM file)",
+            ));
+        }
         if raw.is_empty() {
             return Err(self.err(
                 0..0,
@@ -103,11 +115,23 @@ impl Validator<'_> {
             }
             let port = self.count(&span, &key("port"), b.port, 5432, 1, 65535)? as u16;
             let weight = self.count(&span, &key("weight"), b.weight, 1, 0, 1000)? as u32;
+            let sslmode = match b.sslmode.as_deref() {
+                None => tls.sslmode,
+                Some(v) => self.sslmode(span.clone(), &key("sslmode"), v)?,
+            };
+            if sslmode.verifies() && tls.ca.is_none() {
+                return Err(self.err(
+                    span,
+                    &key("sslmode"),
+                    "verify-ca and verify-full need [backend_tls] ca (a PEM file)",
+                ));
+            }
             out.push(BackendConfig {
                 name: b.name,
                 host: b.host,
                 port,
                 weight,
+                sslmode,
             });
         }
         Ok(out)

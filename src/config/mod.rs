@@ -22,7 +22,7 @@ pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use pool::{PoolConfig, PoolMode, ServerConnect};
 pub use reload::{merge_reload, ReloadReport};
-pub use tls::{ListenerTls, TlsConfig};
+pub use tls::{BackendTlsConfig, ListenerTls, SslMode, TlsConfig};
 pub use users::{AuthQueryConfig, ClientAuthMethod, PasswordHash, UserConfig};
 
 use std::fmt;
@@ -117,6 +117,8 @@ struct RawConfig {
     routing: Option<Spanned<RawRouting>>,
     #[serde(default)]
     tls: Option<Spanned<tls::RawTls>>,
+    #[serde(default)]
+    backend_tls: Option<Spanned<tls::RawBackendTls>>,
     #[serde(default)]
     listeners: Vec<Spanned<RawListener>>,
     #[serde(default)]
@@ -217,6 +219,7 @@ struct RawBackend {
     host: String,
     port: Option<i64>,
     weight: Option<i64>,
+    sslmode: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,6 +242,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// The certificate clients are offered (none: no TLS).
     pub tls: Option<TlsConfig>,
+    /// TLS towards the backends.
+    pub backend_tls: BackendTlsConfig,
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
     pub users: Vec<UserConfig>,
@@ -315,6 +320,8 @@ pub struct BackendConfig {
     pub host: String,
     pub port: u16,
     pub weight: u32,
+    /// Its own `sslmode`, else `[backend_tls]`'s.
+    pub sslmode: SslMode,
 }
 
 /// Built-in VOLATILE functions that never write: they may run on a replica. Users extend or
@@ -363,6 +370,14 @@ pub const DEFAULT_WRITE_FUNCTIONS: &[&str] = &[
 ];
 
 impl Config {
+    /// The `sslmode` of the backend at `host:port` (`[backend_tls]`'s for an unknown one).
+    pub fn sslmode_of(&self, host: &str, port: u16) -> SslMode {
+        self.backends
+            .iter()
+            .find(|b| b.host == host && b.port == port)
+            .map_or(self.backend_tls.sslmode, |b| b.sslmode)
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -656,7 +671,8 @@ impl Validator<'_> {
 
         let tls = self.tls(raw.tls)?;
         let listeners = self.listeners(raw.listeners, tls.is_some())?;
-        let backends = self.backends(raw.backends)?;
+        let (backend_tls_span, backend_tls) = self.backend_tls(raw.backend_tls)?;
+        let backends = self.backends(raw.backends, &backend_tls, backend_tls_span)?;
         let users = self.users(raw.users)?;
         let mut warnings = Vec::new();
         let access = self.access(raw.access, &listeners, &mut warnings)?;
@@ -681,6 +697,7 @@ impl Validator<'_> {
             health,
             routing,
             tls,
+            backend_tls,
             listeners,
             backends,
             users,

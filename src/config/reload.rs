@@ -48,6 +48,7 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         health: _,
         routing: _,
         tls: _,
+        backend_tls: _,
         listeners: _,
         backends: _,
         users: _,
@@ -121,6 +122,12 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
     // The files are read again at every SIGHUP anyway (certificate rotation); the daemon
     // reports that reading.
     section("[tls]", new.tls != old.tls, Apply::Live);
+    // For connections opened from then on; the files are read again like [tls]'s.
+    section(
+        "[backend_tls]",
+        new.backend_tls != old.backend_tls,
+        Apply::Live,
+    );
     if section(
         "[[listener]]",
         new.listeners != old.listeners,

@@ -87,3 +87,101 @@ impl Validator<'_> {
         Ok(mode)
     }
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackendTls {
+    sslmode: Option<String>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// How pgcast's connections to a backend (sessions and health checks) use TLS, as libpq's
+/// `sslmode` means it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// TLS if the server offers it, unverified; clear text otherwise.
+    Prefer,
+    /// TLS or nothing, unverified (encryption against a passive eavesdropper only).
+    Require,
+    /// TLS, the certificate chain verified against `ca`.
+    VerifyCa,
+    /// TLS, the chain verified and the certificate naming the backend's `host`.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+/// `[backend_tls]`: the default `sslmode` of every backend and the files verification and a
+/// client certificate need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsConfig {
+    pub sslmode: SslMode,
+    /// PEM: the CA certificates a backend's chain must lead to (verify-ca, verify-full).
+    pub ca: Option<PathBuf>,
+    /// PEM: a client certificate and its key, offered to backends that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Validator<'_> {
+    pub(super) fn sslmode(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        value: &str,
+    ) -> Result<SslMode, ConfigError> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(self.err(
+                    span,
+                    key,
+                    format!(
+                        "unknown sslmode {other:?}; expected \"disable\", \"prefer\", \
+                         \"require\", \"verify-ca\" or \"verify-full\""
+                    ),
+                ))
+            }
+        })
+    }
+
+    pub(super) fn backend_tls(
+        &self,
+        raw: Option<Spanned<RawBackendTls>>,
+    ) -> Result<(std::ops::Range<usize>, BackendTlsConfig), ConfigError> {
+        let (span, t) = split(raw);
+        let sslmode = match t.sslmode.as_deref() {
+            None => SslMode::Disable,
+            Some(v) => self.sslmode(span.clone(), "backend_tls.sslmode", v)?,
+        };
+        let client_cert = match (t.cert, t.key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            _ => {
+                return Err(self.err(
+                    span,
+                    "backend_tls.cert",
+                    "a client certificate needs both cert and key",
+                ))
+            }
+        };
+        Ok((
+            span,
+            BackendTlsConfig {
+                sslmode,
+                ca: t.ca.map(PathBuf::from),
+                client_cert,
+            },
+        ))
+    }
+}

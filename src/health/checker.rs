@@ -14,7 +14,7 @@ use tokio_postgres::NoTls;
 use super::cluster::{parse_lsn, BackendView, ClusterState, ClusterView, Probe, Role};
 use super::self_check::{spawn_listener_checks, ProbeSources, SelfCheckResult};
 use super::HealthError;
-use crate::config::{BackendConfig, Config, HealthConfig};
+use crate::config::{BackendConfig, BackendTlsConfig, Config, HealthConfig, SslMode};
 
 /// One query answers everything we need on primaries and replicas alike.
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
@@ -85,7 +85,8 @@ pub fn spawn(
                         break;
                     }
                     let new_config = config_rx.borrow_and_update().clone();
-                    let health_changed = new_config.health != config.health;
+                    let health_changed = new_config.health != config.health
+                        || new_config.backend_tls != config.backend_tls;
                     config = new_config;
                     state.reconfigure(&config);
                     sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, health_changed);
@@ -207,9 +208,9 @@ fn sync_checkers(
         keep
     });
     for b in &config.backends {
-        let unchanged = checkers
-            .get(&b.name)
-            .is_some_and(|(old, _, _)| old.host == b.host && old.port == b.port);
+        let unchanged = checkers.get(&b.name).is_some_and(|(old, _, _)| {
+            old.host == b.host && old.port == b.port && old.sslmode == b.sslmode
+        });
         // A change of health settings restarts every checker so the new interval applies.
         if unchanged && !health_changed {
             continue;
@@ -221,6 +222,7 @@ fn sync_checkers(
         let handle = tokio::spawn(run_checker(
             b.clone(),
             config.health.clone(),
+            config.backend_tls.clone(),
             *generation,
             probe_tx.clone(),
         ));
@@ -231,6 +233,7 @@ fn sync_checkers(
 async fn run_checker(
     backend: BackendConfig,
     health: HealthConfig,
+    tls: BackendTlsConfig,
     generation: u64,
     tx: mpsc::Sender<ProbeResult>,
 ) {
@@ -239,20 +242,22 @@ async fn run_checker(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result =
-            match tokio::time::timeout(health.timeout, probe_once(&backend, &health, &mut client))
-                .await
-            {
-                Ok(Ok(p)) => Ok(p),
-                Ok(Err(e)) => {
-                    client = None;
-                    Err(e.to_string())
-                }
-                Err(_) => {
-                    client = None;
-                    Err(HealthError::Timeout(health.timeout).to_string())
-                }
-            };
+        let result = match tokio::time::timeout(
+            health.timeout,
+            probe_once(&backend, &health, &tls, &mut client),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => {
+                client = None;
+                Err(e.to_string())
+            }
+            Err(_) => {
+                client = None;
+                Err(HealthError::Timeout(health.timeout).to_string())
+            }
+        };
         if tx
             .send((backend.name.clone(), generation, result))
             .await
@@ -264,12 +269,14 @@ async fn run_checker(
 }
 
 /// Logs in to `database` on `host:port` as the health user (`health.user`), with the probes'
-/// timeout. Also used by the proxy's function refresher, which reads `pg_proc` as this user.
+/// timeout and the backend's TLS (`sslmode`, `[backend_tls]`). Also used by the proxy's
+/// function refresher, which reads `pg_proc` as this user.
 pub async fn connect(
     host: &str,
     port: u16,
     database: &str,
     health: &HealthConfig,
+    tls: (SslMode, &BackendTlsConfig),
 ) -> Result<tokio_postgres::Client, HealthError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
@@ -281,20 +288,53 @@ pub async fn connect(
     if let Some(p) = &health.password {
         cfg.password(p);
     }
-    let (client, connection) = cfg.connect(NoTls).await.map_err(HealthError::Connect)?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let (mode, tls_config) = tls;
+    let client_config = match mode {
+        SslMode::Disable => None,
+        _ => crate::backend_tls::BackendTls::new(tls_config)
+            .map_err(|e| HealthError::Tls(e.to_string()))?
+            .client_config(mode),
+    };
+    let client = match client_config {
+        None => {
+            let (client, connection) = cfg.connect(NoTls).await.map_err(HealthError::Connect)?;
+            tokio::spawn(connection);
+            client
+        }
+        Some(c) => {
+            // tokio-postgres speaks the SSLRequest; the verifier in `c` checks what sslmode says.
+            cfg.ssl_mode(if mode == SslMode::Prefer {
+                tokio_postgres::config::SslMode::Prefer
+            } else {
+                tokio_postgres::config::SslMode::Require
+            });
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*c).clone());
+            let (client, connection) =
+                cfg.connect(connector).await.map_err(HealthError::Connect)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 
 async fn probe_once(
     backend: &BackendConfig,
     health: &HealthConfig,
+    tls: &BackendTlsConfig,
     client: &mut Option<tokio_postgres::Client>,
 ) -> Result<Probe, HealthError> {
     if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(connect(&backend.host, backend.port, &health.database, health).await?);
+        *client = Some(
+            connect(
+                &backend.host,
+                backend.port,
+                &health.database,
+                health,
+                (backend.sslmode, tls),
+            )
+            .await?,
+        );
     }
     let Some(c) = client.as_ref() else {
         return Err(HealthError::Timeout(health.timeout));

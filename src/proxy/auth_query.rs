@@ -147,8 +147,17 @@ async fn lookup(
     let primary = cluster.primary_backend().ok_or(LookupError::NoPrimary)?;
     let timeout = config.health.timeout;
     let ask = async {
-        let client =
-            health::connect(&primary.host, primary.port, &aq.database, &config.health).await?;
+        let client = health::connect(
+            &primary.host,
+            primary.port,
+            &aq.database,
+            &config.health,
+            (
+                config.sslmode_of(&primary.host, primary.port),
+                &config.backend_tls,
+            ),
+        )
+        .await?;
         let row = client.query_opt(aq.query.as_str(), &[&name]).await?;
         Ok::<_, LookupError>(row.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?)
     };

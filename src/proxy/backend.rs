@@ -2,16 +2,19 @@
 //! credentials, collect the startup parameters, then read/write framed messages.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use super::backend_auth::{self, BackendSecret, Sasl};
 use super::message::{self, ErrorFields, Message};
+use super::stream::{self, Reader, Writer};
 use super::ProxyError;
+use crate::backend_tls::{BackendTls, Negotiated};
+use crate::config::SslMode;
 
 /// What a backend told us during its startup.
 #[derive(Debug)]
@@ -24,7 +27,7 @@ pub struct BackendStartup {
 
 /// Read side of a backend connection: a socket half plus its receive buffer.
 pub struct BackendReader {
-    pub rd: OwnedReadHalf,
+    pub rd: Reader,
     pub buf: BytesMut,
     max_message: usize,
 }
@@ -61,19 +64,32 @@ pub struct LoginParams<'a> {
     pub params: &'a [(String, String)],
     pub connect_timeout: Duration,
     pub max_message: usize,
+    /// TLS as this backend's `sslmode` says.
+    pub tls: Arc<BackendTls>,
+    pub sslmode: SslMode,
 }
 
 /// Opens a connection and runs the startup/authentication exchange up to ReadyForQuery.
 pub async fn connect(
     login: &LoginParams<'_>,
-) -> Result<(BackendReader, OwnedWriteHalf, BackendStartup), ProxyError> {
+) -> Result<(BackendReader, Writer, BackendStartup), ProxyError> {
     let addr = format!("{}:{}", login.host, login.port);
     let stream = tokio::time::timeout(login.connect_timeout, TcpStream::connect(&addr))
         .await
         .map_err(|_| ProxyError::BackendUnavailable(format!("connect to {addr} timed out")))?
         .map_err(|e| ProxyError::BackendUnavailable(format!("connect to {addr}: {e}")))?;
     stream.set_nodelay(true)?;
-    let (rd, mut wr) = stream.into_split();
+    let negotiated = tokio::time::timeout(
+        login.connect_timeout,
+        login.tls.negotiate(stream, login.sslmode, login.host),
+    )
+    .await
+    .map_err(|_| ProxyError::BackendUnavailable(format!("TLS with {addr} timed out")))?
+    .map_err(|e| ProxyError::BackendUnavailable(format!("{addr}: {e}")))?;
+    let (rd, mut wr) = match negotiated {
+        Negotiated::Plain(tcp) => stream::split_plain(tcp),
+        Negotiated::Tls(tls) => stream::split_tls(tokio_rustls::TlsStream::Client(*tls)),
+    };
     let mut reader = BackendReader {
         rd,
         buf: BytesMut::with_capacity(16 * 1024),
@@ -81,7 +97,7 @@ pub async fn connect(
     };
     let mut out = BytesMut::new();
     message::write_startup(&mut out, login.params);
-    wr.write_all(&out).await?;
+    stream::send(&mut wr, &out).await?;
 
     let startup = tokio::time::timeout(
         login.connect_timeout,
@@ -95,7 +111,7 @@ pub async fn connect(
 async fn handshake(
     login: &LoginParams<'_>,
     reader: &mut BackendReader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
 ) -> Result<BackendStartup, ProxyError> {
     let mut sasl: Option<Sasl> = None;
     let mut startup = BackendStartup {
@@ -121,7 +137,7 @@ async fn handshake(
                 )
                 .await?;
                 if !out.is_empty() {
-                    wr.write_all(&out).await?;
+                    stream::send(wr, &out).await?;
                 }
             }
             b'S' => startup.parameter_status.push(m),

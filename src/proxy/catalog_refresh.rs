@@ -86,7 +86,7 @@ pub fn spawn(
                     if is_fresh(&loaded, &db, name) || !retry.due() {
                         continue;
                     }
-                    match load_functions(host, *port, &db, &config.health).await {
+                    match load_functions(host, *port, &db, &config).await {
                         Ok(functions) => {
                             tracing::info!(primary = %name, database = %db, functions = functions.len(), "loaded functions");
                             catalogs.set_functions(&db, functions);
@@ -225,9 +225,11 @@ async fn load_functions(
     host: &str,
     port: u16,
     database: &str,
-    health: &HealthConfig,
+    config: &Config,
 ) -> Result<HashMap<String, FunctionInfo>, HealthError> {
-    let client = health::connect(host, port, database, health).await?;
+    let health = &config.health;
+    let tls = (config.sslmode_of(host, port), &config.backend_tls);
+    let client = health::connect(host, port, database, health, tls).await?;
     let rows = tokio::time::timeout(health.timeout * 4, client.query(FUNCTIONS_SQL, &[]))
         .await
         .map_err(|_| HealthError::Timeout(health.timeout * 4))?

@@ -33,6 +33,7 @@ pub mod slot;
 pub mod slots;
 pub mod startup;
 pub mod stats;
+pub mod stream;
 pub mod tls;
 mod transaction_pool;
 pub mod weighted;
@@ -99,6 +100,8 @@ pub struct ProxyContext {
     pub pid_aliases: Arc<session_pid::PidAliases>,
     /// The certificate offered to clients (replaced at SIGHUP).
     pub tls: Arc<tls::ServerTls>,
+    /// TLS towards the backends (replaced at SIGHUP).
+    pub backend_tls: Arc<crate::backend_tls::CurrentBackendTls>,
     pub stats: Arc<ProxyStats>,
     pub pool: Arc<pool::Pool>,
     /// Bounds the number of logged-in clients across all listeners; a slot is taken once a
@@ -119,6 +122,7 @@ impl ProxyContext {
         catalogs: Arc<Catalogs>,
         self_probes: Arc<ProbeSources>,
         tls: Arc<tls::ServerTls>,
+        backend_tls: Arc<crate::backend_tls::CurrentBackendTls>,
     ) -> Arc<Self> {
         let c = config.borrow().clone();
         let stats = Arc::new(ProxyStats::default());
@@ -126,6 +130,7 @@ impl ProxyContext {
             cancel: CancelRegistry::new(c.node_id),
             pid_aliases: Default::default(),
             tls,
+            backend_tls,
             scram: ScramVerifiers::new(),
             auth_query: auth_query::AuthQueryCache::new(),
             pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),

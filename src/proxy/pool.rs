@@ -12,9 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::stream::Writer;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::backend::{BackendReader, BackendStartup};
 use super::message;
@@ -27,7 +26,7 @@ use crate::config::{PoolConfig, PoolMode};
 /// An authenticated backend connection, outside any session.
 pub struct ServerConn {
     pub reader: BackendReader,
-    pub wr: OwnedWriteHalf,
+    pub wr: Writer,
     pub startup: BackendStartup,
     pub created: Instant,
     /// Its share of the backend's `pool.max_server_connections`, kept while idle too.
@@ -54,16 +53,16 @@ const MAX_STATEMENTS_PER_CONNECTION: usize = 256;
 
 impl ServerConn {
     /// Closes the connection politely (Terminate), without waiting.
-    fn close(self) {
+    fn close(mut self) {
         let mut out = BytesMut::new();
         message::write_terminate(&mut out);
-        let _ = self.wr.try_write(&out);
+        self.wr.try_write_now(&out);
     }
 
     /// The peer has not closed the connection nor sent anything unexpected while idle.
     fn looks_alive(&mut self) -> bool {
         let mut probe = [0u8; 64];
-        match self.reader.rd.try_read(&mut probe) {
+        match self.reader.rd.try_read_now(&mut probe) {
             Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
             // EOF, or a message nobody asked for (e.g. FATAL from an administrator's
             // pg_terminate_backend): not reusable.
@@ -362,7 +361,7 @@ fn expired(idle: &Idle, cfg: &PoolConfig, now: Instant) -> bool {
 async fn reset(mut conn: ServerConn, sql: &str) -> Result<ServerConn, ProxyError> {
     let mut out = BytesMut::new();
     message::write_query(&mut out, sql);
-    conn.wr.write_all(&out).await?;
+    super::stream::send(&mut conn.wr, &out).await?;
     let mut failed = false;
     loop {
         let m = conn

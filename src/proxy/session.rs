@@ -27,7 +27,8 @@ use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
 use super::startup::{self, ClientStartup, StartupOutcome};
 use super::stats::{ClientGuard, Refusal, StartupFailure};
-use super::tls::{self, ClientReader, ClientStream, ClientWriter};
+use super::stream::{Reader, Writer};
+use super::tls::{self, ClientStream};
 use super::{session_pid, ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, PoolMode, ReadYourWrites};
 
@@ -211,7 +212,7 @@ pub async fn serve_client(
 }
 
 impl Session {
-    async fn run(&mut self, rd: ClientReader, mut wr: ClientWriter) -> Result<(), ProxyError> {
+    async fn run(&mut self, rd: Reader, mut wr: Writer) -> Result<(), ProxyError> {
         let result = self.relay(rd, &mut wr).await;
         // Whatever ended the session, the client gets the errors queued for it.
         if !self.client_out.is_empty() {
@@ -241,11 +242,7 @@ impl Session {
     /// Every handler that can open a connection is awaited boxed: this loop's own state, which
     /// an idle client keeps for as long as it stays, holds only the waiting (`select!`), not room
     /// for a login to a backend (a few hundred bytes instead of ~3 KB per idle client).
-    async fn relay(
-        &mut self,
-        mut rd: ClientReader,
-        wr: &mut ClientWriter,
-    ) -> Result<(), ProxyError> {
+    async fn relay(&mut self, mut rd: Reader, wr: &mut Writer) -> Result<(), ProxyError> {
         tls::send(wr, &self.client_out).await?;
         self.client_out.clear();
         // Terminate came: like PostgreSQL, answer what was sent before it, then close.

@@ -31,6 +31,8 @@ impl Session {
             params: &self.client.params,
             connect_timeout: self.config.limits.connect_timeout,
             max_message: self.config.limits.max_message_bytes,
+            tls: self.ctx.backend_tls.current(),
+            sslmode: self.config.sslmode_of(host, port),
         }
     }
 

@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::stream::Writer;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 use super::backend::{self, BackendReader, BackendStartup, LoginParams};
 use super::cancel::{BackendCancelKey, CancelTargets};
@@ -65,7 +64,7 @@ pub struct Slot {
     pub target: Target,
     pub backend: String,
     pub reader: BackendReader,
-    pub wr: OwnedWriteHalf,
+    pub wr: Writer,
     pub pending: VecDeque<PendingUnit>,
     /// Protocol-level prepared statements on this connection: name -> hash of the Parse.
     pub prepared: HashMap<String, u64>,
@@ -248,7 +247,7 @@ impl Slot {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
-        self.wr.write_all(bytes).await?;
+        super::stream::send(&mut self.wr, bytes).await?;
         Ok(())
     }
 

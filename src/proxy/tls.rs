@@ -12,16 +12,16 @@ use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+pub use super::stream::send;
+use super::stream::{self, Reader, Writer};
 use crate::config::TlsConfig;
 
 /// The ALPN protocol name PostgreSQL 17 registered for its direct TLS connections.
@@ -45,12 +45,6 @@ pub enum TlsError {
         key: PathBuf,
         source: rustls::Error,
     },
-}
-
-/// Writes `bytes` and flushes them: TLS keeps written data in its own buffer until flushed.
-pub async fn send<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
 }
 
 /// A certificate and key, ready to accept handshakes.
@@ -197,23 +191,13 @@ impl ClientStream {
         }
     }
 
-    pub fn into_split(self) -> (ClientReader, ClientWriter) {
+    pub fn into_split(self) -> (Reader, Writer) {
         match self {
-            ClientStream::Plain(tcp) => {
-                let (r, w) = tcp.into_split();
-                (ClientReader::Plain(r), ClientWriter::Plain(w))
-            }
-            ClientStream::Tls(tls, _) => {
-                let (r, w) = tokio::io::split(*tls);
-                (ClientReader::Tls(r), ClientWriter::Tls(w))
-            }
-            ClientStream::Closed => (ClientReader::Closed, ClientWriter::Closed),
+            ClientStream::Plain(tcp) => stream::split_plain(tcp),
+            ClientStream::Tls(tls, _) => stream::split_tls(tokio_rustls::TlsStream::Server(*tls)),
+            ClientStream::Closed => (Reader::Closed, Writer::Closed),
         }
     }
-}
-
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
 }
 
 impl AsyncRead for ClientStream {
@@ -225,7 +209,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            ClientStream::Closed => Poll::Ready(Err(closed())),
+            ClientStream::Closed => Poll::Ready(Err(stream::closed())),
         }
     }
 }
@@ -239,7 +223,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            ClientStream::Closed => Poll::Ready(Err(closed())),
+            ClientStream::Closed => Poll::Ready(Err(stream::closed())),
         }
     }
 
@@ -256,84 +240,6 @@ impl AsyncWrite for ClientStream {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
             ClientStream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// The reading half of a logged-in client's connection.
-pub enum ClientReader {
-    Plain(OwnedReadHalf),
-    Tls(ReadHalf<TlsStream<TcpStream>>),
-    Closed,
-}
-
-impl ClientReader {
-    /// Waits for the client's next bytes and appends them to `buf`; `Ok(0)` at EOF. On a plain
-    /// connection `buf` grows (by `chunk` when it has less than `min` free) only once the
-    /// socket is readable, so a client idle between transactions holds no buffer; TLS reads
-    /// go through rustls's own buffers and reserve first.
-    pub async fn read_into(
-        &mut self,
-        buf: &mut BytesMut,
-        min: usize,
-        chunk: usize,
-    ) -> io::Result<usize> {
-        let reserve = |buf: &mut BytesMut| {
-            if buf.capacity() - buf.len() < min {
-                buf.reserve(chunk);
-            }
-        };
-        match self {
-            ClientReader::Plain(rd) => loop {
-                rd.readable().await?;
-                reserve(buf);
-                match rd.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            },
-            ClientReader::Tls(rd) => {
-                reserve(buf);
-                rd.read_buf(buf).await
-            }
-            ClientReader::Closed => Ok(0),
-        }
-    }
-}
-
-/// The writing half of a logged-in client's connection.
-pub enum ClientWriter {
-    Plain(OwnedWriteHalf),
-    Tls(WriteHalf<TlsStream<TcpStream>>),
-    Closed,
-}
-
-impl AsyncWrite for ClientWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientWriter::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientWriter::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            ClientWriter::Closed => Poll::Ready(Err(closed())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWriter::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientWriter::Tls(s) => Pin::new(s).poll_flush(cx),
-            ClientWriter::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientWriter::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientWriter::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            ClientWriter::Closed => Poll::Ready(Ok(())),
         }
     }
 }
