@@ -477,7 +477,9 @@ async fn fill(sock: &mut TcpStream, buf: &mut BytesMut, n: usize) -> std::io::Re
 
 static NEXT_PID: AtomicI32 = AtomicI32::new(1000);
 
-async fn serve(mut sock: TcpStream, log: bool) -> std::io::Result<()> {
+/// Serves one client connection until it terminates or goes away (public: tests/standin.rs
+/// runs the stand-in inside its own process).
+pub async fn serve(mut sock: TcpStream, log: bool) -> std::io::Result<()> {
     sock.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(8192);
     let mut out = Vec::with_capacity(8192);
