@@ -153,9 +153,13 @@ fn classify(sql: &str) -> Answer {
         fixed(&ROLLBACK)
     } else if is("show") {
         fixed(&SHOW)
-    } else if is("discard") || is("deallocate") || is("reset") {
-        // "DISCARD ALL", "DEALLOCATE ALL", "RESET ALL": PostgreSQL's tags name what was done.
+    } else if is("discard") {
+        // PostgreSQL's tag names what was discarded: "DISCARD ALL", "DISCARD PLANS", ...
         Answer::Tag(s.trim_end_matches([';', ' ', '\n']).to_ascii_uppercase())
+    } else if is("deallocate") {
+        let rest = s[word_end..].trim_matches(|c: char| c == ';' || c.is_whitespace());
+        let all = rest.eq_ignore_ascii_case("all");
+        Answer::Tag(if all { "DEALLOCATE ALL" } else { "DEALLOCATE" }.into())
     } else if is("insert") {
         Answer::Tag("INSERT 0 0".into())
     } else if is("update") || is("delete") {
