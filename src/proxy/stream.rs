@@ -55,14 +55,14 @@ impl Reader {
             }
         };
         match self {
-            Reader::Plain(rd) => loop {
+            Reader::Plain(rd) => {
                 rd.readable().await?;
                 reserve(buf);
-                match rd.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            },
+                // A read through poll_read, not try_read: a short read then clears the
+                // socket's readiness, so the next wait does not begin with a read that finds
+                // nothing (one recvfrom per transaction less, seen with strace).
+                rd.read_buf(buf).await
+            }
             Reader::Tls(rd) => {
                 reserve(buf);
                 rd.read_buf(buf).await

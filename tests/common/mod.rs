@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod certs;
 pub mod client;
 pub mod pg_cluster;
 pub mod pgcast;
