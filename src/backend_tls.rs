@@ -35,6 +35,8 @@ pub enum BackendTlsError {
     BadPem { path: PathBuf, reason: String },
     #[error("[backend_tls]: {0}")]
     Config(rustls::Error),
+    #[error("sslmode={0} needs [backend_tls] ca, and none is loaded")]
+    NoCa(&'static str),
     #[error("the server does not support TLS, but sslmode={0} requires it")]
     Refused(&'static str),
     #[error("unexpected answer {0:#04x} to SSLRequest")]
@@ -137,9 +139,14 @@ impl BackendTls {
         mode: SslMode,
         host: &str,
     ) -> Result<Negotiated, BackendTlsError> {
-        let Some(config) = self.client_config(mode) else {
+        if mode == SslMode::Disable {
             return Ok(Negotiated::Plain(tcp));
-        };
+        }
+        // Verification without a loaded CA (a reload that could not read it): fail closed,
+        // never clear text where TLS was asked for.
+        let config = self
+            .client_config(mode)
+            .ok_or(BackendTlsError::NoCa(mode_name(mode)))?;
         tcp.write_all(&SSL_REQUEST).await?;
         match tcp.read_u8().await? {
             b'S' => {}

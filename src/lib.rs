@@ -17,6 +17,7 @@ pub mod fuzz_entry;
 pub mod health;
 pub mod log_limit;
 pub mod proxy;
+pub mod scram_verifier;
 pub mod status;
 #[allow(unsafe_code)]
 mod sys;

@@ -142,6 +142,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         eprintln!("{}: [tls]: {e}", path.display());
         return ExitCode::from(2);
     }
+    if let Err(e) = pgcast::backend_tls::BackendTls::new(&c.backend_tls) {
+        eprintln!("{}: [backend_tls]: {e}", path.display());
+        return ExitCode::from(2);
+    }
     println!(
         "{}: OK ({} listeners, {} backends, {} users{})",
         path.display(),

@@ -66,8 +66,8 @@ pub struct AccessRule {
     pub listeners: NameSet,
     pub databases: NameSet,
     pub users: NameSet,
-    /// `Some(true)`: only TLS connections, `Some(false)`: only clear ones, `None`: both.
-    /// pgcast has no TLS yet, so a connection is never TLS: `tls = true` matches nothing.
+    /// `Some(true)`: only TLS connections (`[tls]`), `Some(false)`: only clear ones, `None`:
+    /// both.
     pub tls: Option<bool>,
     pub method: AccessMethod,
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Validator};
-use crate::proxy::auth::{self, ScramVerifier};
+use crate::scram_verifier::{is_md5_hash, ScramVerifier};
 
 /// How a client proves who it is to pgcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -66,7 +66,7 @@ impl PasswordHash {
     pub fn parse(text: &str) -> Option<PasswordHash> {
         if text.starts_with("SCRAM-SHA-256$") {
             ScramVerifier::parse(text).map(PasswordHash::Scram)
-        } else if auth::is_md5_hash(text) {
+        } else if is_md5_hash(text) {
             Some(PasswordHash::Md5(text.to_string()))
         } else {
             None

@@ -153,7 +153,7 @@ mod tests {
                 databases: names(&["legacy"]),
                 ..rule(Some("10.0.0.0/8"), Md5)
             },
-            // 4: TLS only (never matches until pgcast speaks TLS).
+            // 4: TLS connections only.
             AccessRule {
                 tls: Some(true),
                 ..rule(Some("2001:db8::/32"), ScramSha256)

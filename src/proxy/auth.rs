@@ -16,11 +16,12 @@ use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
+pub use crate::scram_verifier::{is_md5_hash, ScramVerifier};
+
 /// PostgreSQL's defaults: iteration count, salt length, raw server-nonce length.
 const DEFAULT_ITERATIONS: u32 = 4096;
 const DEFAULT_SALT_LEN: usize = 16;
 const SERVER_NONCE_LEN: usize = 18;
-const PREFIX: &str = "SCRAM-SHA-256$";
 
 /// Why an authentication exchange failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,25 +41,6 @@ pub enum AuthError {
     /// a step was called out of order
     #[error("SCRAM exchange out of order")]
     OutOfOrder,
-}
-
-/// What the server stores to verify SCRAM-SHA-256 logins: salt, iteration count, StoredKey,
-/// ServerKey (RFC 5802 §3). The password itself cannot be recovered from it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScramVerifier {
-    salt: Vec<u8>,
-    iterations: u32,
-    stored_key: [u8; 32],
-    server_key: [u8; 32],
-}
-
-impl fmt::Debug for ScramVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramVerifier")
-            .field("iterations", &self.iterations)
-            .field("salt_len", &self.salt.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl ScramVerifier {
@@ -110,52 +92,6 @@ impl ScramVerifier {
             stored_key: rand::random(),
             server_key: rand::random(),
         }
-    }
-
-    /// Parse PostgreSQL's stored form
-    /// `SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64>` (as in `pg_authid`).
-    /// Returns `None` if anything is malformed (zero iterations, empty salt, wrong key length).
-    pub fn parse(s: &str) -> Option<Self> {
-        let (params, keys) = s.strip_prefix(PREFIX)?.split_once('$')?;
-        let (iter, salt) = params.split_once(':')?;
-        let (stored, server) = keys.split_once(':')?;
-        let iterations: u32 = iter.parse().ok().filter(|&i| i > 0)?;
-        let salt = B64.decode(salt).ok().filter(|s| !s.is_empty())?;
-        Some(Self {
-            salt,
-            iterations,
-            stored_key: B64.decode(stored).ok()?.try_into().ok()?,
-            server_key: B64.decode(server).ok()?.try_into().ok()?,
-        })
-    }
-
-    /// Render to the stored form accepted by [`parse`](Self::parse).
-    pub fn to_stored_string(&self) -> String {
-        format!(
-            "{PREFIX}{}:{}${}:{}",
-            self.iterations,
-            B64.encode(&self.salt),
-            B64.encode(self.stored_key),
-            B64.encode(self.server_key)
-        )
-    }
-}
-
-impl ScramVerifier {
-    pub(super) fn salt(&self) -> &[u8] {
-        &self.salt
-    }
-
-    pub(super) fn iterations(&self) -> u32 {
-        self.iterations
-    }
-
-    pub(super) fn stored_key(&self) -> &[u8; 32] {
-        &self.stored_key
-    }
-
-    pub(super) fn server_key(&self) -> &[u8; 32] {
-        &self.server_key
     }
 }
 
@@ -422,15 +358,6 @@ pub fn md5_response_from_hash(stored: &str, salt: [u8; 4]) -> String {
         .to_vec();
     inner.extend_from_slice(&salt);
     format!("md5{}", hex(&Md5::digest(inner)))
-}
-
-/// Whether `s` has the form of a stored MD5 hash: `md5` and 32 lowercase hex digits.
-pub fn is_md5_hash(s: &str) -> bool {
-    s.strip_prefix("md5").is_some_and(|h| {
-        h.len() == 32
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// Verify a client's MD5 `PasswordMessage` against a stored hash, in constant time.

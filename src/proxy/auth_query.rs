@@ -48,6 +48,8 @@ struct Entry {
     answer: Answer,
 }
 
+/// The longest role name PostgreSQL keeps (NAMEDATALEN - 1).
+const MAX_ROLE_NAME: usize = 63;
 /// The cache of looked-up users, shared by all sessions.
 pub struct AuthQueryCache {
     state: Mutex<CacheState>,
@@ -84,6 +86,11 @@ impl AuthQueryCache {
         cluster: &ClusterView,
     ) -> Option<UserConfig> {
         let aq = config.auth_query.as_ref()?;
+        // PostgreSQL truncates role names to NAMEDATALEN - 1 = 63 bytes: a longer one names
+        // no role, and looking it up would let a stranger fill the cache with 10 KB names.
+        if name.len() > MAX_ROLE_NAME {
+            return None;
+        }
         let answer = self.answer(name, aq, Instant::now());
         let looked_up = answer
             .get_or_try_init(|| async {

@@ -56,6 +56,11 @@ pub(super) async fn answer(
     out: &mut BytesMut,
 ) -> Result<(), ProxyError> {
     match code {
+        // RFC 5802 §5: the server proves itself in server-final; a backend that says Ok
+        // without it has not (it may not be the server the password belongs to).
+        0 if sasl.is_some() => Err(ProxyError::BackendUnavailable(
+            "the backend ended SCRAM without its signature (no SASLFinal)".into(),
+        )),
         0 => Ok(()),
         3 => {
             let pw = password(login, "a cleartext password")?;
@@ -189,14 +194,19 @@ fn sasl_final(
     match sasl.as_mut() {
         Some(Sasl::Password(s)) => s
             .finish(server_final)
-            .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}"))),
+            .map_err(|e| ProxyError::BackendUnavailable(format!("SCRAM: {e}")))?,
         Some(Sasl::Keys(k)) => k
             .finish(server_final)
-            .map_err(|e| key_login_error(login, e)),
-        None => Err(ProxyError::BackendProtocol(
-            message::DecodeError::Malformed("SASLFinal before SASL"),
-        )),
+            .map_err(|e| key_login_error(login, e))?,
+        None => {
+            return Err(ProxyError::BackendProtocol(
+                message::DecodeError::Malformed("SASLFinal before SASL"),
+            ))
+        }
     }
+    // Verified: the AuthenticationOk that follows is expected now.
+    *sasl = None;
+    Ok(())
 }
 
 fn key_login_error(login: &LoginParams<'_>, e: super::scram_keys::KeyLoginError) -> ProxyError {

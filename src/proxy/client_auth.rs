@@ -59,7 +59,8 @@ pub(super) async fn authenticate(
         }
         return Ok(None);
     };
-    let proved = match effective_method(method, user) {
+    let method = effective_method(method, user);
+    let proved = match method {
         ClientAuthMethod::Trust => Some(None),
         ClientAuthMethod::Md5 => md5_exchange(io, |salt, r| check_md5(user, salt, r))
             .await?
@@ -68,7 +69,8 @@ pub(super) async fn authenticate(
             .await?
             .map(Some),
     };
-    Ok(proved.map(|key| backend_secret(user, key.as_ref())))
+    let checked = method != ClientAuthMethod::Trust;
+    Ok(proved.map(|key| backend_secret(user, key.as_ref(), checked)))
 }
 
 /// PostgreSQL checks a role whose stored password is a SCRAM verifier with SCRAM even where
@@ -103,13 +105,19 @@ async fn scram_verifier(ctx: &ProxyContext, user: &UserConfig) -> ScramVerifier 
 }
 
 /// What pgcast logs in to the backends with as `user`: `backend_password`, else the password,
-/// else the MD5 hash, else the SCRAM ClientKey the client just proved (`client_key`).
-pub(super) fn backend_secret(user: &UserConfig, client_key: Option<&ClientKey>) -> BackendSecret {
+/// else the MD5 hash (only after the client proved the password: `checked`), else the SCRAM
+/// ClientKey the client just proved (`client_key`). A trust login must not open a role whose
+/// stored hash pgcast happens to hold (an `auth_query` user may be any role of the cluster).
+pub(super) fn backend_secret(
+    user: &UserConfig,
+    client_key: Option<&ClientKey>,
+    checked: bool,
+) -> BackendSecret {
     if let Some(pw) = user.backend_password() {
         return BackendSecret::Password(pw.to_string());
     }
     match (&user.password_hash, client_key) {
-        (Some(PasswordHash::Md5(stored)), _) => BackendSecret::Md5Hash(stored.clone()),
+        (Some(PasswordHash::Md5(stored)), _) if checked => BackendSecret::Md5Hash(stored.clone()),
         (Some(PasswordHash::Scram(v)), Some(key)) => {
             BackendSecret::ScramKeys(ScramKeys::new(key.clone(), v.clone()))
         }
@@ -216,13 +224,19 @@ mod tests {
     fn what_each_user_logs_in_to_the_backends_with() {
         let users = users();
         let key = ClientKey([7; 32]);
-        let kind =
-            |i: usize, key: Option<&ClientKey>| format!("{:?}", backend_secret(&users[i], key));
+        let kind = |i: usize, key: Option<&ClientKey>| {
+            format!("{:?}", backend_secret(&users[i], key, true))
+        };
         assert_eq!(kind(0, None), "BackendSecret::Password(<hidden>)");
         assert_eq!(kind(1, Some(&key)), "BackendSecret::ScramKeys(<hidden>)");
         assert_eq!(kind(1, None), "BackendSecret::None", "trust proved no key");
         assert_eq!(kind(2, None), "BackendSecret::Md5Hash(<hidden>)");
         assert_eq!(kind(3, Some(&key)), "BackendSecret::Password(<hidden>)");
         assert_eq!(kind(4, None), "BackendSecret::None");
+        assert_eq!(
+            format!("{:?}", backend_secret(&users[2], None, false)),
+            "BackendSecret::None",
+            "a trust login does not get the stored MD5 hash"
+        );
     }
 }

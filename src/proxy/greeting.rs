@@ -44,6 +44,15 @@ impl Greetings {
     }
 }
 
+/// What a greeting says of `in_hot_standby` (PostgreSQL 14+ reports it at login; libpq's
+/// `target_session_attrs` decides from it): `None` if it says nothing.
+pub fn says_standby(greeting: &[Message]) -> Option<bool> {
+    greeting.iter().find_map(|m| {
+        let mut parts = m.body().split(|b| *b == 0);
+        (parts.next()? == b"in_hot_standby").then(|| parts.next() == Some(b"on".as_slice()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +86,20 @@ mod tests {
         assert!(g.get(&key("pg1", "alice")).is_none());
         assert!(g.get(&key("pg2", "alice")).is_none());
         assert!(g.get(&key("pg1", "bob")).is_some());
+    }
+
+    #[test]
+    fn reads_in_hot_standby() {
+        let m = |raw: &'static [u8]| Message {
+            tag: b'S',
+            raw: Bytes::from_static(raw),
+        };
+        let on = m(b"S\0\0\0\x17in_hot_standby\0on\0");
+        let off = m(b"S\0\0\0\x18in_hot_standby\0off\0");
+        let other = m(b"S\0\0\0\x0fTimeZone\0UTC\0");
+        assert_eq!(says_standby(&[other.clone(), on]), Some(true));
+        assert_eq!(says_standby(&[off, other.clone()]), Some(false));
+        assert_eq!(says_standby(&[other]), None);
     }
 
     #[test]

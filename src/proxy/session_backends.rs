@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::backend::LoginParams;
 use super::cancel::Registration;
+use super::greeting::says_standby;
 use super::message::{self, Message};
 use super::pool::{PoolKey, Reset};
 use super::router::Target;
@@ -113,6 +114,7 @@ impl Session {
             Target::Primary => view.primary_backend().into_iter().collect(),
             Target::Replica => view.backends.iter().filter(|b| b.in_read_set).collect(),
         };
+        let is_primary = |name: &str| view.primary.as_deref() == Some(name);
         backends.into_iter().find_map(|b| {
             let key = PoolKey {
                 backend: b.name.clone(),
@@ -120,7 +122,13 @@ impl Session {
                 port: b.port,
                 params: self.client.params.clone(),
             };
-            self.ctx.pool.greetings.get(&key).map(|g| (home, g))
+            let g = self.ctx.pool.greetings.get(&key)?;
+            // Learned before the backend changed role (a failover): it would tell the client
+            // the wrong `in_hot_standby`, on which libpq's target_session_attrs decides.
+            if says_standby(&g).is_some_and(|standby| standby == is_primary(&b.name)) {
+                return None;
+            }
+            Some((home, g))
         })
     }
 
