@@ -324,6 +324,11 @@ async fn reload(
             .failed
             .push(format!("[backend_tls]: {e} (the running one stays)"));
     }
+    let sslmodes = |c: &Config| c.backends.iter().map(|b| b.sslmode).collect::<Vec<_>>();
+    if merged.backend_tls != old.backend_tls || sslmodes(&merged) != sslmodes(&old) {
+        // Pooled connections were opened the old way (in clear text, say): none is reused.
+        ctx.pool.close_all_idle();
+    }
     match ctx.tls.reload(merged.tls.as_ref()) {
         Ok(true) => report
             .applied

@@ -147,3 +147,34 @@ async fn verify_full_encrypts_and_a_certificate_that_does_not_verify_takes_the_b
         "no primary while it does not verify"
     );
 }
+
+/// A session-pool connection opened in clear text is not handed out after the backend's
+/// sslmode changed to TLS: the reload empties the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_change_empties_the_pool() {
+    let c = PgCluster::start(0);
+    let certs = Certs::new();
+    certs.issue("pg", "pgcast-test-backend");
+    serve_tls(&c, &certs, "pg");
+    let ca = certs.path("ca.crt");
+    let p = Pgcast::start(&c, &backend_tls("disable", &ca));
+    let dsn = p.conninfo(p.auto_port, MD5_USER, MD5_PASSWORD);
+    let ssl = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let first = client::connect(&dsn).await.expect("login");
+    assert_eq!(value(&first, ssl).await, "false", "clear text first");
+    drop(first);
+    p.wait_until("the connection pooled", |s| {
+        s.backends.iter().any(|b| b.idle_connections > 0)
+    });
+
+    reconfigure(&p, "verify-full", &ca);
+    p.wait_until("the pool emptied", |s| {
+        s.backends.iter().all(|b| b.idle_connections == 0)
+    });
+    let second = client::connect(&dsn).await.expect("login");
+    assert_eq!(
+        value(&second, ssl).await,
+        "true",
+        "a new connection, in TLS"
+    );
+}

@@ -7,7 +7,7 @@
 //! when the session ends; a transaction-pooling mode would use the same check-out/check-in at
 //! transaction boundaries, with the reset done per transaction instead of per session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,6 +129,15 @@ impl Pool {
         self.count_idle(backend, -1);
         conn.close();
         true
+    }
+
+    /// Closes every idle connection (their TLS settings changed: the next session opens new
+    /// ones the new way).
+    pub fn close_all_idle(&self) {
+        let backends: HashSet<String> = self.lock().keys().map(|k| k.backend.clone()).collect();
+        for b in backends {
+            while self.evict_idle(&b) {}
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Idle>>> {

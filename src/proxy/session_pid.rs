@@ -53,12 +53,9 @@ impl PidAliases {
         self.lock().get(&(host.to_string(), port, pid)).copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerProcess, i32>> {
