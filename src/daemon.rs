@@ -324,11 +324,6 @@ async fn reload(
             .failed
             .push(format!("[backend_tls]: {e} (the running one stays)"));
     }
-    let sslmodes = |c: &Config| c.backends.iter().map(|b| b.sslmode).collect::<Vec<_>>();
-    if merged.backend_tls != old.backend_tls || sslmodes(&merged) != sslmodes(&old) {
-        // Pooled connections were opened the old way (in clear text, say): none is reused.
-        ctx.pool.close_all_idle();
-    }
     match ctx.tls.reload(merged.tls.as_ref()) {
         Ok(true) => report
             .applied
@@ -346,7 +341,14 @@ async fn reload(
     } else if !report.applied.is_empty() {
         tracing::info!(applied = %report.applied.join(", "), "configuration reloaded");
     }
+    let sslmodes = |c: &Config| c.backends.iter().map(|b| b.sslmode).collect::<Vec<_>>();
+    let tls_changed = merged.backend_tls != old.backend_tls || sslmodes(&merged) != sslmodes(&old);
     config_tx.send_replace(Arc::new(merged));
+    if tls_changed {
+        // Idle connections opened the old way are of no use now (the pool key holds the
+        // sslmode, so none would serve a session of the new one); close them at once.
+        ctx.pool.close_all_idle();
+    }
     report
 }
 

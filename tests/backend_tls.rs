@@ -168,8 +168,9 @@ async fn a_tls_change_empties_the_pool() {
     });
 
     reconfigure(&p, "verify-full", &ca);
-    p.wait_until("the pool emptied", |s| {
-        s.backends.iter().all(|b| b.idle_connections == 0)
+    // The report is published once the new configuration is in force.
+    p.wait_until("the reload done, the pool emptied", |s| {
+        s.reload.is_some() && s.backends.iter().all(|b| b.idle_connections == 0)
     });
     let second = client::connect(&dsn).await.expect("login");
     assert_eq!(

@@ -99,7 +99,7 @@ pub(super) struct RawBackendTls {
 
 /// How pgcast's connections to a backend (sessions and health checks) use TLS, as libpq's
 /// `sslmode` means it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SslMode {
     Disable,
     /// TLS if the server offers it, unverified; clear text otherwise.

@@ -64,6 +64,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 5432,
             params: vec![("user".into(), user.into())],
+            sslmode: crate::config::SslMode::Disable,
         }
     }
 

@@ -21,7 +21,7 @@ use super::server_budget::{BackendBudget, BudgetExhausted, ServerBudget, ServerP
 use super::stats::BackendCounters;
 use super::stats::ProxyStats;
 use super::ProxyError;
-use crate::config::{PoolConfig, PoolMode};
+use crate::config::{PoolConfig, PoolMode, SslMode};
 
 /// An authenticated backend connection, outside any session.
 pub struct ServerConn {
@@ -86,6 +86,9 @@ pub struct PoolKey {
     pub port: u16,
     /// Startup parameters, user and database included, in the client's order.
     pub params: Vec<(String, String)>,
+    /// How the connection was opened: one opened in clear text never serves a session that
+    /// asks for TLS (after a reload changed it, say).
+    pub sslmode: SslMode,
 }
 
 struct Idle {
@@ -437,6 +440,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 5432,
             params: vec![("user".into(), "u".into())],
+            sslmode: SslMode::Disable,
         }
     }
 

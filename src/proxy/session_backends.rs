@@ -121,6 +121,7 @@ impl Session {
                 host: b.host.clone(),
                 port: b.port,
                 params: self.client.params.clone(),
+                sslmode: self.config.sslmode_of(&b.host, b.port),
             };
             let g = self.ctx.pool.greetings.get(&key)?;
             // Learned before the backend changed role (a failover): it would tell the client

@@ -125,6 +125,7 @@ impl Slot {
             host: login.host.to_string(),
             port: login.port,
             params: login.params.to_vec(),
+            sslmode: login.sslmode,
         };
         let conn = match pool.0.acquire(&pool_key, pool.1, &counters).await? {
             Acquired::Pooled(c) => c,
