@@ -4,11 +4,10 @@
 //! (PostgreSQL protocol §53.2.10). A leaf: it knows neither the proxy nor health.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -23,16 +22,17 @@ use tokio_rustls::rustls::{
 use tokio_rustls::TlsConnector;
 
 use crate::config::{BackendTlsConfig, SslMode};
+use crate::pem::{read_certs, read_key, PemError};
 
 /// An SSLRequest: length 8, code 80877103 (1234 << 16 | 5679).
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendTlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("{path}: {reason}")]
-    BadPem { path: PathBuf, reason: String },
+    BadCa { path: PathBuf, reason: String },
     #[error("[backend_tls]: {0}")]
     Config(rustls::Error),
     #[error("sslmode={0} needs [backend_tls] ca, and none is loaded")]
@@ -104,7 +104,7 @@ impl BackendTls {
                     Arc::clone(&provider),
                 )
                 .build()
-                .map_err(|e| BackendTlsError::BadPem {
+                .map_err(|e| BackendTlsError::BadCa {
                     path: ca.clone(),
                     reason: e.to_string(),
                 })?;
@@ -172,38 +172,6 @@ fn mode_name(mode: SslMode) -> &'static str {
         SslMode::VerifyCa => "verify-ca",
         SslMode::VerifyFull => "verify-full",
     }
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>, BackendTlsError> {
-    std::fs::read(path).map_err(|source| BackendTlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, BackendTlsError> {
-    let pem = read_file(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BackendTlsError::BadPem {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(BackendTlsError::BadPem {
-            path: path.to_path_buf(),
-            reason: "no PEM certificate in it".into(),
-        });
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, BackendTlsError> {
-    let pem = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| BackendTlsError::BadPem {
-        path: path.to_path_buf(),
-        reason: format!("no usable private key ({e})"),
-    })
 }
 
 /// `prefer` and `require`: any certificate, as libpq does without a root certificate; the

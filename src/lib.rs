@@ -16,6 +16,7 @@ pub mod fault;
 pub mod fuzz_entry;
 pub mod health;
 pub mod log_limit;
+pub mod pem;
 pub mod proxy;
 pub mod scram_verifier;
 pub mod status;

@@ -7,13 +7,11 @@
 //! SIGHUP: sessions already open keep the certificate they shook hands with.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, ServerConfig};
@@ -23,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 pub use super::stream::send;
 use super::stream::{self, Reader, Writer};
 use crate::config::TlsConfig;
+use crate::pem::{read_certs, read_key, PemError};
 
 /// The ALPN protocol name PostgreSQL 17 registered for its direct TLS connections.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
@@ -33,12 +32,8 @@ pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{path}: no PEM certificate in it")]
-    NoCertificate { path: PathBuf },
-    #[error("{path}: {reason}")]
-    BadPem { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("{cert} and {key}: {source}")]
     Rejected {
         cert: PathBuf,
@@ -57,7 +52,7 @@ pub struct LoadedTls {
 
 /// Reads and checks the certificate chain and key.
 pub fn load(cfg: &TlsConfig) -> Result<LoadedTls, TlsError> {
-    let chain = read_chain(&cfg.cert)?;
+    let chain = read_certs(&cfg.cert)?;
     let end_point = super::channel_binding::end_point_data(&chain[0]).map(Arc::from);
     let key = read_key(&cfg.key)?;
     // ring, not aws-lc-rs (which needs cmake and a longer build); rustls 0.23.48 deprecates
@@ -76,37 +71,6 @@ pub fn load(cfg: &TlsConfig) -> Result<LoadedTls, TlsError> {
     Ok(LoadedTls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         end_point,
-    })
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read_file(path)?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(chain)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::BadPem {
-        path: path.to_path_buf(),
-        reason: format!("no usable private key ({e})"),
     })
 }
 
