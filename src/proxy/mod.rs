@@ -29,6 +29,7 @@ pub mod server_budget;
 pub mod session;
 pub mod session_backends;
 pub mod session_pid;
+mod session_start;
 pub mod slot;
 pub mod slots;
 pub mod startup;
@@ -183,7 +184,7 @@ pub async fn run_listener(
         let ctx = Arc::clone(&ctx);
         let cfg = Arc::clone(&cfg);
         tokio::spawn(async move {
-            if let Err(e) = session::serve_client(stream, cfg, ctx, prelogin).await {
+            if let Err(e) = session_start::serve_client(stream, cfg, ctx, prelogin).await {
                 tracing::debug!(%peer, error = %e, "session ended with error");
             }
         });

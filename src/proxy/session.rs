@@ -1,6 +1,6 @@
-//! One client session: start-up, then a loop that reads client messages, groups them into
-//! units (a simple Query, or an extended-protocol batch up to Sync), routes each unit to the
-//! primary or a replica connection, and relays the replies in order.
+//! One client session after its start (`session_start.rs`): a loop that reads client
+//! messages, groups them into units (a simple Query, or an extended-protocol batch up to Sync),
+//! routes each unit to the primary or a replica connection, and relays the replies in order.
 //!
 //! Ordering rule: replies must reach the client in the order it sent its messages, so a unit
 //! only goes to a connection other than a busy one after that connection is idle again.
@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use super::cancel::CancelTargets;
 use super::classify::StatementClass;
@@ -20,16 +19,14 @@ use super::client_messages::is_discard_all;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
 use super::pool::Reset;
-use super::prelogin::PreLoginPermit;
 use super::retry::Held;
 use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
-use super::startup::{self, ClientStartup, StartupOutcome};
-use super::stats::{ClientGuard, Refusal, StartupFailure};
+use super::startup::ClientStartup;
 use super::stream::{Reader, Writer};
-use super::tls::{self, ClientStream};
-use super::{session_pid, ProxyContext, ProxyError};
+use super::tls;
+use super::{ProxyContext, ProxyError};
 use crate::config::{Config, ListenerConfig, ListenerRole, PoolMode, ReadYourWrites};
 
 /// Extended-protocol messages are buffered until Sync; past this size the batch is sent early.
@@ -103,123 +100,22 @@ pub struct Session {
     pub(super) client_out: BytesMut,
 }
 
-/// Serves one accepted client connection to its end. `prelogin` is its place in the pre-login
-/// budget (none for the self-check's probe), given back when start-up ends; only then, once
-/// the client authenticated, does it take a logged-in slot, so a stranger never holds one.
-pub async fn serve_client(
-    stream: TcpStream,
-    listener: Arc<ListenerConfig>,
-    ctx: Arc<ProxyContext>,
-    prelogin: Option<PreLoginPermit>,
-) -> Result<(), ProxyError> {
-    let config = ctx.config.borrow().clone();
-    let peer = stream.peer_addr().ok();
-    let mut stream = ClientStream::Plain(stream);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let outcome = tokio::time::timeout(
-        config.limits.startup_timeout,
-        Box::pin(startup::client_startup(
-            &mut stream,
-            &mut buf,
-            &ctx,
-            &config,
-            listener.tls,
-            startup::Arrival {
-                listener: &listener.name,
-                peer,
-            },
-        )),
-    )
-    .await;
-    let client = match outcome {
-        Err(_) => {
-            let msg = "canceling authentication due to timeout";
-            startup::note_failure(&ctx, peer, StartupFailure::Timeout, msg);
-            startup::fatal(&mut stream, &ctx, "57014", msg).await?;
-            return Ok(());
-        }
-        // Counted and logged here, within limits: a stranger's failure is no session error.
-        Ok(Err(e)) => {
-            startup::note_failure(&ctx, peer, startup::failure_kind(&e), &e.to_string());
-            return Ok(());
-        }
-        Ok(Ok(StartupOutcome::Cancelled)) => return Ok(()),
-        Ok(Ok(StartupOutcome::Session(c))) => *c,
-    };
-    drop(prelogin);
-    let Ok(_slot) = Arc::clone(&ctx.client_slots).try_acquire_owned() else {
-        ctx.stats.refused.count(Refusal::ClientsFull);
-        crate::log_limited!(warn, listener = %listener.name,
-                user = %client.user.name,
-                "login refused: limits.max_client_connections clients are logged in");
-        startup::fatal(
-            &mut stream,
-            &ctx,
-            "53300",
-            "sorry, too many clients already",
-        )
-        .await?;
-        return Ok(());
-    };
-    let _client = ClientGuard::new(ctx.stats.listener(&listener.name));
-    let issued_pid =
-        (!config.pool.connects_at_login()).then(|| session_pid::issue_pid(rand::random::<u32>()));
-    let cancel_targets = match issued_pid {
-        // Transaction mode records no aliases (see `session_pid.rs`).
-        Some(pid) if config.pool.mode == PoolMode::Session => {
-            Arc::new(CancelTargets::aliased(Arc::clone(&ctx.pid_aliases), pid))
-        }
-        _ => Arc::new(CancelTargets::default()),
-    };
-    let mut session = Session {
-        ctx: Arc::clone(&ctx),
-        config,
-        listener,
-        classify: ctx.catalogs.for_database(&client.database),
-        client,
-        slots: Slots::default(),
-        cancel_targets,
-        statements: HashMap::new(),
-        batch: Unit::default(),
-        waiting: None,
-        pinned_primary: false,
-        last_write: None,
-        session_sets: Vec::new(),
-        discard_until_sync: false,
-        deferred_begin: None,
-        deferred_begin_read_only: false,
-        relayed_fatal: false,
-        client_terminated: false,
-        retry: None,
-        issued_pid,
-        greeting: None,
-        client_buf: buf,
-        // Grows with what the client is sent; an idle client holds next to nothing.
-        client_out: BytesMut::new(),
-    };
-    let registration = match Box::pin(session.open_home()).await {
-        Ok(r) => r,
-        Err(e) => {
-            session.report_connect_error(&e);
-            tls::send(&mut stream, &session.client_out).await?;
-            return Err(e);
-        }
-    };
-    let (rd, wr) = stream.into_split();
-    let result = session.run(rd, wr).await;
-    drop(registration);
-    result
-}
-
 impl Session {
-    async fn run(&mut self, rd: Reader, mut wr: Writer) -> Result<(), ProxyError> {
+    pub(super) async fn run(&mut self, rd: Reader, mut wr: Writer) -> Result<(), ProxyError> {
         let result = self.relay(rd, &mut wr).await;
-        // Whatever ended the session, the client gets the errors queued for it.
+        // Boxed like the handlers in `relay`: the end comes once, an idle session keeps no room
+        // for it.
+        Box::pin(self.finish(wr)).await;
+        result
+    }
+
+    /// Whatever ended the session, the client gets the errors queued for it, and the backend
+    /// sessions are released at once: back to the pool (reset there) when they are in a clean
+    /// state and the client left cleanly, else closed.
+    async fn finish(&mut self, mut wr: Writer) {
         if !self.client_out.is_empty() {
             let _ = tls::send(&mut wr, &self.client_out).await;
         }
-        // Release the backend sessions at once: back to the pool (reset there) when they are
-        // in a clean state and the client left cleanly, else closed.
         let mut terminate = BytesMut::new();
         message::write_terminate(&mut terminate);
         for slot in [Target::Primary, Target::Replica]
@@ -236,7 +132,6 @@ impl Session {
                 let _ = slot.send(&terminate).await;
             }
         }
-        result
     }
 
     /// Every handler that can open a connection is awaited boxed: this loop's own state, which
