@@ -295,8 +295,21 @@ pub fn render_metrics(s: &Status) -> String {
             (|x: &crate::status::BackendStatus| x.clients_waiting as u64)
                 as fn(&crate::status::BackendStatus) -> u64,
         ),
+        (
+            "pgcast_backend_clients_waiting_user_database",
+            "gauge",
+            |x| x.clients_waiting_user_database as u64,
+        ),
         ("pgcast_backend_checkout_timeouts_total", "counter", |x| {
             x.checkout_timeouts
+        }),
+        (
+            "pgcast_backend_checkout_timeouts_user_database_total",
+            "counter",
+            |x| x.checkout_timeouts_user_database,
+        ),
+        ("pgcast_backend_user_databases_at_cap", "gauge", |x| {
+            x.user_databases_at_cap.len() as u64
         }),
         ("pgcast_backend_longest_wait_ms", "gauge", |x| {
             x.longest_wait_ms

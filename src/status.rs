@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::anycast::AnycastStatusSource;
 use crate::config::{Config, ListenerRole, ReloadReport};
 use crate::health::{ClusterView, Role};
+use crate::proxy::server_budget::PairAtCap;
 use crate::proxy::stats::{CancelCounts, RefusedCounts, StartupFailureCounts};
 use crate::proxy::ProxyContext;
 
@@ -102,12 +103,22 @@ pub struct BackendStatus {
     /// Server connections idle in the pool.
     #[serde(default)]
     pub idle_connections: i64,
-    /// Sessions waiting for a server connection (`pool.max_server_connections` reached).
+    /// Sessions waiting for a server connection (a cap reached).
     #[serde(default)]
     pub clients_waiting: i64,
+    /// Of those, the ones held back by `pool.max_server_connections_per_user_database`.
+    #[serde(default)]
+    pub clients_waiting_user_database: i64,
     /// Sessions refused with 53300 after `pool.checkout_timeout_ms`.
     #[serde(default)]
     pub checkout_timeouts: u64,
+    /// Of those, the ones `pool.max_server_connections_per_user_database` held back.
+    #[serde(default)]
+    pub checkout_timeouts_user_database: u64,
+    /// The users and databases whose connections to this backend are at
+    /// `pool.max_server_connections_per_user_database` now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_databases_at_cap: Vec<PairAtCap>,
     /// The longest wait for a server connection so far, in ms.
     #[serde(default)]
     pub longest_wait_ms: u64,
@@ -193,7 +204,10 @@ impl Status {
                     server_connections: c.server_connections,
                     idle_connections: c.idle_connections,
                     clients_waiting: c.clients_waiting,
+                    clients_waiting_user_database: c.clients_waiting_user_database,
                     checkout_timeouts: c.checkout_timeouts,
+                    checkout_timeouts_user_database: c.checkout_timeouts_user_database,
+                    user_databases_at_cap: ctx.pool.budget.pairs_at_cap(&b.name),
                     longest_wait_ms: c.longest_wait_ms,
                     queries: c.queries,
                     last_error: b.last_error.clone(),
@@ -329,8 +343,24 @@ impl Status {
             if b.clients_waiting > 0 || b.checkout_timeouts > 0 {
                 let _ = writeln!(
                     s,
-                    "    server connections full: {} waiting now, {} refused (53300), longest wait {} ms",
-                    b.clients_waiting, b.checkout_timeouts, b.longest_wait_ms
+                    "    server connections full: {} waiting now ({} at their user and database's cap), {} refused (53300; {} at their user and database's cap), longest wait {} ms",
+                    b.clients_waiting,
+                    b.clients_waiting_user_database,
+                    b.checkout_timeouts,
+                    b.checkout_timeouts_user_database,
+                    b.longest_wait_ms
+                );
+            }
+            if !b.user_databases_at_cap.is_empty() {
+                let pairs: Vec<String> = b
+                    .user_databases_at_cap
+                    .iter()
+                    .map(|p| format!("{:?}/{:?}", p.user, p.database))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "    at pool.max_server_connections_per_user_database (user/database): {}",
+                    pairs.join(", ")
                 );
             }
         }

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::client::{self, simple_value as value};
+use common::client::{self, pgbench, simple_value as value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 
@@ -32,23 +31,6 @@ fn watch_primary(c: &PgCluster, stop: &AtomicBool, most: &AtomicI64) {
         most.fetch_max(on_primary(c), Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn pgbench(port: u16, args: &[&str]) -> String {
-    let out = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", MD5_USER])
-        .args(args)
-        .arg(DATABASE)
-        .env("PGPASSWORD", MD5_PASSWORD)
-        .output()
-        .expect("run pgbench");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
-    text
 }
 
 #[test]

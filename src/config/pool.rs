@@ -16,6 +16,7 @@ pub(super) struct RawPool {
     idle_timeout_ms: Option<i64>,
     max_lifetime_ms: Option<i64>,
     max_server_connections: Option<i64>,
+    max_server_connections_per_user_database: Option<i64>,
     checkout_timeout_ms: Option<i64>,
 }
 
@@ -59,7 +60,11 @@ pub struct PoolConfig {
     /// Server connections per backend from this balancer, in sessions and idle together
     /// (none: no cap).
     pub max_server_connections: Option<usize>,
-    /// How long a session waits for a server connection when the cap is reached.
+    /// Server connections per (backend, user, database) from this balancer, in sessions and
+    /// idle together (none: no cap). A connection needs a share of this cap and of
+    /// `max_server_connections`.
+    pub max_server_connections_per_user_database: Option<usize>,
+    /// How long a session waits for a server connection when a cap is reached.
     pub checkout_timeout: Duration,
 }
 
@@ -103,15 +108,18 @@ impl Validator<'_> {
                 ))
             }
         };
-        let max_server_connections = match p.max_server_connections {
-            None => None,
-            Some(n) => {
-                Some(
-                    self.count(&ps, "pool.max_server_connections", Some(n), 0, 1, 1_000_000)?
-                        as usize,
-                )
-            }
+        let optional_cap = |key: &str, value: Option<i64>| match value {
+            None => Ok(None),
+            Some(n) => self
+                .count(&ps, key, Some(n), 0, 1, 1_000_000)
+                .map(|n| Some(n as usize)),
         };
+        let max_server_connections =
+            optional_cap("pool.max_server_connections", p.max_server_connections)?;
+        let max_server_connections_per_user_database = optional_cap(
+            "pool.max_server_connections_per_user_database",
+            p.max_server_connections_per_user_database,
+        )?;
         Ok(PoolConfig {
             mode,
             connect,
@@ -132,6 +140,7 @@ impl Validator<'_> {
                 100,
             )?,
             max_server_connections,
+            max_server_connections_per_user_database,
             checkout_timeout: self.ms(
                 &ps,
                 "pool.checkout_timeout_ms",
@@ -145,6 +154,7 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::merge_reload;
     use super::super::tests::{parse, MINIMAL};
     use super::{PoolMode, ServerConnect};
 
@@ -173,5 +183,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pool.connect") && e.contains("\"later\""), "{e}");
+    }
+
+    /// (value, what the key becomes or the text of the error).
+    #[test]
+    fn the_user_database_cap_is_a_count_named_in_its_errors() {
+        let key = "max_server_connections_per_user_database";
+        let table: [(&str, Result<Option<usize>, &str>); 5] = [
+            ("", Ok(None)),
+            ("= 1", Ok(Some(1))),
+            ("= 1000000", Ok(Some(1_000_000))),
+            ("= 0", Err("must be between 1 and 1000000, got 0")),
+            ("= -3", Err("must be between 1 and 1000000, got -3")),
+        ];
+        for (value, expected) in table {
+            let line = if value.is_empty() {
+                String::new()
+            } else {
+                format!("{key} {value}\n")
+            };
+            let got = parse(&format!("{MINIMAL}\n[pool]\n{line}"));
+            match (got, expected) {
+                (Ok(c), Ok(cap)) => {
+                    assert_eq!(c.pool.max_server_connections_per_user_database, cap)
+                }
+                (Err(e), Err(text)) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(&format!("pool.{key}")) && e.contains(text),
+                        "{e}"
+                    );
+                    assert!(e.contains("test.toml:"), "names the file and line: {e}");
+                }
+                (got, expected) => panic!("{value}: got {got:?}, expected {expected:?}"),
+            }
+        }
+        let e = parse(&format!(
+            "{MINIMAL}\n[pool]\nmax_connections_per_user = 2\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_connections_per_user"),
+            "unknown keys stay refused: {e}"
+        );
+    }
+
+    #[test]
+    fn a_changed_user_database_cap_needs_a_restart() {
+        let old = parse(&format!(
+            "{MINIMAL}\n[pool]\nmax_server_connections_per_user_database = 2\n"
+        ))
+        .unwrap();
+        let new = parse(&format!(
+            "{MINIMAL}\n[pool]\nmax_server_connections_per_user_database = 5\n\
+             checkout_timeout_ms = 250\n"
+        ))
+        .unwrap();
+        let (merged, report) = merge_reload(&old, new);
+        assert_eq!(
+            report.restart_needed,
+            ["[pool] max_server_connections_per_user_database"]
+        );
+        assert_eq!(report.applied, ["[pool]"]);
+        assert_eq!(
+            merged.pool.max_server_connections_per_user_database,
+            Some(2)
+        );
+        assert_eq!(merged.pool.checkout_timeout.as_millis(), 250);
     }
 }

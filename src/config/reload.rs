@@ -101,13 +101,22 @@ pub fn merge_reload(old: &Config, mut new: Config) -> (Config, ReloadReport) {
         new.limits.max_client_connections = old.limits.max_client_connections;
     }
     section("[limits]", new.limits != old.limits, Apply::Live);
-    // The budget's semaphores are sized once, at start.
+    // The caps are sized once, at start: open connections hold shares of them.
     if section(
         "[pool] max_server_connections",
         new.pool.max_server_connections != old.pool.max_server_connections,
         Apply::Restart,
     ) {
         new.pool.max_server_connections = old.pool.max_server_connections;
+    }
+    if section(
+        "[pool] max_server_connections_per_user_database",
+        new.pool.max_server_connections_per_user_database
+            != old.pool.max_server_connections_per_user_database,
+        Apply::Restart,
+    ) {
+        new.pool.max_server_connections_per_user_database =
+            old.pool.max_server_connections_per_user_database;
     }
     section("[pool]", new.pool != old.pool, Apply::Live);
     section("[health]", new.health != old.health, Apply::Live);

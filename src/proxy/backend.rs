@@ -33,6 +33,14 @@ pub struct BackendReader {
 }
 
 impl BackendReader {
+    pub fn new(rd: Reader, max_message: usize) -> BackendReader {
+        BackendReader {
+            rd,
+            buf: BytesMut::with_capacity(16 * 1024),
+            max_message,
+        }
+    }
+
     /// Next complete message, reading from the socket as needed. `Ok(None)` on clean EOF.
     pub async fn next(&mut self) -> Result<Option<Message>, ProxyError> {
         loop {
@@ -90,11 +98,7 @@ pub async fn connect(
         Negotiated::Plain(tcp) => stream::split_plain(tcp),
         Negotiated::Tls(tls) => stream::split_tls(tokio_rustls::TlsStream::Client(*tls)),
     };
-    let mut reader = BackendReader {
-        rd,
-        buf: BytesMut::with_capacity(16 * 1024),
-        max_message: login.max_message,
-    };
+    let mut reader = BackendReader::new(rd, login.max_message);
     let mut out = BytesMut::new();
     message::write_startup(&mut out, login.params);
     stream::send(&mut wr, &out).await?;

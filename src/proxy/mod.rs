@@ -134,7 +134,13 @@ impl ProxyContext {
             backend_tls,
             scram: ScramVerifiers::new(),
             auth_query: auth_query::AuthQueryCache::new(),
-            pool: pool::Pool::new(Arc::clone(&stats), c.pool.max_server_connections),
+            pool: pool::Pool::new(
+                Arc::clone(&stats),
+                server_budget::ServerBudget::new(
+                    c.pool.max_server_connections,
+                    c.pool.max_server_connections_per_user_database,
+                ),
+            ),
             stats,
             client_slots: Arc::new(Semaphore::new(c.limits.max_client_connections)),
             prelogin: PreLoginGate::new(),

@@ -253,8 +253,9 @@ pub struct ConnectFailure {
 pub enum ConnectFailureKind {
     /// Down, unreachable, refusing logins.
     Unavailable,
-    /// This balancer's `pool.max_server_connections` for the backend stayed reached for
-    /// `pool.checkout_timeout_ms`.
+    /// A cap of this balancer on server connections (`pool.max_server_connections` for the
+    /// backend, or `pool.max_server_connections_per_user_database` for the session's user and
+    /// database) stayed reached for `pool.checkout_timeout_ms`.
     ServerConnectionsFull,
 }
 

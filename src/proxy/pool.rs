@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use super::backend::{BackendReader, BackendStartup};
 use super::message;
-use super::server_budget::{BackendBudget, BudgetExhausted, ServerBudget, ServerPermit};
+use super::server_budget::{ServerBudget, ServerPermit};
 use super::stats::BackendCounters;
 use super::stats::ProxyStats;
 use super::ProxyError;
@@ -29,7 +29,8 @@ pub struct ServerConn {
     pub wr: Writer,
     pub startup: BackendStartup,
     pub created: Instant,
-    /// Its share of the backend's `pool.max_server_connections`, kept while idle too.
+    /// Its shares of `pool.max_server_connections` and
+    /// `pool.max_server_connections_per_user_database`, kept while idle too.
     pub permit: ServerPermit,
     /// Protocol-level prepared statements on it (name -> hash of the Parse), which the next
     /// session of a transaction pool may use; 0 for one whose text is unknown.
@@ -91,6 +92,25 @@ pub struct PoolKey {
     pub sslmode: SslMode,
 }
 
+impl PoolKey {
+    /// The user and database its connections log in as; the database defaults to the user's
+    /// name, as PostgreSQL's does.
+    pub fn user_database(&self) -> (&str, &str) {
+        let get = |name: &str| {
+            self.params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let user = get("user").unwrap_or_default();
+        (user, get("database").unwrap_or(user))
+    }
+
+    fn same_user_database(&self, other: &PoolKey) -> bool {
+        self.backend == other.backend && self.user_database() == other.user_database()
+    }
+}
+
 struct Idle {
     conn: ServerConn,
     since: Instant,
@@ -100,18 +120,19 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     stats: Arc<ProxyStats>,
-    /// Server connections per backend, in sessions and idle here.
+    /// Server connections per backend and per (backend, user, database), in sessions and
+    /// idle here.
     pub budget: ServerBudget,
     /// What logins of each key were told, for logins that open no connection.
     pub greetings: super::greeting::Greetings,
 }
 
 impl Pool {
-    pub fn new(stats: Arc<ProxyStats>, max_server_connections: Option<usize>) -> Arc<Pool> {
+    pub fn new(stats: Arc<ProxyStats>, budget: ServerBudget) -> Arc<Pool> {
         Arc::new(Pool {
             idle: Mutex::new(HashMap::new()),
             stats,
-            budget: ServerBudget::new(max_server_connections),
+            budget,
             greetings: Default::default(),
         })
     }
@@ -119,17 +140,23 @@ impl Pool {
     /// Closes the longest-idle pooled connection to `backend` (of any user), freeing its
     /// share of the backend's budget. False if there was none.
     pub fn evict_idle(&self, backend: &str) -> bool {
+        self.evict_idle_where(|k| k.backend == backend)
+    }
+
+    /// Closes the longest-idle pooled connection of the keys `which` picks. False if there
+    /// was none.
+    fn evict_idle_where(&self, which: impl Fn(&PoolKey) -> bool) -> bool {
         let evicted = {
             let mut map = self.lock();
             map.iter_mut()
-                .filter(|(k, list)| k.backend == backend && !list.is_empty())
+                .filter(|(k, list)| which(k) && !list.is_empty())
                 .min_by_key(|(_, list)| list[0].since)
-                .map(|(_, list)| list.remove(0).conn)
+                .map(|(k, list)| (k.backend.clone(), list.remove(0).conn))
         };
-        let Some(conn) = evicted else {
+        let Some((backend, conn)) = evicted else {
             return false;
         };
-        self.count_idle(backend, -1);
+        self.count_idle(&backend, -1);
         conn.close();
         true
     }
@@ -232,6 +259,7 @@ impl Pool {
 
     fn put(&self, key: PoolKey, conn: ServerConn, cfg: &PoolConfig) {
         let backend = key.backend.clone();
+        let budgets = conn.permit.budgets().clone();
         let rejected = {
             let mut map = self.lock();
             let list = map.entry(key).or_default();
@@ -249,86 +277,15 @@ impl Pool {
             Some(c) => c.close(),
             None => {
                 self.count_idle(&backend, 1);
-                // A session waiting for this backend may take it (or close it for its own).
-                if let Some(b) = self.budget.backend(&backend) {
+                // A session waiting on either of its caps may take it (or close it for its own).
+                for b in [&budgets.backend, &budgets.user_database]
+                    .into_iter()
+                    .flatten()
+                {
                     b.freed.notify_one();
                 }
             }
         }
-    }
-
-    /// A connection for `key`: a pooled one, or a permit to open one. At the backend's cap it
-    /// closes an idle connection of another key, else waits for one to come back or close,
-    /// in arrival order (a newcomer does not pass sessions already waiting), up to
-    /// `cfg.checkout_timeout`.
-    pub async fn acquire(
-        &self,
-        key: &PoolKey,
-        cfg: &PoolConfig,
-        counters: &BackendCounters,
-    ) -> Result<Acquired, BudgetExhausted> {
-        let Some(budget) = self.budget.backend(&key.backend) else {
-            return Ok(match self.checkout(key, cfg) {
-                Some(c) => Acquired::Pooled(c),
-                None => Acquired::Open(ServerPermit::unlimited()),
-            });
-        };
-        let queue_empty = counters.clients_waiting.load(Ordering::Acquire) == 0;
-        if queue_empty {
-            if let Some(got) = self.take_now(key, cfg, &budget) {
-                return Ok(got);
-            }
-        }
-        let started = tokio::time::Instant::now();
-        let deadline = started + cfg.checkout_timeout;
-        counters.clients_waiting.fetch_add(1, Ordering::AcqRel);
-        let got = loop {
-            let freed = budget.freed.notified();
-            tokio::pin!(freed);
-            // Registered before looking, so a connection freed meanwhile is not missed.
-            freed.as_mut().enable();
-            if let Some(got) = self.take_now(key, cfg, &budget) {
-                break Some(got);
-            }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                break None;
-            }
-        };
-        counters.clients_waiting.fetch_sub(1, Ordering::AcqRel);
-        let waited_ms = started.elapsed().as_millis() as u64;
-        counters
-            .longest_wait_ms
-            .fetch_max(waited_ms, Ordering::Relaxed);
-        got.ok_or_else(|| {
-            counters.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
-            BudgetExhausted {
-                backend: key.backend.clone(),
-                cap: budget.cap(),
-                waited_ms,
-            }
-        })
-    }
-
-    /// A pooled connection, a permit under the cap, or a permit freed by closing idle
-    /// connections of other keys.
-    fn take_now(
-        &self,
-        key: &PoolKey,
-        cfg: &PoolConfig,
-        budget: &Arc<BackendBudget>,
-    ) -> Option<Acquired> {
-        if let Some(c) = self.checkout(key, cfg) {
-            return Some(Acquired::Pooled(c));
-        }
-        if let Some(p) = budget.try_take() {
-            return Some(Acquired::Open(p));
-        }
-        while self.evict_idle(&key.backend) {
-            if let Some(p) = budget.try_take() {
-                return Some(Acquired::Open(p));
-            }
-        }
-        None
     }
 
     /// Closes idle connections past their idle timeout or lifetime.
@@ -426,79 +383,17 @@ pub fn spawn_pruner(
             tick.tick().await;
             let cfg = config.borrow().pool.clone();
             pool.prune(&cfg);
+            pool.budget.forget_unused();
         }
     });
 }
 
+#[path = "pool_acquire.rs"]
+mod acquire;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(backend: &str) -> PoolKey {
-        PoolKey {
-            backend: backend.into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            params: vec![("user".into(), "u".into())],
-            sslmode: SslMode::Disable,
-        }
-    }
-
-    fn capped(timeout_ms: u64) -> (Arc<Pool>, PoolConfig, Arc<BackendCounters>) {
-        let stats = Arc::new(ProxyStats::default());
-        let counters = stats.backend("pg1");
-        let cfg = PoolConfig {
-            mode: PoolMode::Session,
-            connect: crate::config::ServerConnect::OnDemand,
-            max_idle_per_key: 10,
-            idle_timeout: Duration::from_secs(60),
-            max_lifetime: Duration::from_secs(3600),
-            max_server_connections: Some(1),
-            checkout_timeout: Duration::from_millis(timeout_ms),
-        };
-        (Pool::new(stats, Some(1)), cfg, counters)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn at_the_cap_sessions_wait_in_line_then_get_53300_naming_the_backend() {
-        let (pool, cfg, counters) = capped(500);
-        let Ok(Acquired::Open(first)) = pool.acquire(&key("pg1"), &cfg, &counters).await else {
-            panic!("under the cap");
-        };
-        let (p, c, k) = (Arc::clone(&pool), cfg.clone(), Arc::clone(&counters));
-        let waiter = tokio::spawn(async move { p.acquire(&key("pg1"), &c, &k).await.is_ok() });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 1);
-        drop(first);
-        assert!(
-            waiter.await.unwrap(),
-            "the waiting session gets the freed share"
-        );
-        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 0);
-
-        let Ok(Acquired::Open(_held)) = pool.acquire(&key("pg1"), &cfg, &counters).await else {
-            panic!("free again");
-        };
-        let Err(full) = pool.acquire(&key("pg1"), &cfg, &counters).await else {
-            panic!("past the cap");
-        };
-        assert_eq!(
-            (full.backend.as_str(), full.cap, full.waited_ms),
-            ("pg1", 1, 500)
-        );
-        assert!(full.to_string().contains("backend pg1 "), "{full}");
-        assert_eq!(counters.checkout_timeouts.load(Ordering::Relaxed), 1);
-        assert_eq!(counters.longest_wait_ms.load(Ordering::Relaxed), 500);
-        // Another backend has a budget of its own.
-        let other = pool
-            .acquire(&key("pg2"), &cfg, &stats_of(&pool, "pg2"))
-            .await;
-        assert!(matches!(other, Ok(Acquired::Open(_))));
-    }
-
-    fn stats_of(pool: &Pool, backend: &str) -> Arc<BackendCounters> {
-        pool.stats.backend(backend)
-    }
 
     fn status(name: &str, value: &str) -> message::Message {
         let mut out = BytesMut::new();

@@ -15,10 +15,15 @@ pub struct BackendCounters {
     pub idle_connections: AtomicI64,
     /// Units of work (queries or extended-protocol batches) routed here.
     pub queries: AtomicU64,
-    /// Sessions waiting for a server connection (`pool.max_server_connections` reached).
+    /// Sessions waiting for a server connection (a cap reached).
     pub clients_waiting: AtomicI64,
+    /// Of those, the ones held back by their user and database's cap
+    /// (`pool.max_server_connections_per_user_database`).
+    pub clients_waiting_user_database: AtomicI64,
     /// Sessions that waited `pool.checkout_timeout_ms` in vain (53300).
     pub checkout_timeouts: AtomicU64,
+    /// Of those, the ones their user and database's cap held back.
+    pub checkout_timeouts_user_database: AtomicU64,
     /// The longest wait for a server connection so far, in ms (granted or not).
     pub longest_wait_ms: AtomicU64,
 }
@@ -222,7 +227,9 @@ pub struct CountersSnapshot {
     pub idle_connections: i64,
     pub queries: u64,
     pub clients_waiting: i64,
+    pub clients_waiting_user_database: i64,
     pub checkout_timeouts: u64,
+    pub checkout_timeouts_user_database: u64,
     pub longest_wait_ms: u64,
 }
 
@@ -254,7 +261,11 @@ impl ProxyStats {
             idle_connections: c.idle_connections.load(Ordering::Relaxed),
             queries: c.queries.load(Ordering::Relaxed),
             clients_waiting: c.clients_waiting.load(Ordering::Relaxed),
+            clients_waiting_user_database: c.clients_waiting_user_database.load(Ordering::Relaxed),
             checkout_timeouts: c.checkout_timeouts.load(Ordering::Relaxed),
+            checkout_timeouts_user_database: c
+                .checkout_timeouts_user_database
+                .load(Ordering::Relaxed),
             longest_wait_ms: c.longest_wait_ms.load(Ordering::Relaxed),
         }
     }

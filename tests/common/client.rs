@@ -60,6 +60,26 @@ pub async fn simple_value(c: &Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
+/// Runs pgbench against 127.0.0.1:`port` as the MD5 test user on the test database; its
+/// output, after asserting it succeeded.
+pub fn pgbench(port: u16, args: &[&str]) -> String {
+    use super::pg_cluster::{DATABASE, MD5_PASSWORD, MD5_USER};
+    let out = std::process::Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", MD5_USER])
+        .args(args)
+        .arg(DATABASE)
+        .env("PGPASSWORD", MD5_PASSWORD)
+        .output()
+        .expect("run pgbench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}
+
 /// Connects to 127.0.0.1:`port`, sends `bytes`, and reads until the server closes (10 s at most).
 pub async fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
