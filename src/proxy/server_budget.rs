@@ -199,6 +199,11 @@ impl ServerBudget {
     pub fn backend(&self, backend: &str) -> Option<Arc<Budget>> {
         let cap = self.backend_cap?;
         let mut map = self.per_backend.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up before inserting: in transaction mode this runs for every transaction,
+        // and the name is allocated only the first time.
+        if let Some(b) = map.get(backend) {
+            return Some(Arc::clone(b));
+        }
         Some(Arc::clone(
             map.entry(backend.to_string())
                 .or_insert_with(|| Budget::new(cap)),
