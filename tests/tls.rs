@@ -161,8 +161,7 @@ fn client_config(ca: &Path, alpn: bool) -> Arc<ClientConfig> {
     for cert in CertificateDer::pem_file_iter(ca).expect("read CA") {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
