@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -389,4 +390,13 @@ fn check_config_names_a_bad_certificate_file() {
     std::fs::remove_file(certs.path("server.key")).expect("remove key");
     let err = check();
     assert!(err.contains("server.key"), "{err}");
+    // A key others may read is refused, as PostgreSQL refuses it.
+    certs.issue("server", "again");
+    let key = certs.path("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = check();
+    assert!(
+        err.contains(&format!("{}: mode 0644: readable by others", key.display())),
+        "{err}"
+    );
 }
