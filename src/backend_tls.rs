@@ -64,9 +64,8 @@ pub enum Negotiated {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    // ring, as for the clients' side (see proxy::tls).
-    #[allow(deprecated)]
-    Arc::new(crypto::ring::default_provider())
+    // aws-lc-rs, as for the clients' side (see proxy::tls): one crypto library in the binary.
+    Arc::new(crypto::aws_lc_rs::default_provider())
 }
 
 impl BackendTls {

@@ -77,6 +77,10 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
     // The self-check registers its probes' sources here and the proxy lets them in without a
     // pre-login place: strangers cannot crowd out the check of the listeners they flood.
     let self_probes = health::ProbeSources::new();
+    // Before the health checker and the function refresher, which connect with it too.
+    let backend_tls = Arc::new(crate::backend_tls::CurrentBackendTls::new(
+        &config.backend_tls,
+    )?);
     let health = {
         let _health = runtimes.health.enter();
         health::spawn(
@@ -84,6 +88,7 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
             bound,
             paused_rx,
             Arc::clone(&self_probes),
+            Arc::clone(&backend_tls),
         )
     };
     critical.add("health checker", health.task);
@@ -94,11 +99,9 @@ pub async fn run(config_path: &Path, runtimes: Runtimes) -> Result<(), DaemonErr
         config_rx.clone(),
         cluster_rx.clone(),
         Arc::clone(&catalogs),
+        Arc::clone(&backend_tls),
     );
     let tls = Arc::new(proxy::tls::ServerTls::new(config.tls.as_ref())?);
-    let backend_tls = Arc::new(crate::backend_tls::CurrentBackendTls::new(
-        &config.backend_tls,
-    )?);
     let ctx = ProxyContext::new(
         config_rx.clone(),
         cluster_rx.clone(),

@@ -13,6 +13,7 @@ pub mod backend_tls;
 pub mod config;
 pub mod daemon;
 pub mod fault;
+pub mod file_mode;
 pub mod fuzz_entry;
 pub mod health;
 pub mod log_limit;

@@ -2,7 +2,8 @@
 //! right CA the sessions' server connections and the health checks are encrypted (pg_stat_ssl
 //! says so); a certificate that does not name the backend passes `verify-ca` but not
 //! `verify-full`, and one from another CA passes neither: the backend is down in
-//! `pgcast status`, with the reason.
+//! `pgcast status`, with the reason. The health checker reconnects with the TLS configuration
+//! the daemon loaded, not by reading the files again.
 
 mod common;
 
@@ -148,14 +149,20 @@ async fn verify_full_encrypts_and_a_certificate_that_does_not_verify_takes_the_b
     );
 }
 
-/// A session-pool connection opened in clear text is not handed out after the backend's
-/// sslmode changed to TLS: the reload empties the pool.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_change_empties_the_pool() {
+/// A primary serving TLS with the certificate `pg` from a new CA.
+fn primary_with_tls() -> (PgCluster, Certs) {
     let c = PgCluster::start(0);
     let certs = Certs::new();
     certs.issue("pg", "pgcast-test-backend");
     serve_tls(&c, &certs, "pg");
+    (c, certs)
+}
+
+/// A session-pool connection opened in clear text is not handed out after the backend's
+/// sslmode changed to TLS: the reload empties the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_change_empties_the_pool() {
+    let (c, certs) = primary_with_tls();
     let ca = certs.path("ca.crt");
     let p = Pgcast::start(&c, &backend_tls("disable", &ca));
     let dsn = p.conninfo(p.auto_port, MD5_USER, MD5_PASSWORD);
@@ -178,4 +185,45 @@ async fn a_tls_change_empties_the_pool() {
         "true",
         "a new connection, in TLS"
     );
+}
+
+/// The health checker logs in again with the `[backend_tls]` the daemon loaded, as the
+/// sessions do: it does not read the files at every reconnect, so a CA file removed (or
+/// broken) after the start does not take the backend down until a reload reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reconnects_with_the_loaded_tls_not_the_files() {
+    let (c, certs) = primary_with_tls();
+    let ca = certs.path("ca.crt");
+    let p = Pgcast::start(&c, &backend_tls("verify-full", &ca));
+    p.wait_until("the primary up", |s| {
+        s.backends.iter().any(|b| b.up && b.role == "primary")
+    });
+    std::fs::remove_file(&ca).expect("remove the CA file");
+    let health = "FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                  WHERE a.application_name = 'pgcast-health' AND s.ssl";
+    let old = c.psql(
+        &c.primary,
+        DATABASE,
+        &format!("SELECT coalesce(string_agg(pid::text, ','), '0') {health}"),
+    );
+    assert_ne!(old, "0", "a health connection in TLS");
+    c.psql(
+        &c.primary,
+        DATABASE,
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({old})"),
+    );
+    let again = format!("SELECT count(*) {health} AND pid NOT IN ({old})");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while c.psql(&c.primary, DATABASE, &again) == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the checker did not log in again; status: {:?}\nlog:\n{}",
+            primary_status(&p),
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.wait_until("the primary up after the reconnect", |s| {
+        s.backends.iter().any(|b| b.up && b.role == "primary")
+    });
 }

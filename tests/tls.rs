@@ -8,6 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -161,8 +162,7 @@ fn client_config(ca: &Path, alpn: bool) -> Arc<ClientConfig> {
     for cert in CertificateDer::pem_file_iter(ca).expect("read CA") {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -390,4 +390,13 @@ fn check_config_names_a_bad_certificate_file() {
     std::fs::remove_file(certs.path("server.key")).expect("remove key");
     let err = check();
     assert!(err.contains("server.key"), "{err}");
+    // A key others may read is refused, as PostgreSQL refuses it.
+    certs.issue("server", "again");
+    let key = certs.path("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = check();
+    assert!(
+        err.contains(&format!("{}: mode 0644: readable by others", key.display())),
+        "{err}"
+    );
 }

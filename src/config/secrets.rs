@@ -72,16 +72,7 @@ impl Config {
 
 /// Pure: what `mode` lets others do with the file, or `None` when it keeps it private.
 pub(super) fn exposure(mode: u32) -> Option<&'static str> {
-    if mode & EXPOSING == 0 {
-        return None;
-    }
-    Some(if mode & 0o004 != 0 {
-        "readable by others"
-    } else if mode & 0o022 != 0 {
-        "writable by others than its owner"
-    } else {
-        "open to others"
-    })
+    crate::file_mode::exposure(mode, EXPOSING)
 }
 
 #[cfg(test)]

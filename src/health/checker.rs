@@ -14,7 +14,8 @@ use tokio_postgres::NoTls;
 use super::cluster::{parse_lsn, BackendView, ClusterState, ClusterView, Probe, Role};
 use super::self_check::{spawn_listener_checks, ProbeSources, SelfCheckResult};
 use super::HealthError;
-use crate::config::{BackendConfig, BackendTlsConfig, Config, HealthConfig, SslMode};
+use crate::backend_tls::{BackendTls, CurrentBackendTls};
+use crate::config::{BackendConfig, Config, HealthConfig, SslMode};
 
 /// One query answers everything we need on primaries and replicas alike.
 const PROBE_SQL: &str = "SELECT pg_is_in_recovery(), \
@@ -38,12 +39,14 @@ pub struct Health {
 
 /// Starts the health actor: backend checkers, and a self-check of each bound listener
 /// (`listeners`: name and bound address; none are checked while `paused` is true; the probes'
-/// sources are registered in `probes`, which the proxy reads).
+/// sources are registered in `probes`, which the proxy reads). The checkers connect with the
+/// daemon's `[backend_tls]` (`tls`), which a reload replaces.
 pub fn spawn(
     mut config_rx: watch::Receiver<Arc<Config>>,
     listeners: Vec<(String, SocketAddr)>,
     paused: watch::Receiver<bool>,
     probes: Arc<ProbeSources>,
+    tls: Arc<CurrentBackendTls>,
 ) -> Health {
     let config = config_rx.borrow_and_update().clone();
     let mut state = ClusterState::new(&config);
@@ -59,7 +62,8 @@ pub fn spawn(
         let mut checkers: HashMap<String, (BackendConfig, u64, JoinHandle<()>)> = HashMap::new();
         let mut generation = 0u64;
         let mut config = config;
-        sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, false);
+        let to = Checkers { probe_tx, tls };
+        sync_checkers(&config, &mut checkers, &mut generation, &to, false);
         loop {
             tokio::select! {
                 Some((name, gen, result)) = probe_rx.recv() => {
@@ -89,7 +93,7 @@ pub fn spawn(
                         || new_config.backend_tls != config.backend_tls;
                     config = new_config;
                     state.reconfigure(&config);
-                    sync_checkers(&config, &mut checkers, &mut generation, &probe_tx, health_changed);
+                    sync_checkers(&config, &mut checkers, &mut generation, &to, health_changed);
                     publish(&view_tx, &state);
                 }
                 _ = beat.tick() => {
@@ -191,12 +195,18 @@ fn log_read_set_change(old: Option<&BackendView>, new: &BackendView, read_set: &
     }
 }
 
+/// What every checker is given: where to send its results, and the daemon's backend TLS.
+struct Checkers {
+    probe_tx: mpsc::Sender<ProbeResult>,
+    tls: Arc<CurrentBackendTls>,
+}
+
 /// Starts checkers for new or changed backends and stops those that went away.
 fn sync_checkers(
     config: &Arc<Config>,
     checkers: &mut HashMap<String, (BackendConfig, u64, JoinHandle<()>)>,
     generation: &mut u64,
-    probe_tx: &mpsc::Sender<ProbeResult>,
+    to: &Checkers,
     health_changed: bool,
 ) {
     let wanted: HashSet<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
@@ -211,7 +221,8 @@ fn sync_checkers(
         let unchanged = checkers.get(&b.name).is_some_and(|(old, _, _)| {
             old.host == b.host && old.port == b.port && old.sslmode == b.sslmode
         });
-        // A change of health settings restarts every checker so the new interval applies.
+        // A change of health settings restarts every checker so the new interval applies; a
+        // change of [backend_tls] too, so that no connection made the old way stays.
         if unchanged && !health_changed {
             continue;
         }
@@ -222,9 +233,9 @@ fn sync_checkers(
         let handle = tokio::spawn(run_checker(
             b.clone(),
             config.health.clone(),
-            config.backend_tls.clone(),
+            Arc::clone(&to.tls),
             *generation,
-            probe_tx.clone(),
+            to.probe_tx.clone(),
         ));
         checkers.insert(b.name.clone(), (b.clone(), *generation, handle));
     }
@@ -233,7 +244,7 @@ fn sync_checkers(
 async fn run_checker(
     backend: BackendConfig,
     health: HealthConfig,
-    tls: BackendTlsConfig,
+    tls: Arc<CurrentBackendTls>,
     generation: u64,
     tx: mpsc::Sender<ProbeResult>,
 ) {
@@ -269,14 +280,15 @@ async fn run_checker(
 }
 
 /// Logs in to `database` on `host:port` as the health user (`health.user`), with the probes'
-/// timeout and the backend's TLS (`sslmode`, `[backend_tls]`). Also used by the proxy's
-/// function refresher, which reads `pg_proc` as this user.
+/// timeout and the backend's TLS (`sslmode`, and `[backend_tls]` as loaded by the daemon: no
+/// file is read here). Also used by the proxy's function refresher, which reads `pg_proc` as
+/// this user, and by its auth_query lookups.
 pub async fn connect(
     host: &str,
     port: u16,
     database: &str,
     health: &HealthConfig,
-    tls: (SslMode, &BackendTlsConfig),
+    tls: (SslMode, &BackendTls),
 ) -> Result<tokio_postgres::Client, HealthError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
@@ -288,12 +300,10 @@ pub async fn connect(
     if let Some(p) = &health.password {
         cfg.password(p);
     }
-    let (mode, tls_config) = tls;
+    let (mode, backend_tls) = tls;
     let client_config = match mode {
         SslMode::Disable => None,
-        _ => crate::backend_tls::BackendTls::new(tls_config)
-            .map_err(|e| HealthError::Tls(e.to_string()))?
-            .client_config(mode),
+        _ => backend_tls.client_config(mode),
     };
     let client = match client_config {
         None => {
@@ -321,7 +331,7 @@ pub async fn connect(
 async fn probe_once(
     backend: &BackendConfig,
     health: &HealthConfig,
-    tls: &BackendTlsConfig,
+    tls: &CurrentBackendTls,
     client: &mut Option<tokio_postgres::Client>,
 ) -> Result<Probe, HealthError> {
     if client.as_ref().is_none_or(|c| c.is_closed()) {
@@ -331,7 +341,7 @@ async fn probe_once(
                 backend.port,
                 &health.database,
                 health,
-                (backend.sslmode, tls),
+                (backend.sslmode, &tls.current()),
             )
             .await?,
         );

@@ -22,8 +22,6 @@ pub enum HealthError {
     Query(tokio_postgres::Error),
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
-    #[error("{0}")]
-    Tls(String),
     #[error("unparsable LSN {0:?}")]
     BadLsn(String),
     #[error("connect to {addr}: {source}")]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::backend_tls::CurrentBackendTls;
 use crate::config::{AuthQueryConfig, Config, PasswordHash, UserConfig};
 use crate::health::{self, ClusterView};
 
@@ -78,12 +79,13 @@ impl AuthQueryCache {
     }
 
     /// The user `name` as the lookup describes it, or `None` (no `[auth_query]`, no such
-    /// user, or the lookup failed: logged).
+    /// user, or the lookup failed: logged). A lookup connects to the primary with `tls`.
     pub async fn user(
         &self,
         name: &str,
         config: &Config,
         cluster: &ClusterView,
+        tls: &CurrentBackendTls,
     ) -> Option<UserConfig> {
         let aq = config.auth_query.as_ref()?;
         // PostgreSQL truncates role names to NAMEDATALEN - 1 = 63 bytes: a longer one names
@@ -99,7 +101,7 @@ impl AuthQueryCache {
                     .acquire()
                     .await
                     .map_err(|_| LookupError::Closed)?;
-                lookup(name, aq, config, cluster).await
+                lookup(name, aq, config, cluster, tls).await
             })
             .await;
         let hash = match looked_up {
@@ -150,6 +152,7 @@ async fn lookup(
     aq: &AuthQueryConfig,
     config: &Config,
     cluster: &ClusterView,
+    tls: &CurrentBackendTls,
 ) -> Result<Option<PasswordHash>, LookupError> {
     let primary = cluster.primary_backend().ok_or(LookupError::NoPrimary)?;
     let timeout = config.health.timeout;
@@ -161,7 +164,7 @@ async fn lookup(
             &config.health,
             (
                 config.sslmode_of(&primary.host, primary.port),
-                &config.backend_tls,
+                &tls.current(),
             ),
         )
         .await?;

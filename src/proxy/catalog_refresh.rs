@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::catalog::Catalogs;
 use super::classify::FunctionInfo;
+use crate::backend_tls::{BackendTls, CurrentBackendTls};
 use crate::config::{Config, HealthConfig};
 use crate::health::{self, ClusterView, HealthError};
 
@@ -47,6 +48,7 @@ pub fn spawn(
     mut config_rx: watch::Receiver<Arc<Config>>,
     mut view_rx: watch::Receiver<Arc<ClusterView>>,
     catalogs: Arc<Catalogs>,
+    tls: Arc<CurrentBackendTls>,
 ) -> JoinHandle<()> {
     runtime.spawn(async move {
         // database -> (primary it was loaded from, when)
@@ -86,7 +88,7 @@ pub fn spawn(
                     if is_fresh(&loaded, &db, name) || !retry.due() {
                         continue;
                     }
-                    match load_functions(host, *port, &db, &config).await {
+                    match load_functions(host, *port, &db, &config, &tls.current()).await {
                         Ok(functions) => {
                             tracing::info!(primary = %name, database = %db, functions = functions.len(), "loaded functions");
                             catalogs.set_functions(&db, functions);
@@ -226,9 +228,10 @@ async fn load_functions(
     port: u16,
     database: &str,
     config: &Config,
+    backend_tls: &BackendTls,
 ) -> Result<HashMap<String, FunctionInfo>, HealthError> {
     let health = &config.health;
-    let tls = (config.sslmode_of(host, port), &config.backend_tls);
+    let tls = (config.sslmode_of(host, port), backend_tls);
     let client = health::connect(host, port, database, health, tls).await?;
     let rows = tokio::time::timeout(health.timeout * 4, client.query(FUNCTIONS_SQL, &[]))
         .await

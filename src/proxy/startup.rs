@@ -272,7 +272,9 @@ pub async fn client_startup(
         Some(u) => Some(u.clone()),
         None => {
             let view = ctx.cluster.borrow().clone();
-            ctx.auth_query.user(&user_name, config, &view).await
+            ctx.auth_query
+                .user(&user_name, config, &view, &ctx.backend_tls)
+                .await
         }
     };
     // The rule's method, else the user's own; SCRAM for a user pgcast does not know, so that

@@ -55,10 +55,9 @@ pub fn load(cfg: &TlsConfig) -> Result<LoadedTls, TlsError> {
     let chain = read_certs(&cfg.cert)?;
     let end_point = super::channel_binding::end_point_data(&chain[0]).map(Arc::from);
     let key = read_key(&cfg.key)?;
-    // ring, not aws-lc-rs (which needs cmake and a longer build); rustls 0.23.48 deprecates
-    // ring's provider for lacking post-quantum key exchange, X25519 and the rest remain.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // aws-lc-rs, not ring: with an RSA certificate the signature dominated ring's handshake;
+    // aws-lc-rs halves the handshake's CPU (bench/tls, docs/benchmarks.md).
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
