@@ -70,6 +70,10 @@ impl Session {
     /// The DEALLOCATE in this SQL when it concerns protocol-level statements pgcast tracks
     /// (for `ALL`: when there are any); other DEALLOCATEs are routed as they classify.
     pub(super) fn protocol_deallocate(&self, sql: &str) -> Option<Deallocate> {
+        // Without protocol-level statements nothing is mapped: no need to parse every query.
+        if self.statements.is_empty() {
+            return None;
+        }
         match parse(sql)? {
             Deallocate::All if !self.statements.is_empty() => Some(Deallocate::All),
             Deallocate::Name(n) if self.statements.contains_key(&n) => Some(Deallocate::Name(n)),

@@ -159,7 +159,12 @@ impl<'a> CStrings<'a> {
         let nul = self.rest.iter().position(|b| *b == 0)?;
         let (s, tail) = self.rest.split_at(nul);
         self.rest = tail.get(1..).unwrap_or(&[]);
-        Some(String::from_utf8_lossy(s))
+        // Valid UTF-8 (every query of a UTF8 client) is checked by the faster validator and
+        // borrowed; only invalid bytes take the lossy path.
+        Some(match std::str::from_utf8(s) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(s),
+        })
     }
 }
 

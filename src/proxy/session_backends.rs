@@ -234,11 +234,15 @@ impl Session {
     }
 
     /// Makes sure a connection for `target` exists, opening one if needed.
+    /// Opening one is awaited boxed: the handlers that get here run inline for every message
+    /// (a boxed handler costs an allocation and a copy of its future per message), so their
+    /// futures must not hold room for a pool checkout and a backend login.
     pub(super) async fn ensure_slot(&mut self, target: Target) -> Result<(), ProxyError> {
         match target {
             Target::Primary if self.slots.is_open(Target::Primary) => return Ok(()),
-            Target::Primary => self.open_primary().await?,
-            Target::Replica => self.ensure_replica().await?,
+            Target::Primary => Box::pin(self.open_primary()).await?,
+            Target::Replica if self.keeps_replica() => {}
+            Target::Replica => Box::pin(self.open_replica()).await?,
         }
         self.tell_parameter_changes(target);
         Ok(())
@@ -271,23 +275,28 @@ impl Session {
         self.replay_sets(Target::Primary).await
     }
 
-    async fn ensure_replica(&mut self) -> Result<(), ProxyError> {
+    /// Whether the replica connection stays in use; one to leave is closed (taken) here.
+    fn keeps_replica(&mut self) -> bool {
         let view = self.view();
-        if let Some(r) = self.slots.get(Target::Replica) {
-            // Leave a replica that dropped out of the read set at the next chance.
-            let still_good =
-                view.read_set.contains(&r.backend) || view.primary.as_deref() == Some(&r.backend);
-            // A replica listener's session lives on its one connection: swapping it would
-            // lose the session's state and change its PID.
-            if still_good
-                || !r.idle()
-                || r.in_transaction()
-                || self.listener.role != ListenerRole::Auto
-            {
-                return Ok(());
-            }
-            self.slots.take(Target::Replica);
+        let Some(r) = self.slots.get(Target::Replica) else {
+            return false;
+        };
+        // Leave a replica that dropped out of the read set at the next chance.
+        let still_good =
+            view.read_set.contains(&r.backend) || view.primary.as_deref() == Some(&r.backend);
+        // A replica listener's session lives on its one connection: swapping it would
+        // lose the session's state and change its PID.
+        if still_good || !r.idle() || r.in_transaction() || self.listener.role != ListenerRole::Auto
+        {
+            return true;
         }
+        self.slots.take(Target::Replica);
+        false
+    }
+
+    /// A connection to a replica of the read set (none is open: see `keeps_replica`).
+    async fn open_replica(&mut self) -> Result<(), ProxyError> {
+        let view = self.view();
         let mut candidates: Vec<Candidate> = view
             .backends
             .iter()

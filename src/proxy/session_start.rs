@@ -117,7 +117,7 @@ async fn serve_session(
     ctx: Arc<ProxyContext>,
 ) -> Result<(), ProxyError> {
     let _client = ClientGuard::new(ctx.stats.listener(&listener.name));
-    let (mut session, mut stream, _slot) = Session::start(*login, listener, ctx);
+    let (mut session, mut stream, _slot) = Session::start(login, listener, ctx);
     let registration = match Box::pin(session.open_home()).await {
         Ok(r) => r,
         Err(e) => {
@@ -135,8 +135,9 @@ async fn serve_session(
 impl Session {
     /// A new session of a client that logged in, on the heap (see [`serve_client`]), with its
     /// connection and its logged-in slot.
+    /// Takes the box, so that it is freed here and not when the session ends.
     fn start(
-        login: LoggedIn,
+        login: Box<LoggedIn>,
         listener: Arc<ListenerConfig>,
         ctx: Arc<ProxyContext>,
     ) -> (Box<Session>, ClientStream, OwnedSemaphorePermit) {
@@ -146,7 +147,7 @@ impl Session {
             config,
             buf,
             _slot,
-        } = login;
+        } = *login;
         let issued_pid = (!config.pool.connects_at_login())
             .then(|| session_pid::issue_pid(rand::random::<u32>()));
         let cancel_targets = match issued_pid {
