@@ -487,12 +487,11 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
     let mut i = 0;
     let mut copied = 0;
     let mut replaced = false;
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     while let Some(&c) = b.get(i) {
         match c {
             b'\'' => {
                 // E'...' / U&'...' / B'...' / X'...' prefixes change how the body is read.
-                if i > 0 && b.get(i - 1).is_some_and(|p| ident(*p) || *p == b'&') {
+                if i > 0 && b.get(i - 1).is_some_and(|p| is(*p, IDENT) || *p == b'&') {
                     return None;
                 }
                 let mut j = i + 1;
@@ -526,12 +525,9 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
             b'$' | b'\\' => return None,
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             b'/' if b.get(i + 1) == Some(&b'*') => return None,
-            b'0'..=b'9' if i == 0 || b.get(i - 1).is_some_and(|p| !ident(*p) && *p != b'.') => {
+            b'0'..=b'9' if i == 0 || b.get(i - 1).is_some_and(|p| !is(*p, IDENT) && *p != b'.') => {
                 let mut j = i;
-                while b
-                    .get(j)
-                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == b'.' || *d == b'_')
-                {
+                while b.get(j).is_some_and(|d| is(*d, NUMBER)) {
                     j += 1;
                 }
                 out.push_str(sql.get(copied..i)?);
@@ -540,16 +536,16 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
                 copied = i;
                 replaced = true;
             }
-            _ if ident(c) => {
+            _ if is(c, IDENT) => {
                 // Skip the whole word, so digits inside identifiers (t1, x2y) stay.
                 let start = i;
-                while b.get(i).is_some_and(|d| ident(*d)) {
+                while b.get(i).is_some_and(|d| is(*d, IDENT)) {
                     i += 1;
                 }
                 // The only calls whose class depends on a literal argument.
-                let word = sql.get(start..i)?;
-                if word.eq_ignore_ascii_case("current_setting")
-                    || word.eq_ignore_ascii_case("set_config")
+                let word = &b[start..i];
+                if word.eq_ignore_ascii_case(b"current_setting")
+                    || word.eq_ignore_ascii_case(b"set_config")
                 {
                     return None;
                 }
@@ -562,6 +558,32 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
     }
     out.push_str(sql.get(copied..)?);
     Some(out)
+}
+
+/// [`literal_free_key`]'s byte classes, looked up instead of tested (it runs for every simple
+/// Query): a byte of an identifier (ASCII letters and digits, `_`, `$`, and every byte of a
+/// multi-byte UTF-8 character), and a byte that continues a number (`1.5e3`, `1_000`).
+const IDENT: u8 = 1;
+const NUMBER: u8 = 2;
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let alphanumeric = c.is_ascii_alphanumeric();
+        if alphanumeric || c == b'_' || c == b'$' || c >= 0x80 {
+            table[i] |= IDENT;
+        }
+        if alphanumeric || c == b'.' || c == b'_' {
+            table[i] |= NUMBER;
+        }
+        i += 1;
+    }
+    table
+};
+
+fn is(c: u8, class: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & class != 0
 }
 
 /// Longest SQL text kept in the cache; longer texts are classified on every call.
@@ -588,7 +610,7 @@ struct CacheInner {
     policy: Arc<FunctionPolicy>,
     /// Bumped by `set_policy`, so a result computed under an older policy is not stored.
     generation: u64,
-    map: HashMap<String, Arc<[StatementClass]>>,
+    map: HashMap<String, Arc<[StatementClass]>, foldhash::fast::RandomState>,
     hits: u64,
     misses: u64,
 }
@@ -610,7 +632,7 @@ impl ClassifyCache {
             inner: Mutex::new(CacheInner {
                 policy: Arc::new(FunctionPolicy::default()),
                 generation: 0,
-                map: HashMap::new(),
+                map: HashMap::default(),
                 hits: 0,
                 misses: 0,
             }),
