@@ -236,6 +236,11 @@ pub struct CountersSnapshot {
 impl ProxyStats {
     pub fn backend(&self, name: &str) -> Arc<BackendCounters> {
         let mut m = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up before inserting: this runs for every transaction in transaction mode,
+        // and the name is allocated only the first time.
+        if let Some(c) = m.get(name) {
+            return Arc::clone(c);
+        }
         Arc::clone(m.entry(name.to_string()).or_default())
     }
 
