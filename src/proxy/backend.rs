@@ -69,7 +69,7 @@ pub struct LoginParams<'a> {
     pub user: &'a str,
     pub secret: &'a BackendSecret,
     /// Startup parameters forwarded from the client (user and database included).
-    pub params: &'a [(String, String)],
+    pub params: &'a super::pool::StartupParams,
     pub connect_timeout: Duration,
     pub max_message: usize,
     /// TLS as this backend's `sslmode` says.

@@ -36,7 +36,7 @@ impl Greetings {
     /// Forgets every backend's greeting for these start-up parameters (a login with them
     /// failed: the next one must meet the server again).
     pub fn forget(&self, params: &[(String, String)]) {
-        self.lock().retain(|k, _| k.params != params);
+        self.lock().retain(|k, _| *k.params != *params);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<[Message]>>> {
@@ -63,7 +63,7 @@ mod tests {
             backend: backend.into(),
             host: "127.0.0.1".into(),
             port: 5432,
-            params: vec![("user".into(), user.into())],
+            params: vec![("user".into(), user.into())].into(),
             sslmode: crate::config::SslMode::Disable,
         }
     }

@@ -79,6 +79,10 @@ pub enum Acquired {
     Open(ServerPermit),
 }
 
+/// A client's startup parameters, shared by its session and the keys of its connections:
+/// a transaction-mode session builds a pool key for every transaction.
+pub type StartupParams = Arc<[(String, String)]>;
+
 /// What identifies interchangeable connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -86,7 +90,7 @@ pub struct PoolKey {
     pub host: String,
     pub port: u16,
     /// Startup parameters, user and database included, in the client's order.
-    pub params: Vec<(String, String)>,
+    pub params: StartupParams,
     /// How the connection was opened: one opened in clear text never serves a session that
     /// asks for TLS (after a reload changed it, say).
     pub sslmode: SslMode,

@@ -237,7 +237,8 @@ mod tests {
                 ("user".into(), user.into()),
                 ("database".into(), database.into()),
                 ("application_name".into(), app.into()),
-            ],
+            ]
+            .into(),
             sslmode: SslMode::Disable,
         }
     }

@@ -120,7 +120,7 @@ impl Session {
                 backend: b.name.clone(),
                 host: b.host.clone(),
                 port: b.port,
-                params: self.client.params.clone(),
+                params: Arc::clone(&self.client.params),
                 sslmode: self.config.sslmode_of(&b.host, b.port),
             };
             let g = self.ctx.pool.greetings.get(&key)?;
@@ -346,8 +346,9 @@ impl Session {
         let p = view.primary_backend().ok_or_else(|| {
             ProxyError::BackendUnavailable("no replica and no primary is available".into())
         })?;
-        let mut params = self.client.params.clone();
+        let mut params = self.client.params.to_vec();
         params.push(("default_transaction_read_only".into(), "on".into()));
+        let params: super::pool::StartupParams = params.into();
         let mut login = self.login(&p.host, p.port);
         login.params = &params;
         let mut slot = Slot::open(

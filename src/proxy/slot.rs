@@ -124,7 +124,7 @@ impl Slot {
             backend: backend_name.to_string(),
             host: login.host.to_string(),
             port: login.port,
-            params: login.params.to_vec(),
+            params: Arc::clone(login.params),
             sslmode: login.sslmode,
         };
         let conn = match pool.0.acquire(&pool_key, pool.1, &counters).await? {

@@ -30,7 +30,7 @@ pub struct Arrival<'a> {
 
 /// A client that completed start-up and authentication.
 pub struct ClientStartup {
-    pub params: Vec<(String, String)>,
+    pub params: super::pool::StartupParams,
     pub user: UserConfig,
     pub database: String,
     /// What pgcast logs in to the backends with as this user, for the whole session.
@@ -290,7 +290,7 @@ pub async fn client_startup(
         return Err(ProxyError::ClientAuth { user: user_name });
     };
     Ok(StartupOutcome::Session(Box::new(ClientStartup {
-        params,
+        params: params.into(),
         user,
         database,
         backend_secret,
