@@ -75,7 +75,7 @@ impl Session {
             return None;
         }
         match parse(sql)? {
-            Deallocate::All if !self.statements.is_empty() => Some(Deallocate::All),
+            Deallocate::All => Some(Deallocate::All),
             Deallocate::Name(n) if self.statements.contains_key(&n) => Some(Deallocate::Name(n)),
             _ => None,
         }

@@ -134,8 +134,8 @@ async fn serve_session(
 
 impl Session {
     /// A new session of a client that logged in, on the heap (see [`serve_client`]), with its
-    /// connection and its logged-in slot.
-    /// Takes the box, so that it is freed here and not when the session ends.
+    /// connection and its logged-in slot. Takes the login's box, so that it is freed here and
+    /// not when the session ends.
     fn start(
         login: Box<LoggedIn>,
         listener: Arc<ListenerConfig>,
@@ -146,7 +146,7 @@ impl Session {
             client,
             config,
             buf,
-            _slot,
+            _slot: slot,
         } = *login;
         let issued_pid = (!config.pool.connects_at_login())
             .then(|| session_pid::issue_pid(rand::random::<u32>()));
@@ -183,6 +183,6 @@ impl Session {
             // Grows with what the client is sent; an idle client holds next to nothing.
             client_out: BytesMut::new(),
         });
-        (session, stream, _slot)
+        (session, stream, slot)
     }
 }
