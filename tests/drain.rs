@@ -22,12 +22,7 @@ fn pgcast(p: &Pgcast, args: &[&str]) -> (Option<i32>, String) {
         .arg(&p.admin)
         .output()
         .expect("run pgcast");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    (out.status.code(), common::client::output_text(&out))
 }
 
 /// (announced, reason) of the one prefix in pgcast's status.

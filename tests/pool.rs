@@ -218,14 +218,7 @@ async fn server_connections_are_capped_and_clients_wait_in_line() {
     };
     let db = refused.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "53300", "{db:?}");
-    let primary_name = p
-        .status()
-        .expect("status")
-        .backends
-        .into_iter()
-        .find(|b| b.role == "primary")
-        .expect("a primary")
-        .name;
+    let primary_name = p.primary_status().name;
     assert!(
         db.message().contains(&format!("backend {primary_name} "))
             && db.message().contains("waited"),
@@ -252,12 +245,7 @@ async fn server_connections_are_capped_and_clients_wait_in_line() {
     let other = connect(&p.conninfo(p.primary_port, MD5_USER, MD5_PASSWORD)).await;
     assert_eq!(value(&other, "SELECT current_user").await, MD5_USER);
     assert!(on_primary() <= 2);
-    let s = p.status().expect("status");
-    let b = s
-        .backends
-        .iter()
-        .find(|b| b.role == "primary")
-        .expect("primary");
+    let b = p.primary_status();
     assert_eq!(b.checkout_timeouts, 1, "{b:?}");
     assert!(b.longest_wait_ms >= 1000, "{b:?}");
 }

@@ -60,12 +60,7 @@ fn psql_as(
         .env("PGPASSWORD", password)
         .output()
         .expect("run psql");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    (out.status.success(), common::client::output_text(&out))
 }
 
 #[test]

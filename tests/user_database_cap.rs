@@ -139,12 +139,7 @@ async fn a_client_past_its_user_database_cap_gets_53300_and_goes_on() {
         .expect("another user logs in");
     assert_eq!(value(&other, "SELECT 'other'").await, "other");
 
-    let s = p.status().expect("status");
-    let primary = s
-        .backends
-        .iter()
-        .find(|b| b.role == "primary")
-        .expect("primary");
+    let primary = p.primary_status();
     assert_eq!(primary.checkout_timeouts_user_database, 1, "{primary:?}");
     let at_cap: Vec<&str> = primary
         .user_databases_at_cap

@@ -60,6 +60,15 @@ pub async fn simple_value(c: &Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
+/// A finished command's stdout and stderr, one after the other, for assertions and messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs pgbench against 127.0.0.1:`port` as the MD5 test user on the test database; its
 /// output, after asserting it succeeded.
 pub fn pgbench(port: u16, args: &[&str]) -> String {
@@ -71,11 +80,7 @@ pub fn pgbench(port: u16, args: &[&str]) -> String {
         .env("PGPASSWORD", MD5_PASSWORD)
         .output()
         .expect("run pgbench");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }

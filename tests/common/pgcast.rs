@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgcast::status::Status;
+use pgcast::status::{BackendStatus, Status};
 use tempfile::TempDir;
 
 use super::pg_cluster::{free_port, PgCluster, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
@@ -209,6 +209,16 @@ impl Pgcast {
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).ok()?;
         serde_json::from_slice(&buf).ok()
+    }
+
+    /// The status of the backend pgcast sees as the primary (panics without one).
+    pub fn primary_status(&self) -> BackendStatus {
+        self.status()
+            .expect("status")
+            .backends
+            .into_iter()
+            .find(|b| b.role == "primary")
+            .expect("a primary")
     }
 
     /// Polls the admin socket until `pred` holds (60 s at most).
