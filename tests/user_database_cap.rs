@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{self, pgbench, simple_value as value};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
@@ -48,7 +48,9 @@ fn watch(c: &PgCluster, stop: &AtomicBool, most: &[AtomicI64; 2]) {
 async fn twenty_clients_of_one_user_share_its_two_connections_and_another_user_gets_in() {
     let c = Arc::new(PgCluster::start(0));
     pgbench(c.primary.port, &["-i", "-q", "-s", "1"]);
-    let p = Pgcast::start(&c, &capped(30_000));
+    // Starvation shows as pgcast's own 53300 after this wait (the other user's login fails,
+    // and the timeouts counted below are not 0), not as a time this test measures.
+    let p = Pgcast::start(&c, &capped(5_000));
     let stop = Arc::new(AtomicBool::new(false));
     let most = Arc::new([AtomicI64::new(0), AtomicI64::new(0)]);
     let watcher = {
@@ -63,14 +65,12 @@ async fn twenty_clients_of_one_user_share_its_two_connections_and_another_user_g
         pgbench(port, &args)
     });
     let other = p.conninfo(p.primary_port, SCRAM_USER, SCRAM_PASSWORD);
-    let (mut rounds, mut slowest) = (0, Duration::ZERO);
+    let mut rounds = 0;
     while !bench.is_finished() {
-        let started = Instant::now();
         let b = client::connect(&other)
             .await
             .expect("the other user logs in");
         assert_eq!(value(&b, "SELECT current_user").await, SCRAM_USER);
-        slowest = slowest.max(started.elapsed());
         rounds += 1;
     }
     let out = bench.await.expect("pgbench ran");
@@ -85,17 +85,13 @@ async fn twenty_clients_of_one_user_share_its_two_connections_and_another_user_g
         most[0].load(Ordering::Relaxed),
         most[1].load(Ordering::Relaxed),
     );
-    eprintln!("most seen on the primary: {a} of {MD5_USER}, {b} of {SCRAM_USER}; {rounds} logins of {SCRAM_USER}, slowest {slowest:?}");
+    eprintln!("most seen on the primary: {a} of {MD5_USER}, {b} of {SCRAM_USER}; {rounds} logins of {SCRAM_USER}");
     assert!(
         (1..=PAIR_CAP).contains(&a),
         "{a} connections of {MD5_USER}, cap {PAIR_CAP}"
     );
     assert!(b <= PAIR_CAP, "{b} connections of {SCRAM_USER}");
     assert!(rounds > 0, "the other user got no turn");
-    assert!(
-        slowest < Duration::from_secs(5),
-        "the other user waited {slowest:?}"
-    );
     let s = p.status().expect("status");
     let timeouts: u64 = s.backends.iter().map(|b| b.checkout_timeouts).sum();
     assert_eq!(timeouts, 0, "{:?}", s.backends);
