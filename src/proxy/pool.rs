@@ -291,7 +291,7 @@ impl Pool {
                     .into_iter()
                     .flatten()
                 {
-                    b.freed.notify_one();
+                    b.waiters.wake_first();
                 }
             }
         }

@@ -1,25 +1,19 @@
 //! Handing a session a server connection under the caps: a pooled one, a permit to open one,
 //! or a wait on the cap that is full.
 //!
-//! A waiting session waits on one cap's [`Notify`](tokio::sync::Notify): its user and
-//! database's while that one is full (only a connection of the same pair can make room, so
-//! closing other users' idle connections would be done for nothing), else its backend's.
-//! `notify_one` wakes the first waiter of a cap; a waiter that was woken but is now held back
-//! by its other cap hands the wake-up on to the next waiter of the first one, so a share freed
-//! for a cap is not lost on a session that cannot use it.
+//! A waiting session waits in one cap's queue ([`WaitQueue`](super::server_budget::WaitQueue)),
+//! first come, first served: its user and database's while that one is full (only a
+//! connection of the same pair can make room, so closing other users' idle connections would
+//! be done for nothing), else its backend's. Only the first of a queue looks for a connection;
+//! a newcomer queues behind anyone already waiting on one of its caps. The first that is now
+//! held back by its other cap moves to the back of that cap's queue, and the next one of the
+//! first queue is woken, so a share freed for a cap is not lost on a session that cannot use it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{Acquired, BackendCounters, Pool, PoolConfig, PoolKey, ServerPermit};
-use crate::proxy::server_budget::{BudgetExhausted, KeyBudgets, Limit};
-
-/// What one round of waiting came to.
-enum Round {
-    /// The other cap holds the session back now: wait on that one.
-    Switch(Limit),
-    Woken,
-}
+use crate::proxy::server_budget::{BudgetExhausted, KeyBudgets, Limit, QueuePlace};
 
 impl Pool {
     /// A connection for `key`: a pooled one, or a permit to open one. At a cap it closes an
@@ -39,13 +33,13 @@ impl Pool {
                 None => Acquired::Open(ServerPermit::unlimited()),
             });
         }
-        let mut limit = likely_limit(&budgets);
-        if counters.clients_waiting.load(Ordering::Acquire) == 0 {
-            match self.take_now(key, cfg, &budgets) {
+        let limit = match budgets.queued() {
+            Some(queued) => queued,
+            None => match self.take_now(key, cfg, &budgets) {
                 Ok(got) => return Ok(got),
-                Err(l) => limit = l,
-            }
-        }
+                Err(limit) => limit,
+            },
+        };
         let started = tokio::time::Instant::now();
         let got = self
             .wait(
@@ -72,8 +66,8 @@ impl Pool {
         })
     }
 
-    /// Waits on the cap that holds the session back until it gets a connection, or the
-    /// deadline passes (`Err`: the cap that held it back last).
+    /// Waits in the queue of the cap that holds the session back until it gets a connection,
+    /// or the deadline passes (`Err`: the cap that held it back last).
     async fn wait(
         &self,
         key: &PoolKey,
@@ -84,37 +78,33 @@ impl Pool {
         counters: &BackendCounters,
     ) -> Result<Acquired, Limit> {
         let mut waiting = Waiting::new(counters);
-        let mut woken = false;
+        let Some(mut place) = join(budgets, limit) else {
+            return Err(limit);
+        };
         loop {
             waiting.on(limit);
-            let Some(queue) = budgets.of(limit).map(Arc::clone) else {
-                return Err(limit);
-            };
-            let round = {
-                let freed = queue.freed.notified();
-                tokio::pin!(freed);
-                // Registered before looking, so a share freed meanwhile is not missed.
-                freed.as_mut().enable();
+            let wake = Arc::clone(&place.wake);
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            // Registered before looking, so a share freed meanwhile is not missed.
+            woken.as_mut().enable();
+            if place.is_first() {
                 match self.take_now(key, cfg, budgets) {
+                    // Leaving the queue (the place is dropped) wakes the next one.
                     Ok(got) => return Ok(got),
-                    Err(now) if now != limit => Round::Switch(now),
-                    Err(_) => match tokio::time::timeout_at(deadline, freed).await {
-                        Err(_) => return Err(limit),
-                        Ok(()) => Round::Woken,
-                    },
-                }
-            };
-            match round {
-                Round::Switch(now) => {
-                    // Our registration is gone (dropped above): a share of this cap that woke
-                    // us and is still free goes to its next waiter.
-                    if woken && !queue.is_full() {
-                        queue.freed.notify_one();
+                    Err(now) if now != limit => {
+                        let Some(other) = join(budgets, now) else {
+                            return Err(now);
+                        };
+                        place = other;
+                        limit = now;
+                        continue;
                     }
-                    limit = now;
-                    woken = false;
+                    Err(_) => {}
                 }
-                Round::Woken => woken = true,
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Err(limit);
             }
         }
     }
@@ -147,13 +137,9 @@ impl Pool {
     }
 }
 
-/// The cap to wait on before having looked: the pair's if it is full or the only one.
-fn likely_limit(budgets: &KeyBudgets) -> Limit {
-    match (&budgets.backend, &budgets.user_database) {
-        (_, Some(ud)) if ud.is_full() => Limit::UserDatabase,
-        (None, _) => Limit::UserDatabase,
-        (Some(_), _) => Limit::Backend,
-    }
+/// A place at the back of `limit`'s queue; None if that cap does not apply.
+fn join(budgets: &KeyBudgets, limit: Limit) -> Option<QueuePlace> {
+    budgets.of(limit).map(|b| b.join_queue())
 }
 
 fn exhausted(key: &PoolKey, budgets: &KeyBudgets, limit: Limit, waited_ms: u64) -> BudgetExhausted {
@@ -514,6 +500,55 @@ mod tests {
             assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 0);
             assert_eq!(on_pair.load(Ordering::Relaxed), 0);
         }
+    }
+
+    /// Four sessions queue at a backend cap of 1; the share is then handed on from one to the
+    /// next. A newcomer that arrives the moment the share is free queues behind them.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_the_order_they_came() {
+        let (pool, cfg) = capped(Some(1), None, 10_000);
+        let counters = counters(&pool);
+        let first = held(&pool, A1);
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 1..=4 {
+            let (p, c, k, o) = (
+                Arc::clone(&pool),
+                cfg.clone(),
+                Arc::clone(&counters),
+                Arc::clone(&order),
+            );
+            waiters.push(tokio::spawn(async move {
+                let got = p.acquire(&key("pg1", A1), &c, &k).await;
+                o.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(got);
+            }));
+            // Each is queued before the next comes.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 4);
+        drop(first);
+        let newcomer_key = key("pg1", A1);
+        let newcomer = pool.acquire(&newcomer_key, &cfg, &counters);
+        tokio::pin!(newcomer);
+        let took_at_once = tokio::select! {
+            biased;
+            _ = &mut newcomer => true,
+            () = std::future::ready(()) => false,
+        };
+        assert!(
+            !took_at_once,
+            "the newcomer does not take the share ahead of the queue"
+        );
+        let newcomer_got = newcomer.await;
+        order.lock().unwrap().push(5);
+        assert!(newcomer_got.is_ok());
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [1, 2, 3, 4, 5]);
+        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]

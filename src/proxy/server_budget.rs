@@ -8,9 +8,10 @@
 //! a share of that very cap (any user's for the backend cap, another key of the same user and
 //! database for theirs), or waits on that cap until a connection comes back to the pool or is
 //! closed — up to `pool.checkout_timeout_ms`. Then the session gets 53300, naming the cap and
-//! how long it waited, and goes on.
+//! how long it waited, and goes on. Waiters of a cap are served first come, first served
+//! ([`WaitQueue`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,9 +22,9 @@ use tokio::sync::Notify;
 pub struct Budget {
     cap: usize,
     open: AtomicUsize,
-    /// Signalled (one waiter at a time) when a share is given back or a connection holding
-    /// one comes back to the pool.
-    pub freed: Notify,
+    /// The sessions waiting for a share; the first is woken when a share is given back or a
+    /// connection holding one comes back to the pool.
+    pub waiters: WaitQueue,
 }
 
 impl Budget {
@@ -31,7 +32,7 @@ impl Budget {
         Arc::new(Budget {
             cap,
             open: AtomicUsize::new(0),
-            freed: Notify::new(),
+            waiters: WaitQueue::default(),
         })
     }
 
@@ -51,10 +52,80 @@ impl Budget {
             .is_ok()
     }
 
-    /// Gives a share back and wakes one waiter: it may have looked while the share was taken.
+    /// Gives a share back and wakes the first waiter: it may have looked while the share was
+    /// taken.
     fn give_back(&self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.freed.notify_one();
+        self.waiters.wake_first();
+    }
+
+    /// Queues a waiter at the back of this cap's queue, until the place is dropped.
+    pub fn join_queue(self: &Arc<Self>) -> QueuePlace {
+        let wake = Arc::new(Notify::new());
+        self.waiters.lock().push_back(Arc::clone(&wake));
+        QueuePlace {
+            budget: Arc::clone(self),
+            wake,
+        }
+    }
+}
+
+/// The sessions waiting on one cap, in the order they came. Only the first may take what the
+/// cap frees (a newcomer joins behind, even if a share is free at that moment), so nobody
+/// waits longer than those who came after; it is woken whenever something is freed, and when
+/// it leaves (served, timed out, gone to the other cap, or its client gone) the next one is
+/// woken, so a share freed while the first could not use it is not lost.
+#[derive(Debug, Default)]
+pub struct WaitQueue {
+    queue: Mutex<VecDeque<Arc<Notify>>>,
+}
+
+impl WaitQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Notify>>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Wakes the first waiter (or, if it is not waiting yet, makes its next wait return).
+    pub fn wake_first(&self) {
+        if let Some(first) = self.lock().front() {
+            first.notify_one();
+        }
+    }
+}
+
+/// A session's place in a [`WaitQueue`]; leaving it wakes the next waiter if this one was first.
+#[derive(Debug)]
+pub struct QueuePlace {
+    budget: Arc<Budget>,
+    pub wake: Arc<Notify>,
+}
+
+impl QueuePlace {
+    pub fn is_first(&self) -> bool {
+        self.budget
+            .waiters
+            .lock()
+            .front()
+            .is_some_and(|w| Arc::ptr_eq(w, &self.wake))
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        let mut queue = self.budget.waiters.lock();
+        let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, &self.wake)) else {
+            return;
+        };
+        queue.remove(at);
+        if at == 0 {
+            if let Some(next) = queue.front() {
+                next.notify_one();
+            }
+        }
     }
 }
 
@@ -77,6 +148,19 @@ pub struct KeyBudgets {
 impl KeyBudgets {
     pub fn is_unlimited(&self) -> bool {
         self.backend.is_none() && self.user_database.is_none()
+    }
+
+    /// The cap a newcomer must queue on because others already wait there (the pair's first:
+    /// its waiters are the ones it would compete with for any share).
+    pub fn queued(&self) -> Option<Limit> {
+        let waited_on = |b: &Option<Arc<Budget>>| b.as_ref().is_some_and(|b| !b.waiters.is_empty());
+        if waited_on(&self.user_database) {
+            Some(Limit::UserDatabase)
+        } else if waited_on(&self.backend) {
+            Some(Limit::Backend)
+        } else {
+            None
+        }
     }
 
     /// The cap a session waits on for `limit`.
