@@ -14,6 +14,10 @@ use crate::config::ListenerRole;
 
 impl Session {
     /// Handles every complete client message in the buffer. Returns false on Terminate.
+    ///
+    /// Units are dispatched boxed (one allocation per unit, not per message, of a future small
+    /// enough for the allocator's per-thread cache): inline, `dispatch`'s ~800 bytes would be
+    /// part of the session's future, which every idle client keeps (bench/pgbench idle).
     pub(super) async fn process_client_messages(&mut self) -> Result<bool, ProxyError> {
         while self.waiting.is_none() {
             let m = match message::decode_message(
@@ -81,7 +85,7 @@ impl Session {
                     unit.bytes += m.raw.len();
                     unit.messages.push(m);
                     unit.ends = true;
-                    self.dispatch(unit).await?;
+                    Box::pin(self.dispatch(unit)).await?;
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
                     if let Err(e) = self.add_extended(m).await {
@@ -117,7 +121,7 @@ impl Session {
                         ends: true,
                         ..Unit::default()
                     };
-                    self.dispatch(unit).await?;
+                    Box::pin(self.dispatch(unit)).await?;
                 }
                 b'X' => return Ok(false),
                 other => {
@@ -231,7 +235,7 @@ impl Session {
                 return Ok(());
             }
             unit.unsynced = tag != b'S' && tag != b'H';
-            self.dispatch(unit).await?;
+            Box::pin(self.dispatch(unit)).await?;
         }
         Ok(())
     }

@@ -243,7 +243,7 @@ impl Session {
             }
         }
         self.last_write = Some(std::time::Instant::now());
-        let unit = Unit {
+        let mut unit = Unit {
             messages: r.messages,
             classes: vec![StatementClass::Write],
             extended: r.extended,
@@ -252,7 +252,7 @@ impl Session {
             ..Unit::default()
         };
         self.count_routed(Target::Primary);
-        self.send_unit(Target::Primary, unit, false).await?;
+        self.send_unit(Target::Primary, &mut unit, false).await?;
         Ok(Held::Kept)
     }
 

@@ -263,7 +263,9 @@ impl Session {
                     }
                 }
                 Reply::UnitDone { forward: true, .. } if armed => {
-                    if let Held::Kept = self.on_retry_done(status).await? {
+                    // Boxed: a rare path whose ~850-byte future would otherwise be part of
+                    // every session's.
+                    if let Held::Kept = Box::pin(self.on_retry_done(status)).await? {
                         continue;
                     }
                 }
@@ -362,7 +364,7 @@ impl Session {
     /// Routes a unit and sends it, or parks it until the replica connection is idle. Every
     /// decision is [`plan`]'s, from facts gathered here; this only opens the connection the
     /// plan names (or its fallback) and sends the unit there.
-    pub(super) async fn dispatch(&mut self, unit: Unit) -> Result<(), ProxyError> {
+    pub(super) async fn dispatch(&mut self, mut unit: Unit) -> Result<(), ProxyError> {
         let plan = plan::plan(&self.facts(&unit), &unit.classes);
         match &plan.action {
             Action::Send => {}
@@ -372,7 +374,7 @@ impl Session {
         self.apply_effects(&plan);
         if plan.continues_open_unit {
             self.retry_unit_continues();
-            return self.send_unit(plan.target, unit, false).await;
+            return self.send_unit(plan.target, &mut unit, false).await;
         }
         let Some(target) = self.connect(&plan, &unit).await? else {
             return Ok(());
@@ -391,7 +393,7 @@ impl Session {
         }
         self.count_routed(target);
         self.arm_retry(target, &unit);
-        self.send_unit(target, unit, plan.session_set).await
+        self.send_unit(target, &mut unit, plan.session_set).await
     }
 
     /// The BEGIN the client was told had run goes out just before its transaction's first
@@ -523,16 +525,21 @@ impl Session {
     pub(super) async fn send_unit(
         &mut self,
         target: Target,
-        unit: Unit,
+        // Borrowed, not moved: a moved argument takes room twice in the future's state.
+        unit: &mut Unit,
         with_sets: bool,
     ) -> Result<(), ProxyError> {
-        self.before_deallocate(target, &unit).await?;
+        self.before_deallocate(target, unit).await?;
         let slot = self
             .slots
             .get_mut(target)
             .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
-        let deallocate = unit.deallocate;
-        let sets = if with_sets { unit.set_sql } else { Vec::new() };
+        let deallocate = unit.deallocate.take();
+        let sets = if with_sets {
+            std::mem::take(&mut unit.set_sql)
+        } else {
+            Vec::new()
+        };
         let closed = slot
             .write_unit(
                 UnitMessages {
