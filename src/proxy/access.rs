@@ -76,6 +76,15 @@ pub fn rule_method(verdict: Verdict) -> Option<ClientAuthMethod> {
 /// The FATAL message (SQLSTATE 28000) for a client the rules refuse, or `None` when they let
 /// it go on to authentication.
 pub fn refusal(verdict: Verdict, facts: &Facts<'_>) -> Option<String> {
+    // Formatted only for a refusal: this runs at every login.
+    let opening = match verdict {
+        Verdict::NoMatch => "no pgcast access rule for",
+        Verdict::Matched {
+            method: AccessMethod::Reject,
+            ..
+        } => "pgcast access rules reject connection for",
+        Verdict::NoRules | Verdict::Matched { .. } => return None,
+    };
     let host = facts
         .address
         .map_or_else(|| "[unknown]".to_string(), |a| a.to_canonical().to_string());
@@ -87,16 +96,9 @@ pub fn refusal(verdict: Verdict, facts: &Facts<'_>) -> Option<String> {
     } else {
         "no encryption"
     };
-    let tail = format!("host \"{host}\", user \"{user}\", database \"{database}\", {encryption}");
-    match verdict {
-        Verdict::NoRules => None,
-        Verdict::Matched {
-            method: AccessMethod::Reject,
-            ..
-        } => Some(format!("pgcast access rules reject connection for {tail}")),
-        Verdict::Matched { .. } => None,
-        Verdict::NoMatch => Some(format!("no pgcast access rule for {tail}")),
-    }
+    Some(format!(
+        "{opening} host \"{host}\", user \"{user}\", database \"{database}\", {encryption}"
+    ))
 }
 
 #[cfg(test)]
