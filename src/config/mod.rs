@@ -28,6 +28,7 @@ pub use users::{AuthQueryConfig, ClientAuthMethod, PasswordHash, UserConfig};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -246,7 +247,8 @@ pub struct Config {
     pub backend_tls: BackendTlsConfig,
     pub listeners: Vec<ListenerConfig>,
     pub backends: Vec<BackendConfig>,
-    pub users: Vec<UserConfig>,
+    /// Shared (Arc) with the sessions of each user: a login takes a reference, not a copy.
+    pub users: Vec<Arc<UserConfig>>,
     /// `[[access]]` rules, first match wins; none: each user's `auth` applies.
     pub access: Vec<AccessRule>,
     /// Where users not in `users` are looked up (none: they cannot log in).
@@ -397,7 +399,7 @@ impl Config {
         Validator { text, path: shown }.validate(raw, path)
     }
 
-    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+    pub fn user(&self, name: &str) -> Option<&Arc<UserConfig>> {
         self.users.iter().find(|u| u.name == name)
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -189,7 +190,10 @@ impl Validator<'_> {
         Ok(hash)
     }
 
-    pub(super) fn users(&self, raw: Vec<Spanned<RawUser>>) -> Result<Vec<UserConfig>, ConfigError> {
+    pub(super) fn users(
+        &self,
+        raw: Vec<Spanned<RawUser>>,
+    ) -> Result<Vec<Arc<UserConfig>>, ConfigError> {
         let mut names = HashSet::new();
         let mut out = Vec::new();
         for (i, item) in raw.into_iter().enumerate() {
@@ -216,13 +220,13 @@ impl Validator<'_> {
                     "password or password_hash required unless auth = \"trust\"",
                 ));
             }
-            out.push(UserConfig {
+            out.push(Arc::new(UserConfig {
                 name: u.name,
                 auth,
                 password: u.password,
                 password_hash,
                 backend_password: u.backend_password,
-            });
+            }));
         }
         Ok(out)
     }

@@ -86,7 +86,7 @@ impl AuthQueryCache {
         config: &Config,
         cluster: &ClusterView,
         tls: &CurrentBackendTls,
-    ) -> Option<UserConfig> {
+    ) -> Option<Arc<UserConfig>> {
         let aq = config.auth_query.as_ref()?;
         // PostgreSQL truncates role names to NAMEDATALEN - 1 = 63 bytes: a longer one names
         // no role, and looking it up would let a stranger fill the cache with 10 KB names.
@@ -111,13 +111,13 @@ impl AuthQueryCache {
                 return None;
             }
         };
-        Some(UserConfig {
+        Some(Arc::new(UserConfig {
             name: name.to_string(),
             auth: hash.method(),
             password: None,
             password_hash: Some(hash),
             backend_password: None,
-        })
+        }))
     }
 
     /// The cell holding `name`'s answer: cached if younger than the TTL, else a new one.

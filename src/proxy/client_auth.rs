@@ -175,7 +175,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn users() -> Vec<UserConfig> {
+    fn users() -> Vec<std::sync::Arc<UserConfig>> {
         let scram = ScramVerifier::from_password("pw", b"salt", 4096).to_stored_string();
         let md5 = postgres_protocol::password::md5(b"pw", "hashed_md5");
         let text = format!(

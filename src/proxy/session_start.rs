@@ -136,6 +136,7 @@ impl Session {
     /// A new session of a client that logged in, on the heap (see [`serve_client`]), with its
     /// connection and its logged-in slot. Takes the login's box, so that it is freed here and
     /// not when the session ends.
+    #[allow(clippy::boxed_local)] // the box is the login's, handed over to be freed here
     fn start(
         login: Box<LoggedIn>,
         listener: Arc<ListenerConfig>,

@@ -31,7 +31,7 @@ pub struct Arrival<'a> {
 /// A client that completed start-up and authentication.
 pub struct ClientStartup {
     pub params: super::pool::StartupParams,
-    pub user: UserConfig,
+    pub user: Arc<UserConfig>,
     pub database: String,
     /// What pgcast logs in to the backends with as this user, for the whole session.
     pub backend_secret: BackendSecret,
@@ -269,7 +269,7 @@ pub async fn client_startup(
     // Before the user is looked up: a refused client costs no query on the primary.
     let verdict = check_access(stream, ctx, config, &facts).await?;
     let user = match config.user(&user_name) {
-        Some(u) => Some(u.clone()),
+        Some(u) => Some(Arc::clone(u)),
         None => {
             let view = ctx.cluster.borrow().clone();
             ctx.auth_query
@@ -283,7 +283,8 @@ pub async fn client_startup(
         .or(user.as_ref().map(|u| u.auth))
         .unwrap_or(ClientAuthMethod::ScramSha256);
     let mut io = ClientIo { stream, buf };
-    let proved = client_auth::authenticate(&mut io, ctx, method, &user_name, user.as_ref()).await?;
+    let proved =
+        client_auth::authenticate(&mut io, ctx, method, &user_name, user.as_deref()).await?;
     let (Some(user), Some(backend_secret)) = (user, proved) else {
         let msg = format!("password authentication failed for user \"{user_name}\"");
         fatal(stream, ctx, "28P01", &msg).await?;
