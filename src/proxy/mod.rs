@@ -22,6 +22,7 @@ pub mod plan;
 pub mod pool;
 pub mod prelogin;
 mod retry;
+pub mod route;
 pub mod router;
 pub mod scram_keys;
 pub mod scram_verifiers;

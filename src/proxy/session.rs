@@ -98,6 +98,7 @@ pub struct Session {
     pub(super) greeting: Option<(Target, Arc<[Message]>)>,
     pub(super) client_buf: BytesMut,
     pub(super) client_out: BytesMut,
+    pub(super) routes: super::route::Routes,
 }
 
 impl Session {
@@ -126,7 +127,7 @@ impl Session {
                 let (key, conn) = slot.into_server_conn();
                 self.ctx
                     .pool
-                    .checkin(key, conn, self.config.pool.clone(), Reset::DiscardAll);
+                    .checkin(key, conn, &self.config.pool, Reset::DiscardAll);
             } else {
                 let mut slot = slot;
                 let _ = slot.send(&terminate).await;
@@ -220,7 +221,7 @@ impl Session {
         // Also when a transaction is open there: continuing elsewhere would silently drop it.
         let client_waits = slot.pending.iter().any(|u| u.forward) || slot.in_transaction();
         if target == Target::Replica && !client_waits && self.listener.role == ListenerRole::Auto {
-            tracing::info!(backend = %slot.backend, "replica connection closed; will use another");
+            tracing::info!(backend = %slot.backend(), "replica connection closed; will use another");
             return Ok(());
         }
         // The client already has the server's own FATAL (e.g. 57P01): one error, as from
@@ -231,12 +232,12 @@ impl Session {
                 &mut self.client_out,
                 "FATAL",
                 "08006",
-                &format!("pgcast: connection to backend {} was lost", slot.backend),
+                &format!("pgcast: connection to backend {} was lost", slot.backend()),
             );
         }
         Err(ProxyError::BackendUnavailable(format!(
             "{} closed",
-            slot.backend
+            slot.backend()
         )))
     }
 

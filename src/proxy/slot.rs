@@ -17,6 +17,7 @@ use super::cancel::{BackendCancelKey, CancelTargets};
 use super::classify::StatementClass;
 use super::message::{self, Message};
 use super::pool::{Acquired, Pool, PoolKey, ServerConn};
+use super::route::Route;
 use super::router::Target;
 use super::server_budget::ServerPermit;
 use super::stats::{BackendCounters, GaugeGuard};
@@ -62,7 +63,6 @@ pub struct PendingUnit {
 /// A backend connection of a session.
 pub struct Slot {
     pub target: Target,
-    pub backend: String,
     pub reader: BackendReader,
     pub wr: Writer,
     pub pending: VecDeque<PendingUnit>,
@@ -84,7 +84,7 @@ pub struct Slot {
     pub startup: BackendStartup,
     pub counters: Arc<BackendCounters>,
     /// Where the connection goes back to when the session ends.
-    pub pool_key: PoolKey,
+    pub pool_key: Arc<PoolKey>,
     created: Instant,
     permit: ServerPermit,
     cancel: CancelEntry,
@@ -111,29 +111,31 @@ pub fn parse_hash(m: &Message) -> u64 {
 }
 
 impl Slot {
-    /// A slot for `backend_name`: a pooled connection if one is idle, else a new one.
+    /// A slot on `route`'s backend: a pooled connection if one is idle, else a new one.
     pub async fn open(
         target: Target,
-        backend_name: &str,
+        route: &Route,
         login: &LoginParams<'_>,
-        counters: Arc<BackendCounters>,
         cancel_targets: Arc<CancelTargets>,
         pool: (&Pool, &PoolConfig),
     ) -> Result<Slot, ProxyError> {
-        let pool_key = PoolKey {
-            backend: backend_name.to_string(),
-            host: login.host.to_string(),
-            port: login.port,
-            params: Arc::clone(login.params),
-            sslmode: login.sslmode,
-        };
-        let conn = match pool.0.acquire(&pool_key, pool.1, &counters).await? {
+        let (key, counters) = (&route.key, &route.counters);
+        let conn = match pool
+            .0
+            .acquire_under(key, &route.budgets, pool.1, counters)
+            .await?
+        {
             Acquired::Pooled(c) => c,
             Acquired::Open(permit) => {
                 let (reader, wr, startup) = backend::connect(login).await?;
-                pool.0
-                    .greetings
-                    .remember(&pool_key, &startup.parameter_status);
+                pool.0.greetings.remember(key, &startup.parameter_status);
+                let cancel_key = Arc::new(BackendCancelKey {
+                    host: login.host.to_string(),
+                    port: login.port,
+                    pid: startup.pid,
+                    secret: startup.secret,
+                    busy: AtomicBool::new(false),
+                });
                 ServerConn {
                     reader,
                     wr,
@@ -141,9 +143,21 @@ impl Slot {
                     created: Instant::now(),
                     permit,
                     prepared: HashMap::new(),
+                    cancel_key,
+                    counters: Arc::clone(counters),
                 }
             }
         };
+        Ok(Slot::with_conn(target, route, conn, cancel_targets))
+    }
+
+    /// A slot on a connection taken for `route`.
+    pub fn with_conn(
+        target: Target,
+        route: &Route,
+        conn: ServerConn,
+        cancel_targets: Arc<CancelTargets>,
+    ) -> Slot {
         let ServerConn {
             reader,
             wr,
@@ -151,18 +165,12 @@ impl Slot {
             created,
             permit,
             prepared,
+            cancel_key,
+            counters,
         } = conn;
-        let cancel_key = Arc::new(BackendCancelKey {
-            host: login.host.to_string(),
-            port: login.port,
-            pid: startup.pid,
-            secret: startup.secret,
-            busy: AtomicBool::new(false),
-        });
         cancel_targets.add(Arc::clone(&cancel_key));
-        Ok(Slot {
+        Slot {
             target,
-            backend: backend_name.to_string(),
             reader,
             wr,
             pending: VecDeque::new(),
@@ -175,14 +183,19 @@ impl Slot {
             startup,
             _gauge: GaugeGuard::new(Arc::clone(&counters)),
             counters,
-            pool_key,
+            pool_key: Arc::clone(&route.key),
             created,
             permit,
             cancel: CancelEntry {
                 key: cancel_key,
                 targets: cancel_targets,
             },
-        })
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &str {
+        &self.pool_key.backend
     }
 
     /// The connection can serve another session after a reset: nothing outstanding, no
@@ -192,18 +205,21 @@ impl Slot {
     }
 
     /// Gives up the connection (for the pool); the slot's bookkeeping ends here.
-    pub fn into_server_conn(self) -> (PoolKey, ServerConn) {
+    pub fn into_server_conn(self) -> (Arc<PoolKey>, ServerConn) {
         let Slot {
             reader,
             wr,
             startup,
+            counters,
             pool_key,
             created,
             permit,
             mut prepared,
             to_close,
+            cancel,
             ..
         } = self;
+        let cancel_key = Arc::clone(&cancel.key);
         // Closed by the client elsewhere, still defined here.
         prepared.extend(to_close.into_iter().map(|name| (name, 0)));
         (
@@ -215,6 +231,8 @@ impl Slot {
                 created,
                 permit,
                 prepared,
+                cancel_key,
+                counters,
             },
         )
     }
