@@ -33,6 +33,7 @@ pub mod session_pid;
 mod session_start;
 pub mod slot;
 pub mod slots;
+mod spare_buffers;
 pub mod startup;
 pub mod stats;
 pub mod stream;

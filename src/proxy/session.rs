@@ -23,6 +23,7 @@ use super::retry::Held;
 use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
+use super::spare_buffers::{self, Kind};
 use super::startup::ClientStartup;
 use super::stream::{Reader, Writer};
 use super::tls;
@@ -178,6 +179,7 @@ impl Session {
                     if n? == 0 {
                         return Ok(());
                     }
+                    self.ready_to_reply();
                 }
                 n = read_slot(primary) => self.on_slot_readable(Target::Primary, n).await?,
                 n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
@@ -561,15 +563,23 @@ impl Session {
 }
 
 impl Session {
-    /// Between transactions, with no backend connection held: gives the buffers back too.
+    /// Between transactions, with no backend connection held: gives the buffers back too
+    /// (to this thread's spares, for the next transaction of any session).
     pub(super) fn shrink_when_idle(&mut self) {
         if self.slots.iter().next().is_none() {
             if self.client_buf.is_empty() && self.client_buf.capacity() > 0 {
-                self.client_buf = BytesMut::new();
+                spare_buffers::give_back(Kind::Read, std::mem::take(&mut self.client_buf));
             }
             if self.client_out.is_empty() && self.client_out.capacity() > 0 {
-                self.client_out = BytesMut::new();
+                spare_buffers::give_back(Kind::Write, std::mem::take(&mut self.client_out));
             }
+        }
+    }
+
+    /// The client sent something: its reply will need a write buffer.
+    fn ready_to_reply(&mut self) {
+        if self.client_out.capacity() == 0 {
+            self.client_out = spare_buffers::take(Kind::Write, 0, 0);
         }
     }
 }
