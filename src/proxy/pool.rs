@@ -81,7 +81,7 @@ impl ServerConn {
 
 /// What [`Pool::acquire`] found.
 pub enum Acquired {
-    Pooled(ServerConn),
+    Pooled(Box<ServerConn>),
     /// The right to open a new connection.
     Open(ServerPermit),
 }
@@ -175,7 +175,7 @@ impl Eq for PoolKey {}
 type IdleMap = HashMap<Arc<PoolKey>, Vec<Idle>, foldhash::fast::RandomState>;
 
 struct Idle {
-    conn: ServerConn,
+    conn: Box<ServerConn>,
     since: Instant,
 }
 
@@ -254,7 +254,7 @@ impl Pool {
     }
 
     /// The most recently used live connection for `key`, if any.
-    pub fn checkout(&self, key: &PoolKey, cfg: &PoolConfig) -> Option<ServerConn> {
+    pub fn checkout(&self, key: &PoolKey, cfg: &PoolConfig) -> Option<Box<ServerConn>> {
         if cfg.mode == PoolMode::None {
             return None;
         }
@@ -290,7 +290,7 @@ impl Pool {
     pub fn checkin(
         self: &Arc<Self>,
         key: Arc<PoolKey>,
-        mut conn: ServerConn,
+        mut conn: Box<ServerConn>,
         cfg: &PoolConfig,
         how: Reset,
     ) {
@@ -329,7 +329,7 @@ impl Pool {
         });
     }
 
-    fn put(&self, key: Arc<PoolKey>, conn: ServerConn, cfg: &PoolConfig) {
+    fn put(&self, key: Arc<PoolKey>, conn: Box<ServerConn>, cfg: &PoolConfig) {
         let budgets = conn.permit.budgets().clone();
         let counters = Arc::clone(&conn.counters);
         let rejected = {
@@ -367,7 +367,7 @@ impl Pool {
     /// Closes idle connections past their idle timeout or lifetime.
     pub fn prune(&self, cfg: &PoolConfig) {
         let now = Instant::now();
-        let mut closed: Vec<ServerConn> = Vec::new();
+        let mut closed: Vec<Box<ServerConn>> = Vec::new();
         {
             let mut map = self.lock();
             for list in map.values_mut() {
@@ -410,7 +410,7 @@ fn expired(idle: &Idle, cfg: &PoolConfig, now: Instant) -> bool {
 /// transaction, `RESET ALL` undoes the client's session SETs (the transaction pool keeps the
 /// prepared statements, which the next client may use). The ParameterStatus messages it
 /// causes update what the next client will be told.
-async fn reset(mut conn: ServerConn, sql: &str) -> Result<ServerConn, ProxyError> {
+async fn reset(mut conn: Box<ServerConn>, sql: &str) -> Result<Box<ServerConn>, ProxyError> {
     let mut out = BytesMut::new();
     message::write_query(&mut out, sql);
     super::stream::send(&mut conn.wr, &out).await?;

@@ -30,7 +30,7 @@ impl Pool {
         key: &PoolKey,
         budgets: &KeyBudgets,
         cfg: &PoolConfig,
-    ) -> Option<ServerConn> {
+    ) -> Option<Box<ServerConn>> {
         if budgets.queued().is_some() {
             return None;
         }
@@ -296,7 +296,7 @@ mod tests {
         ours.set_nonblocking(true).expect("non-blocking");
         let tcp = tokio::net::TcpStream::from_std(ours).expect("tokio socket");
         let (rd, wr) = crate::proxy::stream::split_plain(tcp);
-        let conn = ServerConn {
+        let conn = Box::new(ServerConn {
             reader: BackendReader::new(rd, 1 << 20),
             wr,
             startup: BackendStartup {
@@ -315,7 +315,7 @@ mod tests {
                 busy: Default::default(),
             }),
             counters: counters(pool),
-        };
+        });
         pool.put(Arc::new(key("pg1", who)), conn, cfg);
         peer
     }

@@ -248,7 +248,7 @@ impl Session {
             let Some(slot) = self.slots.get_mut(target) else {
                 return Ok(());
             };
-            let Some(m) = slot.reader.buffered()? else {
+            let Some(m) = slot.conn.reader.buffered()? else {
                 return Ok(());
             };
             let reply = slot.on_backend_message(&m);
@@ -315,7 +315,7 @@ impl Session {
                             self.session_sets.drain(..drop_n);
                             self.statements.clear();
                             for (_, slot) in self.slots.iter_mut() {
-                                slot.prepared.clear();
+                                slot.conn.prepared.clear();
                                 slot.to_close.clear();
                             }
                         }
@@ -553,7 +553,7 @@ impl Session {
         for name in closed {
             self.statements.remove(&name);
             if let Some(o) = self.slots.get_mut(target.other()) {
-                if o.prepared.remove(&name).is_some() {
+                if o.conn.prepared.remove(&name).is_some() {
                     o.to_close.insert(name);
                 }
             }
@@ -596,7 +596,7 @@ async fn quiet_wait() {
 
 async fn read_slot(slot: &mut Option<Box<Slot>>) -> std::io::Result<usize> {
     match slot {
-        Some(s) => s.reader.rd.read_buf(&mut s.reader.buf).await,
+        Some(s) => s.conn.reader.rd.read_buf(&mut s.conn.reader.buf).await,
         None => std::future::pending().await,
     }
 }

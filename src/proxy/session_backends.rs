@@ -53,8 +53,8 @@ impl Session {
                     .get(target)
                     .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
                 (
-                    slot.startup.pid,
-                    slot.startup.parameter_status.as_slice().into(),
+                    slot.conn.startup.pid,
+                    slot.conn.startup.parameter_status.as_slice().into(),
                 )
             }
             Some(pid) => {
@@ -144,11 +144,11 @@ impl Session {
             .slots
             .take(target)
             .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
-        let greeting: Arc<[Message]> = slot.startup.parameter_status.as_slice().into();
+        let greeting: Arc<[Message]> = slot.conn.startup.parameter_status.as_slice().into();
         self.ctx
             .pool
             .greetings
-            .remember(&slot.pool_key, &slot.startup.parameter_status);
+            .remember(&slot.pool_key, &slot.conn.startup.parameter_status);
         let (key, conn) = slot.into_server_conn();
         self.ctx
             .pool
@@ -166,7 +166,7 @@ impl Session {
         let Some(slot) = self.slots.get(target) else {
             return;
         };
-        for m in &slot.startup.parameter_status {
+        for m in &slot.conn.startup.parameter_status {
             if !told.iter().any(|t| t.raw == m.raw) {
                 self.client_out.extend_from_slice(&m.raw);
             }
@@ -182,7 +182,7 @@ impl Session {
         };
         let (host, port) = (&slot.pool_key.host, slot.pool_key.port);
         let own = self.slots.iter().any(|(_, s)| {
-            s.startup.pid == pid && &s.pool_key.host == host && s.pool_key.port == port
+            s.conn.startup.pid == pid && &s.pool_key.host == host && s.pool_key.port == port
         });
         let told = match (own, self.issued_pid) {
             (true, Some(issued)) => Some(issued),
