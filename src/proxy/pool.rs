@@ -294,9 +294,10 @@ impl Pool {
         cfg: &PoolConfig,
         how: Reset,
     ) {
+        let now = Instant::now();
         if cfg.mode == PoolMode::None
             || cfg.max_idle_per_key == 0
-            || conn.created.elapsed() >= cfg.max_lifetime
+            || now.duration_since(conn.created) >= cfg.max_lifetime
         {
             conn.close();
             return;
@@ -312,7 +313,7 @@ impl Pool {
                 "DEALLOCATE ALL"
             }
             // The hot path of transaction pooling: no round trip.
-            Reset::Nothing => return self.put(key, conn, cfg),
+            Reset::Nothing => return self.put(key, conn, cfg, now),
         };
         if sql.contains("DISCARD ALL") || sql.contains("DEALLOCATE ALL") {
             conn.prepared.clear();
@@ -322,46 +323,36 @@ impl Pool {
             // Bounded: a backend that stops answering must not keep the task forever.
             let reset = tokio::time::timeout(Duration::from_secs(5), reset(conn, sql)).await;
             match reset {
-                Ok(Ok(conn)) => pool.put(key, conn, &cfg),
+                Ok(Ok(conn)) => pool.put(key, conn, &cfg, Instant::now()),
                 Ok(Err(e)) => tracing::debug!(backend = %key.backend, error = %e, "not pooled"),
                 Err(_) => tracing::debug!(backend = %key.backend, "reset timed out; not pooled"),
             }
         });
     }
 
-    fn put(&self, key: Arc<PoolKey>, conn: Box<ServerConn>, cfg: &PoolConfig) {
-        let budgets = conn.permit.budgets().clone();
-        let counters = Arc::clone(&conn.counters);
-        let rejected = {
-            let mut map = self.lock();
-            // Looked up before `entry`, which would take (and here drop) the key.
-            let list = match map.get_mut(&*key) {
-                Some(list) => list,
-                None => map.entry(key).or_default(),
-            };
-            if list.len() >= cfg.max_idle_per_key {
-                Some(conn)
-            } else {
-                list.push(Idle {
-                    conn,
-                    since: Instant::now(),
-                });
-                None
-            }
+    fn put(&self, key: Arc<PoolKey>, conn: Box<ServerConn>, cfg: &PoolConfig, now: Instant) {
+        let mut map = self.lock();
+        // Looked up before `entry`, which would take (and here drop) the key.
+        let list = match map.get_mut(&*key) {
+            Some(list) => list,
+            None => map.entry(key).or_default(),
         };
-        match rejected {
-            Some(c) => c.close(),
-            None => {
-                counters.idle_connections.fetch_add(1, Ordering::Relaxed);
-                // A session waiting on either of its caps may take it (or close it for its own).
-                for b in [&budgets.backend, &budgets.user_database]
-                    .into_iter()
-                    .flatten()
-                {
-                    b.waiters.wake_first();
-                }
-            }
+        if list.len() >= cfg.max_idle_per_key {
+            drop(map);
+            return conn.close();
         }
+        count_idle(&conn, 1);
+        // A session waiting on either of its caps may take it (or close it for its own). Woken
+        // under this lock (which the queues' holders never wait for), it looks once the
+        // connection is in.
+        let budgets = conn.permit.budgets();
+        for b in [&budgets.backend, &budgets.user_database]
+            .into_iter()
+            .flatten()
+        {
+            b.waiters.wake_first();
+        }
+        list.push(Idle { conn, since: now });
     }
 
     /// Closes idle connections past their idle timeout or lifetime.

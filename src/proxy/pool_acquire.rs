@@ -316,7 +316,7 @@ mod tests {
             }),
             counters: counters(pool),
         });
-        pool.put(Arc::new(key("pg1", who)), conn, cfg);
+        pool.put(Arc::new(key("pg1", who)), conn, cfg, Instant::now());
         peer
     }
 

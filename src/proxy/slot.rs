@@ -192,8 +192,10 @@ impl Slot {
             ..
         } = self;
         // Closed by the client elsewhere, still defined here.
-        conn.prepared
-            .extend(to_close.into_iter().map(|name| (name, 0)));
+        if !to_close.is_empty() {
+            conn.prepared
+                .extend(to_close.into_iter().map(|name| (name, 0)));
+        }
         (pool_key, conn)
     }
 
