@@ -109,11 +109,11 @@ impl Session {
             Some(Deallocate::Name(name)) => {
                 self.statements.remove(&name);
                 if let Some(slot) = self.slots.get_mut(target) {
-                    slot.prepared.remove(&name);
+                    slot.conn.prepared.remove(&name);
                     slot.to_close.remove(&name);
                 }
                 if let Some(o) = self.slots.get_mut(target.other()) {
-                    if o.prepared.remove(&name).is_some() {
+                    if o.conn.prepared.remove(&name).is_some() {
                         o.to_close.insert(name);
                     }
                 }
@@ -121,12 +121,12 @@ impl Session {
             Some(Deallocate::All) => {
                 self.statements.clear();
                 if let Some(slot) = self.slots.get_mut(target) {
-                    slot.prepared.clear();
+                    slot.conn.prepared.clear();
                     slot.to_close.clear();
                 }
                 if let Some(o) = self.slots.get_mut(target.other()) {
-                    if !o.prepared.is_empty() || !o.to_close.is_empty() {
-                        o.prepared.clear();
+                    if !o.conn.prepared.is_empty() || !o.to_close.is_empty() {
+                        o.conn.prepared.clear();
                         o.to_close.clear();
                         o.send_silent_query("DEALLOCATE ALL").await?;
                     }

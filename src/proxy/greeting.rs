@@ -59,13 +59,14 @@ mod tests {
     use bytes::Bytes;
 
     fn key(backend: &str, user: &str) -> PoolKey {
-        PoolKey {
-            backend: backend.into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            params: vec![("user".into(), user.into())].into(),
-            sslmode: crate::config::SslMode::Disable,
-        }
+        let params = vec![("user".into(), user.into())].into();
+        PoolKey::new(
+            backend,
+            "127.0.0.1",
+            5432,
+            params,
+            crate::config::SslMode::Disable,
+        )
     }
 
     fn status(raw: &'static [u8]) -> Message {

@@ -8,14 +8,16 @@
 //! transaction boundaries, with the reset done per transaction instead of per session.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::stream::Writer;
 use bytes::BytesMut;
 
 use super::backend::{BackendReader, BackendStartup};
+use super::cancel::BackendCancelKey;
 use super::message;
 use super::server_budget::{ServerBudget, ServerPermit};
 use super::stats::BackendCounters;
@@ -35,6 +37,11 @@ pub struct ServerConn {
     /// Protocol-level prepared statements on it (name -> hash of the Parse), which the next
     /// session of a transaction pool may use; 0 for one whose text is unknown.
     pub prepared: HashMap<String, u64>,
+    /// Its cancel key, made once at connect: a transaction pool hands the connection to a
+    /// session per transaction, which only registers this key.
+    pub cancel_key: Arc<BackendCancelKey>,
+    /// Its backend's counters, so the pool counts it idle without looking the backend up.
+    pub counters: Arc<BackendCounters>,
 }
 
 /// What a connection needs before the next session may have it.
@@ -74,7 +81,7 @@ impl ServerConn {
 
 /// What [`Pool::acquire`] found.
 pub enum Acquired {
-    Pooled(ServerConn),
+    Pooled(Box<ServerConn>),
     /// The right to open a new connection.
     Open(ServerPermit),
 }
@@ -83,8 +90,10 @@ pub enum Acquired {
 /// a transaction-mode session builds a pool key for every transaction.
 pub type StartupParams = Arc<[(String, String)]>;
 
-/// What identifies interchangeable connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What identifies interchangeable connections. Built with [`PoolKey::new`], which hashes it
+/// once: the pool looks a key up twice per transaction in transaction mode, and hashing the
+/// startup parameters each time cost more than the rest of the lookup.
+#[derive(Debug, Clone)]
 pub struct PoolKey {
     pub backend: String,
     pub host: String,
@@ -94,9 +103,34 @@ pub struct PoolKey {
     /// How the connection was opened: one opened in clear text never serves a session that
     /// asks for TLS (after a reload changed it, say).
     pub sslmode: SslMode,
+    hash: u64,
+}
+
+/// Keyed per process, like the maps' own hashers: keys come from clients' parameters.
+fn key_hasher() -> &'static foldhash::fast::RandomState {
+    static HASHER: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    HASHER.get_or_init(Default::default)
 }
 
 impl PoolKey {
+    pub fn new(
+        backend: &str,
+        host: &str,
+        port: u16,
+        params: StartupParams,
+        sslmode: SslMode,
+    ) -> PoolKey {
+        let hash = key_hasher().hash_one((backend, host, port, &*params, sslmode));
+        PoolKey {
+            backend: backend.to_string(),
+            host: host.to_string(),
+            port,
+            params,
+            sslmode,
+            hash,
+        }
+    }
+
     /// The user and database its connections log in as; the database defaults to the user's
     /// name, as PostgreSQL's does.
     pub fn user_database(&self) -> (&str, &str) {
@@ -115,10 +149,33 @@ impl PoolKey {
     }
 }
 
-type IdleMap = HashMap<PoolKey, Vec<Idle>, foldhash::fast::RandomState>;
+impl Hash for PoolKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for PoolKey {
+    /// The same key object (a session's key and the pool's copy it adopted) needs no
+    /// comparison of the parameters.
+    fn eq(&self, other: &PoolKey) -> bool {
+        std::ptr::eq(self, other)
+            || (self.hash == other.hash
+                && self.port == other.port
+                && self.sslmode == other.sslmode
+                && self.backend == other.backend
+                && self.host == other.host
+                && (Arc::ptr_eq(&self.params, &other.params) || self.params == other.params))
+    }
+}
+
+impl Eq for PoolKey {}
+
+/// Also holds, with no connection idle, the keys sessions still use (see [`Pool::intern`]).
+type IdleMap = HashMap<Arc<PoolKey>, Vec<Idle>, foldhash::fast::RandomState>;
 
 struct Idle {
-    conn: ServerConn,
+    conn: Box<ServerConn>,
     since: Instant,
 }
 
@@ -160,12 +217,12 @@ impl Pool {
             map.iter_mut()
                 .filter(|(k, list)| which(k) && !list.is_empty())
                 .min_by_key(|(_, list)| list[0].since)
-                .map(|(k, list)| (k.backend.clone(), list.remove(0).conn))
+                .map(|(_, list)| list.remove(0).conn)
         };
-        let Some((backend, conn)) = evicted else {
+        let Some(conn) = evicted else {
             return false;
         };
-        self.count_idle(&backend, -1);
+        count_idle(&conn, -1);
         conn.close();
         true
     }
@@ -183,15 +240,21 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn count_idle(&self, backend: &str, delta: i64) {
-        self.stats
-            .backend(backend)
-            .idle_connections
-            .fetch_add(delta, Ordering::Relaxed);
+    /// The pool's own copy of `key`, for a session to look its connections up with: keys
+    /// that are the same object compare without comparing their parameters. The copy stays
+    /// while a session holds it or a connection of it is idle (`prune`).
+    pub fn intern(&self, key: PoolKey) -> Arc<PoolKey> {
+        let mut map = self.lock();
+        if let Some((own, _)) = map.get_key_value(&key) {
+            return Arc::clone(own);
+        }
+        let key = Arc::new(key);
+        map.insert(Arc::clone(&key), Vec::new());
+        key
     }
 
     /// The most recently used live connection for `key`, if any.
-    pub fn checkout(&self, key: &PoolKey, cfg: &PoolConfig) -> Option<ServerConn> {
+    pub fn checkout(&self, key: &PoolKey, cfg: &PoolConfig) -> Option<Box<ServerConn>> {
         if cfg.mode == PoolMode::None {
             return None;
         }
@@ -211,12 +274,12 @@ impl Pool {
             }
             found
         };
-        let taken = stale.len() as i64 + i64::from(found.is_some());
-        self.count_idle(&key.backend, -taken);
         for c in stale {
+            count_idle(&c, -1);
             c.close();
         }
-        if found.is_some() {
+        if let Some(c) = &found {
+            count_idle(c, -1);
             self.stats.pool_reused.fetch_add(1, Ordering::Relaxed);
         }
         found
@@ -226,14 +289,15 @@ impl Pool {
     /// if it cannot be reset cleanly or is not wanted.
     pub fn checkin(
         self: &Arc<Self>,
-        key: PoolKey,
-        mut conn: ServerConn,
-        cfg: PoolConfig,
+        key: Arc<PoolKey>,
+        mut conn: Box<ServerConn>,
+        cfg: &PoolConfig,
         how: Reset,
     ) {
+        let now = Instant::now();
         if cfg.mode == PoolMode::None
             || cfg.max_idle_per_key == 0
-            || conn.created.elapsed() >= cfg.max_lifetime
+            || now.duration_since(conn.created) >= cfg.max_lifetime
         {
             conn.close();
             return;
@@ -249,61 +313,55 @@ impl Pool {
                 "DEALLOCATE ALL"
             }
             // The hot path of transaction pooling: no round trip.
-            Reset::Nothing => return self.put(key, conn, &cfg),
+            Reset::Nothing => return self.put(key, conn, cfg, now),
         };
         if sql.contains("DISCARD ALL") || sql.contains("DEALLOCATE ALL") {
             conn.prepared.clear();
         }
-        let pool = Arc::clone(self);
+        let (pool, cfg) = (Arc::clone(self), cfg.clone());
         tokio::spawn(async move {
             // Bounded: a backend that stops answering must not keep the task forever.
             let reset = tokio::time::timeout(Duration::from_secs(5), reset(conn, sql)).await;
             match reset {
-                Ok(Ok(conn)) => pool.put(key, conn, &cfg),
+                Ok(Ok(conn)) => pool.put(key, conn, &cfg, Instant::now()),
                 Ok(Err(e)) => tracing::debug!(backend = %key.backend, error = %e, "not pooled"),
                 Err(_) => tracing::debug!(backend = %key.backend, "reset timed out; not pooled"),
             }
         });
     }
 
-    fn put(&self, key: PoolKey, conn: ServerConn, cfg: &PoolConfig) {
-        let backend = key.backend.clone();
-        let budgets = conn.permit.budgets().clone();
-        let rejected = {
-            let mut map = self.lock();
-            let list = map.entry(key).or_default();
-            if list.len() >= cfg.max_idle_per_key {
-                Some(conn)
-            } else {
-                list.push(Idle {
-                    conn,
-                    since: Instant::now(),
-                });
-                None
-            }
+    fn put(&self, key: Arc<PoolKey>, conn: Box<ServerConn>, cfg: &PoolConfig, now: Instant) {
+        let mut map = self.lock();
+        // Looked up before `entry`, which would take (and here drop) the key.
+        let list = match map.get_mut(&*key) {
+            Some(list) => list,
+            None => map.entry(key).or_default(),
         };
-        match rejected {
-            Some(c) => c.close(),
-            None => {
-                self.count_idle(&backend, 1);
-                // A session waiting on either of its caps may take it (or close it for its own).
-                for b in [&budgets.backend, &budgets.user_database]
-                    .into_iter()
-                    .flatten()
-                {
-                    b.waiters.wake_first();
-                }
-            }
+        if list.len() >= cfg.max_idle_per_key {
+            drop(map);
+            return conn.close();
         }
+        count_idle(&conn, 1);
+        // A session waiting on either of its caps may take it (or close it for its own). Woken
+        // under this lock (which the queues' holders never wait for), it looks once the
+        // connection is in.
+        let budgets = conn.permit.budgets();
+        for b in [&budgets.backend, &budgets.user_database]
+            .into_iter()
+            .flatten()
+        {
+            b.waiters.wake_first();
+        }
+        list.push(Idle { conn, since: now });
     }
 
     /// Closes idle connections past their idle timeout or lifetime.
     pub fn prune(&self, cfg: &PoolConfig) {
         let now = Instant::now();
-        let mut closed: Vec<(String, ServerConn)> = Vec::new();
+        let mut closed: Vec<Box<ServerConn>> = Vec::new();
         {
             let mut map = self.lock();
-            for (key, list) in map.iter_mut() {
+            for list in map.values_mut() {
                 let mut i = 0;
                 while i < list.len() {
                     let drop_it = list
@@ -311,19 +369,26 @@ impl Pool {
                         .is_some_and(|idle| expired(idle, cfg, now) || cfg.mode == PoolMode::None);
                     if drop_it {
                         let idle = list.swap_remove(i);
-                        closed.push((key.backend.clone(), idle.conn));
+                        closed.push(idle.conn);
                     } else {
                         i += 1;
                     }
                 }
             }
-            map.retain(|_, list| !list.is_empty());
+            // A key a session still holds stays: it looks its connections up with this copy.
+            map.retain(|key, list| !list.is_empty() || Arc::strong_count(key) > 1);
         }
-        for (backend, conn) in closed {
-            self.count_idle(&backend, -1);
+        for conn in closed {
+            count_idle(&conn, -1);
             conn.close();
         }
     }
+}
+
+fn count_idle(conn: &ServerConn, delta: i64) {
+    conn.counters
+        .idle_connections
+        .fetch_add(delta, Ordering::Relaxed);
 }
 
 fn expired(idle: &Idle, cfg: &PoolConfig, now: Instant) -> bool {
@@ -336,7 +401,7 @@ fn expired(idle: &Idle, cfg: &PoolConfig, now: Instant) -> bool {
 /// transaction, `RESET ALL` undoes the client's session SETs (the transaction pool keeps the
 /// prepared statements, which the next client may use). The ParameterStatus messages it
 /// causes update what the next client will be told.
-async fn reset(mut conn: ServerConn, sql: &str) -> Result<ServerConn, ProxyError> {
+async fn reset(mut conn: Box<ServerConn>, sql: &str) -> Result<Box<ServerConn>, ProxyError> {
     let mut out = BytesMut::new();
     message::write_query(&mut out, sql);
     super::stream::send(&mut conn.wr, &out).await?;

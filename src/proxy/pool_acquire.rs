@@ -12,21 +12,52 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Acquired, BackendCounters, Pool, PoolConfig, PoolKey, ServerPermit};
+use super::{Acquired, BackendCounters, Pool, PoolConfig, PoolKey, ServerConn, ServerPermit};
 use crate::proxy::server_budget::{BudgetExhausted, KeyBudgets, Limit, QueuePlace};
 
 impl Pool {
-    /// A connection for `key`: a pooled one, or a permit to open one. At a cap it closes an
-    /// idle connection that frees a share of that cap, else waits for one to come back or
-    /// close, up to `cfg.checkout_timeout`.
+    /// The caps of `key`'s connections.
+    pub fn budgets_of(&self, key: &PoolKey) -> KeyBudgets {
+        let (user, database) = key.user_database();
+        self.budget.for_key(&key.backend, user, database)
+    }
+
+    /// A pooled connection, when `acquire` would hand one over at once: none is idle, or
+    /// others queue on one of the caps, and the caller must `acquire`. Lets a session take
+    /// one without an await (and without boxing the future that could wait).
+    pub fn take_pooled(
+        &self,
+        key: &PoolKey,
+        budgets: &KeyBudgets,
+        cfg: &PoolConfig,
+    ) -> Option<Box<ServerConn>> {
+        if budgets.queued().is_some() {
+            return None;
+        }
+        self.checkout(key, cfg)
+    }
+
+    #[cfg(test)]
     pub async fn acquire(
         &self,
         key: &PoolKey,
         cfg: &PoolConfig,
         counters: &BackendCounters,
     ) -> Result<Acquired, BudgetExhausted> {
-        let (user, database) = key.user_database();
-        let budgets = self.budget.for_key(&key.backend, user, database);
+        self.acquire_under(key, &self.budgets_of(key), cfg, counters)
+            .await
+    }
+
+    /// A connection for `key` under its caps, `budgets`: a pooled one, or a permit to open
+    /// one. At a cap it closes an idle connection that frees a share of that cap, else waits
+    /// for one to come back or close, up to `cfg.checkout_timeout`.
+    pub async fn acquire_under(
+        &self,
+        key: &PoolKey,
+        budgets: &KeyBudgets,
+        cfg: &PoolConfig,
+        counters: &BackendCounters,
+    ) -> Result<Acquired, BudgetExhausted> {
         if budgets.is_unlimited() {
             return Ok(match self.checkout(key, cfg) {
                 Some(c) => Acquired::Pooled(c),
@@ -35,7 +66,7 @@ impl Pool {
         }
         let limit = match budgets.queued() {
             Some(queued) => queued,
-            None => match self.take_now(key, cfg, &budgets) {
+            None => match self.take_now(key, cfg, budgets) {
                 Ok(got) => return Ok(got),
                 Err(limit) => limit,
             },
@@ -45,7 +76,7 @@ impl Pool {
             .wait(
                 key,
                 cfg,
-                &budgets,
+                budgets,
                 limit,
                 started + cfg.checkout_timeout,
                 counters,
@@ -62,7 +93,7 @@ impl Pool {
                     .checkout_timeouts_user_database
                     .fetch_add(1, Ordering::Relaxed);
             }
-            exhausted(key, &budgets, limit, waited_ms)
+            exhausted(key, budgets, limit, waited_ms)
         })
     }
 
@@ -207,6 +238,7 @@ mod tests {
     use super::*;
     use crate::config::{PoolMode, ServerConnect, SslMode};
     use crate::proxy::backend::{BackendReader, BackendStartup};
+    use crate::proxy::cancel::BackendCancelKey;
     use crate::proxy::pool::ServerConn;
     use crate::proxy::server_budget::ServerBudget;
     use crate::proxy::stats::ProxyStats;
@@ -215,18 +247,12 @@ mod tests {
     type Who = (&'static str, &'static str, &'static str);
 
     fn key(backend: &str, (user, database, app): Who) -> PoolKey {
-        PoolKey {
-            backend: backend.into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            params: vec![
-                ("user".into(), user.into()),
-                ("database".into(), database.into()),
-                ("application_name".into(), app.into()),
-            ]
-            .into(),
-            sslmode: SslMode::Disable,
-        }
+        let params = vec![
+            ("user".into(), user.into()),
+            ("database".into(), database.into()),
+            ("application_name".into(), app.into()),
+        ];
+        PoolKey::new(backend, "127.0.0.1", 5432, params.into(), SslMode::Disable)
     }
 
     fn capped(
@@ -270,7 +296,7 @@ mod tests {
         ours.set_nonblocking(true).expect("non-blocking");
         let tcp = tokio::net::TcpStream::from_std(ours).expect("tokio socket");
         let (rd, wr) = crate::proxy::stream::split_plain(tcp);
-        let conn = ServerConn {
+        let conn = Box::new(ServerConn {
             reader: BackendReader::new(rd, 1 << 20),
             wr,
             startup: BackendStartup {
@@ -281,8 +307,16 @@ mod tests {
             created: Instant::now(),
             permit: held(pool, who),
             prepared: HashMap::new(),
-        };
-        pool.put(key("pg1", who), conn, cfg);
+            cancel_key: Arc::new(BackendCancelKey {
+                host: "127.0.0.1".into(),
+                port: 5432,
+                pid: 1,
+                secret: 2,
+                busy: Default::default(),
+            }),
+            counters: counters(pool),
+        });
+        pool.put(Arc::new(key("pg1", who)), conn, cfg, Instant::now());
         peer
     }
 

@@ -23,6 +23,7 @@ use super::retry::Held;
 use super::router::Target;
 use super::slot::{Reply, Slot, StatementInfo, UnitMessages};
 use super::slots::Slots;
+use super::spare_buffers::{self, Kind};
 use super::startup::ClientStartup;
 use super::stream::{Reader, Writer};
 use super::tls;
@@ -98,6 +99,7 @@ pub struct Session {
     pub(super) greeting: Option<(Target, Arc<[Message]>)>,
     pub(super) client_buf: BytesMut,
     pub(super) client_out: BytesMut,
+    pub(super) routes: super::route::Routes,
 }
 
 impl Session {
@@ -126,7 +128,7 @@ impl Session {
                 let (key, conn) = slot.into_server_conn();
                 self.ctx
                     .pool
-                    .checkin(key, conn, self.config.pool.clone(), Reset::DiscardAll);
+                    .checkin(key, conn, &self.config.pool, Reset::DiscardAll);
             } else {
                 let mut slot = slot;
                 let _ = slot.send(&terminate).await;
@@ -177,6 +179,7 @@ impl Session {
                     if n? == 0 {
                         return Ok(());
                     }
+                    self.ready_to_reply();
                 }
                 n = read_slot(primary) => self.on_slot_readable(Target::Primary, n).await?,
                 n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
@@ -220,7 +223,7 @@ impl Session {
         // Also when a transaction is open there: continuing elsewhere would silently drop it.
         let client_waits = slot.pending.iter().any(|u| u.forward) || slot.in_transaction();
         if target == Target::Replica && !client_waits && self.listener.role == ListenerRole::Auto {
-            tracing::info!(backend = %slot.backend, "replica connection closed; will use another");
+            tracing::info!(backend = %slot.backend(), "replica connection closed; will use another");
             return Ok(());
         }
         // The client already has the server's own FATAL (e.g. 57P01): one error, as from
@@ -231,12 +234,12 @@ impl Session {
                 &mut self.client_out,
                 "FATAL",
                 "08006",
-                &format!("pgcast: connection to backend {} was lost", slot.backend),
+                &format!("pgcast: connection to backend {} was lost", slot.backend()),
             );
         }
         Err(ProxyError::BackendUnavailable(format!(
             "{} closed",
-            slot.backend
+            slot.backend()
         )))
     }
 
@@ -245,7 +248,7 @@ impl Session {
             let Some(slot) = self.slots.get_mut(target) else {
                 return Ok(());
             };
-            let Some(m) = slot.reader.buffered()? else {
+            let Some(m) = slot.conn.reader.buffered()? else {
                 return Ok(());
             };
             let reply = slot.on_backend_message(&m);
@@ -314,7 +317,7 @@ impl Session {
                             self.session_sets.drain(..drop_n);
                             self.statements.clear();
                             for (_, slot) in self.slots.iter_mut() {
-                                slot.prepared.clear();
+                                slot.conn.prepared.clear();
                                 slot.to_close.clear();
                             }
                         }
@@ -557,7 +560,7 @@ impl Session {
         for name in closed {
             self.statements.remove(&name);
             if let Some(o) = self.slots.get_mut(target.other()) {
-                if o.prepared.remove(&name).is_some() {
+                if o.conn.prepared.remove(&name).is_some() {
                     o.to_close.insert(name);
                 }
             }
@@ -567,15 +570,23 @@ impl Session {
 }
 
 impl Session {
-    /// Between transactions, with no backend connection held: gives the buffers back too.
+    /// Between transactions, with no backend connection held: gives the buffers back too
+    /// (to this thread's spares, for the next transaction of any session).
     pub(super) fn shrink_when_idle(&mut self) {
         if self.slots.iter().next().is_none() {
             if self.client_buf.is_empty() && self.client_buf.capacity() > 0 {
-                self.client_buf = BytesMut::new();
+                spare_buffers::give_back(Kind::Read, std::mem::take(&mut self.client_buf));
             }
             if self.client_out.is_empty() && self.client_out.capacity() > 0 {
-                self.client_out = BytesMut::new();
+                spare_buffers::give_back(Kind::Write, std::mem::take(&mut self.client_out));
             }
+        }
+    }
+
+    /// The client sent something: its reply will need a write buffer.
+    fn ready_to_reply(&mut self) {
+        if self.client_out.capacity() == 0 {
+            self.client_out = spare_buffers::take(Kind::Write, 0, 0);
         }
     }
 }
@@ -592,7 +603,7 @@ async fn quiet_wait() {
 
 async fn read_slot(slot: &mut Option<Box<Slot>>) -> std::io::Result<usize> {
     match slot {
-        Some(s) => s.reader.rd.read_buf(&mut s.reader.buf).await,
+        Some(s) => s.conn.reader.rd.read_buf(&mut s.conn.reader.buf).await,
         None => std::future::pending().await,
     }
 }

@@ -53,8 +53,8 @@ impl Session {
                     .get(target)
                     .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
                 (
-                    slot.startup.pid,
-                    slot.startup.parameter_status.as_slice().into(),
+                    slot.conn.startup.pid,
+                    slot.conn.startup.parameter_status.as_slice().into(),
                 )
             }
             Some(pid) => {
@@ -116,13 +116,13 @@ impl Session {
         };
         let is_primary = |name: &str| view.primary.as_deref() == Some(name);
         backends.into_iter().find_map(|b| {
-            let key = PoolKey {
-                backend: b.name.clone(),
-                host: b.host.clone(),
-                port: b.port,
-                params: Arc::clone(&self.client.params),
-                sslmode: self.config.sslmode_of(&b.host, b.port),
-            };
+            let key = PoolKey::new(
+                &b.name,
+                &b.host,
+                b.port,
+                Arc::clone(&self.client.params),
+                self.config.sslmode_of(&b.host, b.port),
+            );
             let g = self.ctx.pool.greetings.get(&key)?;
             // Learned before the backend changed role (a failover): it would tell the client
             // the wrong `in_hot_standby`, on which libpq's target_session_attrs decides.
@@ -144,15 +144,15 @@ impl Session {
             .slots
             .take(target)
             .ok_or_else(|| ProxyError::BackendUnavailable("no backend".into()))?;
-        let greeting: Arc<[Message]> = slot.startup.parameter_status.as_slice().into();
+        let greeting: Arc<[Message]> = slot.conn.startup.parameter_status.as_slice().into();
         self.ctx
             .pool
             .greetings
-            .remember(&slot.pool_key, &slot.startup.parameter_status);
+            .remember(&slot.pool_key, &slot.conn.startup.parameter_status);
         let (key, conn) = slot.into_server_conn();
         self.ctx
             .pool
-            .checkin(key, conn, self.config.pool.clone(), Reset::Nothing);
+            .checkin(key, conn, &self.config.pool, Reset::Nothing);
         Ok((target, greeting))
     }
 
@@ -166,7 +166,7 @@ impl Session {
         let Some(slot) = self.slots.get(target) else {
             return;
         };
-        for m in &slot.startup.parameter_status {
+        for m in &slot.conn.startup.parameter_status {
             if !told.iter().any(|t| t.raw == m.raw) {
                 self.client_out.extend_from_slice(&m.raw);
             }
@@ -182,7 +182,7 @@ impl Session {
         };
         let (host, port) = (&slot.pool_key.host, slot.pool_key.port);
         let own = self.slots.iter().any(|(_, s)| {
-            s.startup.pid == pid && &s.pool_key.host == host && s.pool_key.port == port
+            s.conn.startup.pid == pid && &s.pool_key.host == host && s.pool_key.port == port
         });
         let told = match (own, self.issued_pid) {
             (true, Some(issued)) => Some(issued),
@@ -236,16 +236,44 @@ impl Session {
     /// Makes sure a connection for `target` exists, opening one if needed.
     /// Opening one is awaited boxed: the handlers that get here run inline for every message
     /// (a boxed handler costs an allocation and a copy of its future per message), so their
-    /// futures must not hold room for a pool checkout and a backend login.
+    /// futures must not hold room for a pool checkout and a backend login. A pooled primary
+    /// connection that can be had at once is taken without that future (in transaction mode,
+    /// every transaction gets here).
     pub(super) async fn ensure_slot(&mut self, target: Target) -> Result<(), ProxyError> {
         match target {
             Target::Primary if self.slots.is_open(Target::Primary) => return Ok(()),
+            Target::Primary if self.take_pooled_primary() => {}
             Target::Primary => Box::pin(self.open_primary()).await?,
             Target::Replica if self.keeps_replica() => {}
             Target::Replica => Box::pin(self.open_replica()).await?,
         }
         self.tell_parameter_changes(target);
         Ok(())
+    }
+
+    /// Takes a pooled primary connection if `open_primary` would get one without waiting and
+    /// would have no SETs to replay on it. False: nothing was taken.
+    fn take_pooled_primary(&mut self) -> bool {
+        if !self.session_sets.is_empty() {
+            return false;
+        }
+        let view = self.view();
+        let Some(p) = view.primary_backend() else {
+            return false;
+        };
+        let params = Arc::clone(&self.client.params);
+        let route = self.route(&p.name, (&p.host, p.port), &params);
+        let pooled = self
+            .ctx
+            .pool
+            .take_pooled(&route.key, &route.budgets, &self.config.pool);
+        let Some(conn) = pooled else {
+            return false;
+        };
+        let cancel_targets = Arc::clone(&self.cancel_targets);
+        let slot = Slot::with_conn(Target::Primary, &route, conn, cancel_targets);
+        self.slots.set(Target::Primary, slot);
+        true
     }
 
     async fn open_primary(&mut self) -> Result<(), ProxyError> {
@@ -261,12 +289,12 @@ impl Session {
             };
             return Err(ProxyError::BackendUnavailable(why));
         };
-        let counters = self.ctx.stats.backend(&p.name);
+        let params = Arc::clone(&self.client.params);
+        let route = self.route(&p.name, (&p.host, p.port), &params);
         let slot = Slot::open(
             Target::Primary,
-            &p.name,
+            &route,
             &self.login(&p.host, p.port),
-            counters,
             Arc::clone(&self.cancel_targets),
             (&self.ctx.pool, &self.config.pool),
         )
@@ -282,8 +310,8 @@ impl Session {
             return false;
         };
         // Leave a replica that dropped out of the read set at the next chance.
-        let still_good =
-            view.read_set.contains(&r.backend) || view.primary.as_deref() == Some(&r.backend);
+        let still_good = view.read_set.iter().any(|b| b == r.backend())
+            || view.primary.as_deref() == Some(r.backend());
         // A replica listener's session lives on its one connection: swapping it would
         // lose the session's state and change its PID.
         if still_good || !r.idle() || r.in_transaction() || self.listener.role != ListenerRole::Auto
@@ -310,12 +338,12 @@ impl Session {
             .collect();
         while let Some(i) = weighted::pick(&candidates, rand::random::<u64>()) {
             let c = candidates.swap_remove(i);
-            let counters = self.ctx.stats.backend(&c.name);
+            let params = Arc::clone(&self.client.params);
+            let route = self.route(&c.name, (&c.host, c.port), &params);
             match Slot::open(
                 Target::Replica,
-                &c.name,
+                &route,
                 &self.login(&c.host, c.port),
-                counters,
                 Arc::clone(&self.cancel_targets),
                 (&self.ctx.pool, &self.config.pool),
             )
@@ -349,13 +377,13 @@ impl Session {
         let mut params = self.client.params.to_vec();
         params.push(("default_transaction_read_only".into(), "on".into()));
         let params: super::pool::StartupParams = params.into();
+        let route = self.route(&p.name, (&p.host, p.port), &params);
         let mut login = self.login(&p.host, p.port);
         login.params = &params;
         let mut slot = Slot::open(
             Target::Replica,
-            &p.name,
+            &route,
             &login,
-            self.ctx.stats.backend(&p.name),
             Arc::clone(&self.cancel_targets),
             (&self.ctx.pool, &self.config.pool),
         )

@@ -183,6 +183,7 @@ impl Session {
             client_buf: buf,
             // Grows with what the client is sent; an idle client holds next to nothing.
             client_out: BytesMut::new(),
+            routes: Default::default(),
         });
         (session, stream, slot)
     }

@@ -9,17 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::stream::Writer;
 use bytes::BytesMut;
 
-use super::backend::{self, BackendReader, BackendStartup, LoginParams};
+use super::backend::{self, LoginParams};
 use super::cancel::{BackendCancelKey, CancelTargets};
 use super::classify::StatementClass;
 use super::message::{self, Message};
 use super::pool::{Acquired, Pool, PoolKey, ServerConn};
+use super::route::Route;
 use super::router::Target;
-use super::server_budget::ServerPermit;
-use super::stats::{BackendCounters, GaugeGuard};
+use super::stats::GaugeGuard;
 use super::ProxyError;
 use crate::config::PoolConfig;
 
@@ -62,12 +61,11 @@ pub struct PendingUnit {
 /// A backend connection of a session.
 pub struct Slot {
     pub target: Target,
-    pub backend: String,
-    pub reader: BackendReader,
-    pub wr: Writer,
+    /// The connection itself (its socket, login, prepared statements, caps' shares), boxed
+    /// from connect to close: a transaction pool moves it in and out of sessions every
+    /// transaction, a pointer instead of a few hundred bytes each time.
+    pub conn: Box<ServerConn>,
     pub pending: VecDeque<PendingUnit>,
-    /// Protocol-level prepared statements on this connection: name -> hash of the Parse.
-    pub prepared: HashMap<String, u64>,
     /// Named statements the client closed on another connection: close them here before use.
     pub to_close: HashSet<String>,
     /// Transaction status from the last ReadyForQuery ('I', 'T' or 'E').
@@ -81,12 +79,8 @@ pub struct Slot {
     /// Such a connection is not handed to the next client: a client library that drops a
     /// connection after an error expects a fresh backend, as it gets directly.
     pub saw_error: bool,
-    pub startup: BackendStartup,
-    pub counters: Arc<BackendCounters>,
     /// Where the connection goes back to when the session ends.
-    pub pool_key: PoolKey,
-    created: Instant,
-    permit: ServerPermit,
+    pub pool_key: Arc<PoolKey>,
     cancel: CancelEntry,
     _gauge: GaugeGuard,
 }
@@ -111,78 +105,76 @@ pub fn parse_hash(m: &Message) -> u64 {
 }
 
 impl Slot {
-    /// A slot for `backend_name`: a pooled connection if one is idle, else a new one.
+    /// A slot on `route`'s backend: a pooled connection if one is idle, else a new one.
     pub async fn open(
         target: Target,
-        backend_name: &str,
+        route: &Route,
         login: &LoginParams<'_>,
-        counters: Arc<BackendCounters>,
         cancel_targets: Arc<CancelTargets>,
         pool: (&Pool, &PoolConfig),
     ) -> Result<Slot, ProxyError> {
-        let pool_key = PoolKey {
-            backend: backend_name.to_string(),
-            host: login.host.to_string(),
-            port: login.port,
-            params: Arc::clone(login.params),
-            sslmode: login.sslmode,
-        };
-        let conn = match pool.0.acquire(&pool_key, pool.1, &counters).await? {
+        let (key, counters) = (&route.key, &route.counters);
+        let conn = match pool
+            .0
+            .acquire_under(key, &route.budgets, pool.1, counters)
+            .await?
+        {
             Acquired::Pooled(c) => c,
             Acquired::Open(permit) => {
                 let (reader, wr, startup) = backend::connect(login).await?;
-                pool.0
-                    .greetings
-                    .remember(&pool_key, &startup.parameter_status);
-                ServerConn {
+                pool.0.greetings.remember(key, &startup.parameter_status);
+                let cancel_key = Arc::new(BackendCancelKey {
+                    host: login.host.to_string(),
+                    port: login.port,
+                    pid: startup.pid,
+                    secret: startup.secret,
+                    busy: AtomicBool::new(false),
+                });
+                Box::new(ServerConn {
                     reader,
                     wr,
                     startup,
                     created: Instant::now(),
                     permit,
                     prepared: HashMap::new(),
-                }
+                    cancel_key,
+                    counters: Arc::clone(counters),
+                })
             }
         };
-        let ServerConn {
-            reader,
-            wr,
-            startup,
-            created,
-            permit,
-            prepared,
-        } = conn;
-        let cancel_key = Arc::new(BackendCancelKey {
-            host: login.host.to_string(),
-            port: login.port,
-            pid: startup.pid,
-            secret: startup.secret,
-            busy: AtomicBool::new(false),
-        });
+        Ok(Slot::with_conn(target, route, conn, cancel_targets))
+    }
+
+    /// A slot on a connection taken for `route`.
+    pub fn with_conn(
+        target: Target,
+        route: &Route,
+        conn: Box<ServerConn>,
+        cancel_targets: Arc<CancelTargets>,
+    ) -> Slot {
+        let cancel_key = Arc::clone(&conn.cancel_key);
         cancel_targets.add(Arc::clone(&cancel_key));
-        Ok(Slot {
+        Slot {
             target,
-            backend: backend_name.to_string(),
-            reader,
-            wr,
+            _gauge: GaugeGuard::new(Arc::clone(&conn.counters)),
+            conn,
             pending: VecDeque::new(),
-            prepared,
             to_close: HashSet::new(),
             tx_status: b'I',
             copy_in: false,
             read_only_fallback: false,
             saw_error: false,
-            startup,
-            _gauge: GaugeGuard::new(Arc::clone(&counters)),
-            counters,
-            pool_key,
-            created,
-            permit,
+            pool_key: Arc::clone(&route.key),
             cancel: CancelEntry {
                 key: cancel_key,
                 targets: cancel_targets,
             },
-        })
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &str {
+        &self.pool_key.backend
     }
 
     /// The connection can serve another session after a reset: nothing outstanding, no
@@ -192,31 +184,19 @@ impl Slot {
     }
 
     /// Gives up the connection (for the pool); the slot's bookkeeping ends here.
-    pub fn into_server_conn(self) -> (PoolKey, ServerConn) {
+    pub fn into_server_conn(self) -> (Arc<PoolKey>, Box<ServerConn>) {
         let Slot {
-            reader,
-            wr,
-            startup,
+            mut conn,
             pool_key,
-            created,
-            permit,
-            mut prepared,
             to_close,
             ..
         } = self;
         // Closed by the client elsewhere, still defined here.
-        prepared.extend(to_close.into_iter().map(|name| (name, 0)));
-        (
-            pool_key,
-            ServerConn {
-                reader,
-                wr,
-                startup,
-                created,
-                permit,
-                prepared,
-            },
-        )
+        if !to_close.is_empty() {
+            conn.prepared
+                .extend(to_close.into_iter().map(|name| (name, 0)));
+        }
+        (pool_key, conn)
     }
 
     /// Between transactions: nothing outstanding, idle, no COPY, no batch waiting for its
@@ -248,7 +228,7 @@ impl Slot {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
-        super::stream::send(&mut self.wr, bytes).await?;
+        super::stream::send(&mut self.conn.wr, bytes).await?;
         Ok(())
     }
 
@@ -261,7 +241,7 @@ impl Slot {
             sync_sent: true,
             ..PendingUnit::default()
         });
-        self.prepared.remove("");
+        self.conn.prepared.remove("");
         self.send(&out).await
     }
 }
@@ -301,7 +281,7 @@ impl Slot {
                 // The backend skips to Sync: injections not yet answered did not happen.
                 for (tag, name) in std::mem::take(&mut unit.swallow) {
                     if tag == b'1' {
-                        self.prepared.remove(&name);
+                        self.conn.prepared.remove(&name);
                     } else {
                         self.to_close.insert(name);
                     }
@@ -371,8 +351,8 @@ impl Slot {
                         // Closed by the client elsewhere, or left here by another session of
                         // a transaction pool: a Parse of the same name would fail with 42P05.
                         let foreign = new_statements.iter().any(|n| n == name.as_ref())
-                            && self.prepared.contains_key(name.as_ref());
-                        self.prepared.insert(name.to_string(), parse_hash(m));
+                            && self.conn.prepared.contains_key(name.as_ref());
+                        self.conn.prepared.insert(name.to_string(), parse_hash(m));
                         if (self.to_close.remove(name.as_ref()) || foreign) && !name.is_empty() {
                             message::write_message(&mut injected, b'C', |b| {
                                 b.extend_from_slice(b"S");
@@ -401,9 +381,9 @@ impl Slot {
                             // Another session's statement (transaction pool): this client never
                             // prepared it, so it must get PostgreSQL's 26000, not run it.
                             None if !name.is_empty()
-                                && self.prepared.contains_key(name.as_ref()) =>
+                                && self.conn.prepared.contains_key(name.as_ref()) =>
                             {
-                                self.prepared.remove(name.as_ref());
+                                self.conn.prepared.remove(name.as_ref());
                                 message::write_message(&mut injected, b'C', |b| {
                                     b.extend_from_slice(b"S");
                                     message::put_cstr(b, &name);
@@ -416,14 +396,14 @@ impl Slot {
                 }
                 b'C' => {
                     if let Ok((b'S', name)) = message::target_fields(body) {
-                        self.prepared.remove(name.as_ref());
+                        self.conn.prepared.remove(name.as_ref());
                         defined_in_unit.remove(name.as_ref());
                         closed.push(name.into_owned());
                     }
                 }
                 // A simple Query destroys the unnamed statement.
                 b'Q' => {
-                    self.prepared.remove("");
+                    self.conn.prepared.remove("");
                     defined_in_unit.remove("");
                 }
                 _ => {}
@@ -434,7 +414,7 @@ impl Slot {
         for m in messages {
             out.extend_from_slice(&m.raw);
         }
-        self.counters.queries.fetch_add(1, Ordering::Relaxed);
+        self.conn.counters.queries.fetch_add(1, Ordering::Relaxed);
         if self.has_open_unit() {
             if let Some(u) = self.pending.back_mut() {
                 u.swallow.extend(swallow);
@@ -461,7 +441,7 @@ impl Slot {
         out: &mut BytesMut,
         swallow: &mut VecDeque<(u8, String)>,
     ) {
-        let here = self.prepared.get(name).copied();
+        let here = self.conn.prepared.get(name).copied();
         if here == Some(info.hash) {
             return;
         }
@@ -475,7 +455,7 @@ impl Slot {
         }
         out.extend_from_slice(&info.parse.raw);
         swallow.push_back((b'1', name.to_string()));
-        self.prepared.insert(name.to_string(), info.hash);
+        self.conn.prepared.insert(name.to_string(), info.hash);
         self.to_close.remove(name);
     }
 }

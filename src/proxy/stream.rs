@@ -50,7 +50,9 @@ impl Reader {
         chunk: usize,
     ) -> io::Result<usize> {
         let reserve = |buf: &mut BytesMut| {
-            if buf.capacity() - buf.len() < min {
+            if buf.capacity() == 0 {
+                *buf = super::spare_buffers::take(super::spare_buffers::Kind::Read, min, chunk);
+            } else if buf.capacity() - buf.len() < min {
                 buf.reserve(chunk);
             }
         };

@@ -41,9 +41,7 @@ impl Session {
                 Reset::Settings
             };
             let (key, conn) = slot.into_server_conn();
-            self.ctx
-                .pool
-                .checkin(key, conn, self.config.pool.clone(), how);
+            self.ctx.pool.checkin(key, conn, &self.config.pool, how);
             self.ctx
                 .stats
                 .transaction_checkins
