@@ -112,6 +112,9 @@ impl Pool {
         let Some(mut place) = join(budgets, limit) else {
             return Err(limit);
         };
+        // One timer for the whole wait: a waiter is woken each time its predecessor leaves.
+        let expiry = tokio::time::sleep_until(deadline);
+        tokio::pin!(expiry);
         loop {
             waiting.on(limit);
             let wake = Arc::clone(&place.wake);
@@ -134,8 +137,9 @@ impl Pool {
                     Err(_) => {}
                 }
             }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Err(limit);
+            tokio::select! {
+                () = &mut expiry => return Err(limit),
+                () = woken => {}
             }
         }
     }
