@@ -47,9 +47,10 @@ impl Greetings {
 /// What a greeting says of `in_hot_standby` (PostgreSQL 14+ reports it at login; libpq's
 /// `target_session_attrs` decides from it): `None` if it says nothing.
 pub fn says_standby(greeting: &[Message]) -> Option<bool> {
+    // A prefix test per message, not a split of every body: this runs at every login.
     greeting.iter().find_map(|m| {
-        let mut parts = m.body().split(|b| *b == 0);
-        (parts.next()? == b"in_hot_standby").then(|| parts.next() == Some(b"on".as_slice()))
+        let value = m.body().strip_prefix(b"in_hot_standby\0")?;
+        Some(value.split(|b| *b == 0).next() == Some(b"on".as_slice()))
     })
 }
 
