@@ -342,7 +342,8 @@ impl Slot {
         let mut injected = BytesMut::new();
         let mut swallow = VecDeque::new();
         let mut closed: Vec<String> = Vec::new();
-        let mut defined_in_unit: HashSet<String> = HashSet::new();
+        // A unit defines few statements: a list, not a hashed set (this runs for every unit).
+        let mut defined_in_unit: Vec<String> = Vec::new();
         for m in messages {
             let body = m.body();
             match m.tag {
@@ -361,7 +362,9 @@ impl Slot {
                             swallow.push_back((b'3', name.to_string()));
                         }
                         closed.retain(|n| n != name.as_ref());
-                        defined_in_unit.insert(name.into_owned());
+                        if !defined_in_unit.iter().any(|n| n == name.as_ref()) {
+                            defined_in_unit.push(name.into_owned());
+                        }
                     }
                 }
                 b'B' | b'D' => {
@@ -373,7 +376,9 @@ impl Slot {
                             .filter(|(k, _)| *k == b'S')
                             .map(|(_, s)| s)
                     };
-                    if let Some(name) = name.filter(|n| !defined_in_unit.contains(n.as_ref())) {
+                    if let Some(name) =
+                        name.filter(|n| !defined_in_unit.iter().any(|d| d == n.as_ref()))
+                    {
                         match statements.get(name.as_ref()) {
                             Some(info) => {
                                 self.inject_statement(&name, info, &mut injected, &mut swallow)
@@ -397,14 +402,16 @@ impl Slot {
                 b'C' => {
                     if let Ok((b'S', name)) = message::target_fields(body) {
                         self.conn.prepared.remove(name.as_ref());
-                        defined_in_unit.remove(name.as_ref());
+                        defined_in_unit.retain(|n| n != name.as_ref());
                         closed.push(name.into_owned());
                     }
                 }
                 // A simple Query destroys the unnamed statement.
                 b'Q' => {
-                    self.conn.prepared.remove("");
-                    defined_in_unit.remove("");
+                    if !self.conn.prepared.is_empty() {
+                        self.conn.prepared.remove("");
+                    }
+                    defined_in_unit.retain(|n| !n.is_empty());
                 }
                 _ => {}
             }
