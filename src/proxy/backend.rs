@@ -64,6 +64,9 @@ impl BackendReader {
 
 /// Credentials and parameters for one backend login.
 pub struct LoginParams<'a> {
+    /// The backend's name in the configuration: errors a client may see name the backend by
+    /// it, not by its address (the network behind the balancer is the operator's business).
+    pub backend: &'a str,
     pub host: &'a str,
     pub port: u16,
     pub user: &'a str,
@@ -82,18 +85,19 @@ pub async fn connect(
     login: &LoginParams<'_>,
 ) -> Result<(BackendReader, Writer, BackendStartup), ProxyError> {
     let addr = format!("{}:{}", login.host, login.port);
+    let name = login.backend;
     let stream = tokio::time::timeout(login.connect_timeout, TcpStream::connect(&addr))
         .await
-        .map_err(|_| ProxyError::BackendUnavailable(format!("connect to {addr} timed out")))?
-        .map_err(|e| ProxyError::BackendUnavailable(format!("connect to {addr}: {e}")))?;
+        .map_err(|_| ProxyError::BackendUnavailable(format!("connect to {name} timed out")))?
+        .map_err(|e| ProxyError::BackendUnavailable(format!("connect to {name}: {e}")))?;
     stream.set_nodelay(true)?;
     let negotiated = tokio::time::timeout(
         login.connect_timeout,
         login.tls.negotiate(stream, login.sslmode, login.host),
     )
     .await
-    .map_err(|_| ProxyError::BackendUnavailable(format!("TLS with {addr} timed out")))?
-    .map_err(|e| ProxyError::BackendUnavailable(format!("{addr}: {e}")))?;
+    .map_err(|_| ProxyError::BackendUnavailable(format!("TLS with {name} timed out")))?
+    .map_err(|e| ProxyError::BackendUnavailable(format!("{name}: {e}")))?;
     let (rd, mut wr) = match negotiated {
         Negotiated::Plain(tcp) => stream::split_plain(tcp),
         Negotiated::Tls(tls) => stream::split_tls(tokio_rustls::TlsStream::Client(*tls)),
@@ -108,7 +112,7 @@ pub async fn connect(
         handshake(login, &mut reader, &mut wr),
     )
     .await
-    .map_err(|_| ProxyError::BackendUnavailable(format!("startup with {addr} timed out")))??;
+    .map_err(|_| ProxyError::BackendUnavailable(format!("startup with {name} timed out")))??;
     Ok((reader, wr, startup))
 }
 
@@ -227,5 +231,45 @@ impl ErrorFields {
     /// True for errors after which the server closes the connection.
     pub fn is_fatal(&self) -> bool {
         self.severity == "FATAL" || self.severity == "PANIC"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendTlsConfig;
+
+    /// A client may see why a backend could not be reached: by the backend's configured name,
+    /// never by the address behind the balancer.
+    #[tokio::test]
+    async fn a_failed_connect_names_the_backend_not_its_address() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let tls = BackendTls::new(&BackendTlsConfig {
+            sslmode: SslMode::Disable,
+            ca: None,
+            client_cert: None,
+        })
+        .expect("plain");
+        let params: super::super::pool::StartupParams = vec![("user".into(), "u".into())].into();
+        let login = LoginParams {
+            backend: "pg9",
+            host: "127.0.0.1",
+            port,
+            user: "u",
+            secret: &BackendSecret::None,
+            params: &params,
+            connect_timeout: Duration::from_secs(5),
+            max_message: 1 << 20,
+            tls: Arc::new(tls),
+            sslmode: SslMode::Disable,
+        };
+        let Err(e) = connect(&login).await else {
+            panic!("connected to a closed port");
+        };
+        let text = e.to_string();
+        assert!(text.contains("connect to pg9: "), "{text}");
+        assert!(!text.contains("127.0.0.1"), "{text}");
     }
 }

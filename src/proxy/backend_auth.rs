@@ -92,9 +92,9 @@ fn cannot(login: &LoginParams<'_>, asked: &str) -> ProxyError {
         _ => "the client's SCRAM keys",
     };
     ProxyError::BackendLogin(format!(
-        "{}:{} asks user {:?} for {asked}, and pgcast holds only {held}: \
+        "backend {} asks user {:?} for {asked}, and pgcast holds only {held}: \
          set the same kind of password on the backend, or give backend_password",
-        login.host, login.port, login.user
+        login.backend, login.user
     ))
 }
 
@@ -211,7 +211,7 @@ fn sasl_final(
 
 fn key_login_error(login: &LoginParams<'_>, e: super::scram_keys::KeyLoginError) -> ProxyError {
     ProxyError::BackendLogin(format!(
-        "{}:{} as user {:?}: {e}",
-        login.host, login.port, login.user
+        "backend {} as user {:?}: {e}",
+        login.backend, login.user
     ))
 }

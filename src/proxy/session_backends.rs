@@ -23,8 +23,14 @@ impl Session {
         self.ctx.cluster.borrow().clone()
     }
 
-    pub(super) fn login<'a>(&'a self, host: &'a str, port: u16) -> LoginParams<'a> {
+    pub(super) fn login<'a>(
+        &'a self,
+        backend: &'a str,
+        host: &'a str,
+        port: u16,
+    ) -> LoginParams<'a> {
         LoginParams {
+            backend,
             host,
             port,
             user: &self.client.user.name,
@@ -294,7 +300,7 @@ impl Session {
         let slot = Slot::open(
             Target::Primary,
             &route,
-            &self.login(&p.host, p.port),
+            &self.login(&p.name, &p.host, p.port),
             Arc::clone(&self.cancel_targets),
             (&self.ctx.pool, &self.config.pool),
         )
@@ -343,7 +349,7 @@ impl Session {
             match Slot::open(
                 Target::Replica,
                 &route,
-                &self.login(&c.host, c.port),
+                &self.login(&c.name, &c.host, c.port),
                 Arc::clone(&self.cancel_targets),
                 (&self.ctx.pool, &self.config.pool),
             )
@@ -378,7 +384,7 @@ impl Session {
         params.push(("default_transaction_read_only".into(), "on".into()));
         let params: super::pool::StartupParams = params.into();
         let route = self.route(&p.name, (&p.host, p.port), &params);
-        let mut login = self.login(&p.host, p.port);
+        let mut login = self.login(&p.name, &p.host, p.port);
         login.params = &params;
         let mut slot = Slot::open(
             Target::Replica,
