@@ -28,6 +28,13 @@ pub struct Routes(Vec<Arc<Route>>);
 const MAX_ROUTES: usize = 8;
 
 impl Session {
+    /// The route to `backend` for connections with the client's own startup parameters.
+    pub(super) fn client_route(&mut self, backend: &str, host: &str, port: u16) -> Arc<Route> {
+        // Cloned (a reference count) because `route` needs the session mutably.
+        let params = Arc::clone(&self.client.params);
+        self.route(backend, (host, port), &params)
+    }
+
     /// The route to `backend` (at `host`:`port`) for connections with `params`.
     pub(super) fn route(
         &mut self,

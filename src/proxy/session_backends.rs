@@ -267,8 +267,7 @@ impl Session {
         let Some(p) = view.primary_backend() else {
             return false;
         };
-        let params = Arc::clone(&self.client.params);
-        let route = self.route(&p.name, (&p.host, p.port), &params);
+        let route = self.client_route(&p.name, &p.host, p.port);
         let pooled = self
             .ctx
             .pool
@@ -295,8 +294,7 @@ impl Session {
             };
             return Err(ProxyError::BackendUnavailable(why));
         };
-        let params = Arc::clone(&self.client.params);
-        let route = self.route(&p.name, (&p.host, p.port), &params);
+        let route = self.client_route(&p.name, &p.host, p.port);
         let slot = Slot::open(
             Target::Primary,
             &route,
@@ -344,8 +342,7 @@ impl Session {
             .collect();
         while let Some(i) = weighted::pick(&candidates, rand::random::<u64>()) {
             let c = candidates.swap_remove(i);
-            let params = Arc::clone(&self.client.params);
-            let route = self.route(&c.name, (&c.host, c.port), &params);
+            let route = self.client_route(&c.name, &c.host, c.port);
             match Slot::open(
                 Target::Replica,
                 &route,
