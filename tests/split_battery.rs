@@ -37,6 +37,12 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
 
 /// How long one step may take before it counts as hung.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a replay wait may take: longer than max_standby_streaming_delay (30 s by
+/// default), the longest a replay conflict with a replica query can hold replay up before the
+/// standby cancels that query; such a stall gets its cause printed (`report_stall`).
+const REPLAY_DEADLINE: Duration = Duration::from_secs(40);
+/// A replay wait this long gets its cause printed.
+const STALL_REPORT: Duration = Duration::from_secs(3);
 /// Runs in flight at once.
 const CONCURRENCY: usize = 6;
 
@@ -311,11 +317,15 @@ impl Env {
     async fn wait_replay(&self) {
         let lsn: String = self
             .primary_admin
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            // Flushed, not inserted: the walsender sends only flushed WAL, and every commit a
+            // case waits for is flushed before it returns (synchronous_commit = on).
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
             .await
             .expect("primary lsn")
             .get(0);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = Instant::now();
+        let deadline = started + REPLAY_DEADLINE;
+        let mut reported = false;
         loop {
             let done: bool = self
                 .replica_admin
@@ -329,9 +339,35 @@ impl Env {
             if done {
                 return;
             }
+            if !reported && started.elapsed() > STALL_REPORT {
+                reported = true;
+                self.report_stall(&lsn).await;
+            }
             assert!(Instant::now() < deadline, "replica did not replay {lsn}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Why replay stalls: what the replica's sessions hold and wait for, its conflict counters,
+    /// and how far the primary has sent and flushed. Printed once per stalled wait.
+    async fn report_stall(&self, lsn: &str) {
+        let mut report = format!("replay of {lsn} stalled for {STALL_REPORT:?}:\n");
+        let queries = [
+            (&self.primary_admin, "primary wal", "SELECT pg_current_wal_insert_lsn()::text || ' flush ' || pg_current_wal_flush_lsn()::text"),
+            (&self.primary_admin, "walsender", "SELECT coalesce(string_agg(state || ' sent ' || sent_lsn || ' flush ' || flush_lsn || ' replay ' || coalesce(replay_lsn::text, '-'), '; '), 'none') FROM pg_stat_replication"),
+            (&self.replica_admin, "replica", "SELECT coalesce(pg_last_wal_receive_lsn()::text, '-') || ' replayed ' || coalesce(pg_last_wal_replay_lsn()::text, '-') || ' paused ' || pg_get_wal_replay_pause_state()"),
+            (&self.replica_admin, "conflicts", "SELECT format('lock %s snapshot %s bufferpin %s deadlock %s', sum(confl_lock), sum(confl_snapshot), sum(confl_bufferpin), sum(confl_deadlock)) FROM pg_stat_database_conflicts"),
+            (&self.replica_admin, "sessions", "SELECT coalesce(string_agg(format('[pid %s %s %s xact %s xmin %s wait %s/%s] %s', pid, backend_type, state, now() - xact_start, backend_xmin, wait_event_type, wait_event, left(query, 80)), E'\n  '), 'none') FROM pg_stat_activity WHERE pid <> pg_backend_pid()"),
+            (&self.replica_admin, "locks", "SELECT coalesce(string_agg(format('%s %s %s granted=%s pid %s', locktype, relation::regclass, mode, granted, pid), E'\n  '), 'none') FROM pg_locks WHERE locktype = 'relation' AND pid <> pg_backend_pid()"),
+        ];
+        for (client, what, sql) in queries {
+            let line = match client.query_one(sql, &[]).await {
+                Ok(row) => row.get::<_, Option<String>>(0).unwrap_or_default(),
+                Err(e) => format!("({e})"),
+            };
+            report.push_str(&format!("{what}:\n  {line}\n"));
+        }
+        eprintln!("{report}");
     }
 
     /// The cases run as the MD5 user: SCRAM's key stretching in a debug build would dominate
@@ -433,12 +469,17 @@ async fn run_case(env: &Env, case: &Case, target: Target, proto: Proto) -> RunRe
                 }
             }
         };
-        match tokio::time::timeout(STEP_TIMEOUT, fut).await {
+        let limit = if matches!(step, Step::Wait) {
+            REPLAY_DEADLINE + Duration::from_secs(5)
+        } else {
+            STEP_TIMEOUT
+        };
+        match tokio::time::timeout(limit, fut).await {
             Ok(o) => out.push(o),
             Err(_) => {
                 out.push(Outcome::Err {
                     code: "TIMEOUT".into(),
-                    message: format!("no answer in {STEP_TIMEOUT:?}"),
+                    message: format!("no answer in {limit:?}"),
                 });
                 break;
             }
