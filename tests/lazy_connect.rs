@@ -83,17 +83,25 @@ async fn idle_logins_open_nothing_and_the_first_write_opens_the_primary() {
 async fn the_issued_pid_serves_cancel_notifications_and_kills_nobody() {
     let c = PgCluster::start(0);
     let p = Pgcast::start(&c, "");
+    // The `auto` listener routes every statement; on the `primary` one a session relays
+    // bytes once its connection is open (`passthrough.rs`): both must tell the same PIDs.
+    for port in [p.auto_port, p.primary_port] {
+        issued_pid_serves_cancel_and_notifications(&p, port).await;
+    }
+}
+
+async fn issued_pid_serves_cancel_and_notifications(p: &Pgcast, port: u16) {
     let (listener_raw, listener_greeting) =
-        Raw::connect_greeted(p.auto_port, MD5_USER, MD5_PASSWORD, DATABASE);
+        Raw::connect_greeted(port, MD5_USER, MD5_PASSWORD, DATABASE);
     let (listener_pid, _) = raw::backend_key(&listener_greeting).expect("BackendKeyData");
     assert!(listener_pid >= FIRST_ISSUED_PID, "{listener_pid}");
     drop(listener_raw);
 
-    let dsn = p.conninfo(p.auto_port, MD5_USER, MD5_PASSWORD);
+    let dsn = p.conninfo(port, MD5_USER, MD5_PASSWORD);
     let (listener, mut rx) = client::connect_listening(&dsn).await.unwrap();
     listener.batch_execute("LISTEN lazy_chan").await.unwrap();
     let (mut notifier, notifier_greeting) =
-        Raw::connect_greeted(p.auto_port, MD5_USER, MD5_PASSWORD, DATABASE);
+        Raw::connect_greeted(port, MD5_USER, MD5_PASSWORD, DATABASE);
     let (notifier_pid, _) = raw::backend_key(&notifier_greeting).expect("BackendKeyData");
     let real: i32 = raw::value(&notifier.simple("SELECT pg_backend_pid()"))
         .expect("a pid")

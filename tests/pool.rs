@@ -24,6 +24,27 @@ fn idle_on_primary(p: &Pgcast, at_least: i64) {
     });
 }
 
+/// Waits (at most 5 s) until the primary's server process `pid` has ended.
+fn wait_backend_gone(c: &PgCluster, pid: &str, what: &str) {
+    let alive = || {
+        c.psql(
+            &c.primary,
+            DATABASE,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .trim()
+            == "1"
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: backend {pid} lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_pool_resets_and_reuses_backend_connections() {
     let c = PgCluster::start(0);
@@ -143,25 +164,7 @@ async fn no_reuse_after_an_error_or_a_client_that_vanished() {
     let p = Pgcast::start(&c, "");
     let login = || Raw::connect(p.primary_port, MD5_USER, MD5_PASSWORD, DATABASE);
     let pid_of = |r: &mut Raw| raw::value(&r.simple("SELECT pg_backend_pid()")).expect("a pid");
-    let backend_alive = |pid: &str| {
-        c.psql(
-            &c.primary,
-            DATABASE,
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
-        )
-        .trim()
-            == "1"
-    };
-    let wait_gone = |pid: &str, what: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while backend_alive(pid) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what}: backend {pid} lives on"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
+    let wait_gone = |pid: &str, what: &str| wait_backend_gone(&c, pid, what);
 
     // Control: after a clean goodbye the next client gets the same backend.
     let mut clean = login();
@@ -248,4 +251,65 @@ async fn server_connections_are_capped_and_clients_wait_in_line() {
     let b = p.primary_status();
     assert_eq!(b.checkout_timeouts, 1, "{b:?}");
     assert!(b.longest_wait_ms >= 1000, "{b:?}");
+}
+
+/// On a `primary` listener in session mode a session relays bytes once its connection is open
+/// (`passthrough.rs`). A clean goodbye pools the connection; queries sent right before
+/// Terminate still get their replies (and then the connection ends, as directly); Terminate in
+/// the middle of COPY FROM STDIN closes the connection (the server would wait for the data
+/// forever) instead of hanging or pooling it.
+#[test]
+fn goodbyes_of_a_relayed_session() {
+    let c = PgCluster::start(0);
+    let p = Pgcast::start(&c, "");
+    let login = || Raw::connect(p.primary_port, MD5_USER, MD5_PASSWORD, DATABASE);
+    let pid_of = |r: &mut Raw| raw::value(&r.simple("SELECT pg_backend_pid()")).expect("a pid");
+    let gone = |pid: &str, what: &str| wait_backend_gone(&c, pid, what);
+
+    let mut clean = login();
+    let clean_pid = pid_of(&mut clean);
+    clean.send(&raw::terminate());
+    drop(clean);
+    idle_on_primary(&p, 1);
+
+    let mut pipelined = login();
+    assert_eq!(
+        pid_of(&mut pipelined),
+        clean_pid,
+        "pooled after a clean goodbye"
+    );
+    pipelined.send(
+        &[
+            raw::query("SELECT pg_sleep(0.2)::text || 'slept'"),
+            raw::query("SELECT 'second'"),
+            raw::terminate(),
+        ]
+        .concat(),
+    );
+    let replies: Vec<String> = pipelined
+        .drain(std::time::Duration::from_secs(3))
+        .iter()
+        .map(|(tag, body)| match tag {
+            b'D' => raw::first_value(body),
+            other => (*other as char).to_string(),
+        })
+        .collect();
+    assert_eq!(replies, ["T", "slept", "C", "Z", "T", "second", "C", "Z"]);
+    gone(&clean_pid, "Terminate went to the server after the queries");
+
+    let mut copying = login();
+    let copying_pid = pid_of(&mut copying);
+    assert!(raw::errors(&copying.simple("CREATE TEMP TABLE relayed (a int)")).is_empty());
+    copying.send(&raw::query("COPY relayed FROM STDIN"));
+    assert_eq!(copying.read().map(|m| m.0), Some(b'G'), "CopyInResponse");
+    copying.send(&raw::copy_data(b"1\n"));
+    copying.send(&raw::terminate());
+    assert!(copying.drain(std::time::Duration::from_secs(3)).is_empty());
+    gone(&copying_pid, "the connection left in COPY");
+    let s = p.status().expect("status");
+    assert!(
+        s.backends.iter().all(|b| b.idle_connections == 0),
+        "nothing left mid-COPY or after Terminate was pooled: {:?}",
+        s.backends
+    );
 }

@@ -55,6 +55,11 @@ impl BackendReader {
         }
     }
 
+    /// The longest message this connection accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
     /// A message already buffered, without reading.
     pub fn buffered(&mut self) -> Result<Option<Message>, ProxyError> {
         message::decode_message(&mut self.buf, self.max_message)

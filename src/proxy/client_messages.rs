@@ -136,7 +136,7 @@ impl Session {
         Ok(true)
     }
 
-    fn protocol_violation(&mut self, msg: &str) {
+    pub(super) fn protocol_violation(&mut self, msg: &str) {
         self.ctx.stats.count_error("08P01");
         message::write_error(&mut self.client_out, "FATAL", "08P01", msg);
     }

@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
 use super::cancel::CancelTargets;
 use super::classify::StatementClass;
 use super::client_messages::is_discard_all;
+use super::frames::Next;
 use super::message::{self, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
 use super::pool::Reset;
@@ -166,6 +167,10 @@ impl Session {
                 self.client_terminated = true;
                 return Ok(());
             }
+            if !terminating && self.can_pass_through() {
+                // Boxed: entered once per session; its state is not part of every session's.
+                return Box::pin(self.pass_through(&mut rd, wr)).await;
+            }
             let reading_client = self.waiting.is_none() && !terminating;
             let quiet_batch = !terminating && self.quiet_batch_pending();
             let (primary, replica) = self.slots.both_mut();
@@ -216,7 +221,7 @@ impl Session {
 
     /// A backend connection closed. An idle replica connection is simply dropped; losing the
     /// primary, or any connection the client waits on, ends the session with an error.
-    fn on_slot_lost(&mut self, target: Target) -> Result<(), ProxyError> {
+    pub(super) fn on_slot_lost(&mut self, target: Target) -> Result<(), ProxyError> {
         let Some(slot) = self.slots.take(target) else {
             return Ok(());
         };
@@ -245,6 +250,7 @@ impl Session {
 
     async fn process_backend_messages(&mut self, target: Target) -> Result<(), ProxyError> {
         loop {
+            self.relay_plain_replies(target)?;
             let Some(slot) = self.slots.get_mut(target) else {
                 return Ok(());
             };
@@ -341,6 +347,43 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Replies that need no look of their own — rows, row descriptions, completions — of a
+    /// unit whose replies go to the client as they are, relayed in one piece up to the next
+    /// message that does need one (or the end of what was read), without splitting them into
+    /// messages (`frames.rs`). ErrorResponse, CopyInResponse, ReadyForQuery and
+    /// NotificationResponse, and every message of a unit with injected messages to swallow or
+    /// held for a retry, go through `on_backend_message` one by one.
+    fn relay_plain_replies(&mut self, target: Target) -> Result<(), ProxyError> {
+        let held = target == Target::Replica && self.retry.is_some();
+        let Some(slot) = self.slots.get_mut(target) else {
+            return Ok(());
+        };
+        let plain = !held
+            && slot
+                .pending
+                .front()
+                .is_some_and(|u| u.forward && u.swallow.is_empty());
+        let reader = &mut slot.conn.reader;
+        let max = reader.max_message();
+        let next = slot
+            .frames
+            .next(
+                &reader.buf,
+                max,
+                |tag| !plain || matches!(tag, b'E' | b'G' | b'Z' | b'A'),
+                |_| {},
+            )
+            .map_err(|bad| ProxyError::BackendProtocol(bad.error))?;
+        let upto = match next {
+            Next::More { relay } | Next::Whole { at: relay, .. } => relay,
+        };
+        if upto > 0 {
+            self.client_out.extend_from_slice(&reader.buf[..upto]);
+            reader.buf.advance(upto);
+        }
+        Ok(())
     }
 
     fn home_target(&self) -> Target {
@@ -592,9 +635,9 @@ impl Session {
 }
 
 /// Room a read from the client needs before it is worth a system call.
-const CLIENT_READ_MIN: usize = 1024;
+pub(super) const CLIENT_READ_MIN: usize = 1024;
 /// What a read from the client reserves when there is less.
-const CLIENT_READ_CHUNK: usize = 8 * 1024;
+pub(super) const CLIENT_READ_CHUNK: usize = 8 * 1024;
 
 /// The timer of a batch waiting for its Sync; created only when that branch is polled.
 async fn quiet_wait() {

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use super::backend::{self, LoginParams};
 use super::cancel::{BackendCancelKey, CancelTargets};
 use super::classify::StatementClass;
+use super::frames::Frames;
 use super::message::{self, Message};
 use super::pool::{Acquired, Pool, PoolKey, ServerConn};
 use super::route::Route;
@@ -81,6 +82,9 @@ pub struct Slot {
     pub saw_error: bool,
     /// Where the connection goes back to when the session ends.
     pub pool_key: Arc<PoolKey>,
+    /// Where the replies stand when part of a message was relayed before the rest arrived
+    /// (`Session::relay_plain_replies`).
+    pub frames: Frames,
     cancel: CancelEntry,
     _gauge: GaugeGuard,
 }
@@ -165,6 +169,7 @@ impl Slot {
             read_only_fallback: false,
             saw_error: false,
             pool_key: Arc::clone(&route.key),
+            frames: Frames::default(),
             cancel: CancelEntry {
                 key: cancel_key,
                 targets: cancel_targets,
@@ -225,6 +230,11 @@ impl Slot {
     pub fn push_unit(&mut self, unit: PendingUnit) {
         self.pending.push_back(unit);
         self.cancel.key.busy.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection runs something the client may cancel.
+    pub fn mark_busy(&self, busy: bool) {
+        self.cancel.key.busy.store(busy, Ordering::Release);
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
