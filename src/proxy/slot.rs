@@ -426,11 +426,6 @@ impl Slot {
                 _ => {}
             }
         }
-        let mut out = BytesMut::with_capacity(injected.len() + size_hint + 16);
-        out.extend_from_slice(&injected);
-        for m in messages {
-            out.extend_from_slice(&m.raw);
-        }
         self.conn.counters.queries.fetch_add(1, Ordering::Relaxed);
         if self.has_open_unit() {
             if let Some(u) = self.pending.back_mut() {
@@ -447,7 +442,18 @@ impl Slot {
                 on_success_sets,
             });
         }
-        self.send(&out).await?;
+        match messages {
+            // A simple Query, most often: sent as it came, not copied into one buffer first.
+            [only] if injected.is_empty() => self.send(&only.raw).await?,
+            _ => {
+                let mut out = BytesMut::with_capacity(injected.len() + size_hint + 16);
+                out.extend_from_slice(&injected);
+                for m in messages {
+                    out.extend_from_slice(&m.raw);
+                }
+                self.send(&out).await?;
+            }
+        }
         Ok(closed)
     }
 
