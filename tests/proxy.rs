@@ -273,6 +273,14 @@ async fn fixed_role_listeners() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "25006", "a replica listener never writes");
+    // After its first statement the session only relays bytes (`passthrough.rs`): the
+    // replica's own refusal reaches the client all the same.
+    assert!(
+        p.log()
+            .contains("session relays bytes from now on connection=Replica"),
+        "{}",
+        p.log()
+    );
     // Why the defaults send these non-VOLATILE functions to the primary: a standby refuses
     // them (the replica listener sends everything to a replica).
     for (f, code) in [

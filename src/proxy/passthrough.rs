@@ -1,6 +1,6 @@
 //! The relay of a session that has nothing left to decide: a session-pool client of a
-//! `primary` listener whose connection is open. Every statement goes to that one connection
-//! for the rest of the session, so nothing needs classifying, grouping or routing. Bytes go
+//! `primary` or `replica` listener whose connection is open. Every statement goes to that one
+//! connection for the rest of the session, so nothing needs classifying, grouping or routing. Bytes go
 //! on as they arrive, in both directions, walked by their message headers only
 //! (`frames.rs`); the few messages pgcast must act on are looked at whole: Terminate from the
 //! client; ReadyForQuery, ErrorResponse, NotificationResponse and CopyInResponse from the
@@ -25,8 +25,10 @@ const SERVER_READ_MIN: usize = 4 * 1024;
 const SERVER_READ_CHUNK: usize = 16 * 1024;
 
 /// The relay's own state.
-#[derive(Default)]
 struct Relay {
+    /// The session's one connection: the primary's on a `primary` listener, a replica's on a
+    /// `replica` one.
+    target: Target,
     from_client: Frames,
     from_server: Frames,
     /// ReadyForQuery messages the client is owed: one per Query, FunctionCall and Sync sent.
@@ -46,21 +48,33 @@ enum Goodbye {
 
 impl Session {
     /// The session is at a point from which relaying bytes is all that is left: session
-    /// pooling on a `primary` listener, its connection open and idle, nothing parked, deferred
+    /// pooling on a `primary` or `replica` listener, its connection open and idle, nothing parked, deferred
     /// or held for a retry, nothing owed to the client.
     pub(super) fn can_pass_through(&self) -> bool {
+        let Some(target) = self.fixed_target() else {
+            return false;
+        };
         self.config.pool.mode != PoolMode::Transaction
-            && self.listener.role == ListenerRole::Primary
             && self.waiting.is_none()
             && self.retry.is_none()
             && self.deferred_begin.is_none()
             && !self.discard_until_sync
             && self.client_out.is_empty()
-            && !self.slots.is_open(Target::Replica)
-            && self
-                .slots
-                .get(Target::Primary)
-                .is_some_and(|s| s.idle() && !s.copy_in && s.to_close.is_empty())
+            && !self.slots.is_open(target.other())
+            && self.slots.get(target).is_some_and(|s| {
+                // A replica listener's read-only stand-in on the primary keeps routing: its
+                // units are checked for writes.
+                s.idle() && !s.copy_in && s.to_close.is_empty() && !s.read_only_fallback
+            })
+    }
+
+    /// The one connection a `primary` or `replica` listener's session uses.
+    fn fixed_target(&self) -> Option<Target> {
+        match self.listener.role {
+            ListenerRole::Primary => Some(Target::Primary),
+            ListenerRole::Replica => Some(Target::Replica),
+            ListenerRole::Auto => None,
+        }
     }
 
     /// Relays until the client leaves (`Ok`) or the connection is lost (`Err`); the caller's
@@ -70,9 +84,19 @@ impl Session {
         rd: &mut Reader,
         wr: &mut Writer,
     ) -> Result<(), ProxyError> {
-        let mut relay = Relay::default();
+        let Some(target) = self.fixed_target() else {
+            return Err(ProxyError::BackendUnavailable("connection vanished".into()));
+        };
+        tracing::debug!(connection = ?target, "session relays bytes from now on");
+        let mut relay = Relay {
+            target,
+            from_client: Frames::default(),
+            from_server: Frames::default(),
+            owed: 0,
+            terminating: false,
+        };
         loop {
-            let Some(slot) = self.slots.get_mut(Target::Primary) else {
+            let Some(slot) = self.slots.get_mut(target) else {
                 return Err(ProxyError::BackendUnavailable("connection vanished".into()));
             };
             // Biased: no random draw per wake-up; the server's side first, so replies drain
@@ -82,10 +106,10 @@ impl Session {
                 n = read_server(slot) => match n {
                     // After the client's Terminate the server's goodbye is its EOF.
                     Ok(0) | Err(_) if relay.terminating => {
-                        self.slots.take(Target::Primary);
+                        self.slots.take(target);
                         return Ok(());
                     }
-                    Ok(0) | Err(_) => return self.on_slot_lost(Target::Primary),
+                    Ok(0) | Err(_) => return self.on_slot_lost(target),
                     Ok(_) => self.server_to_client(&mut relay, wr).await?,
                 },
                 n = read_client(rd, &mut self.client_buf), if !relay.terminating =>
@@ -126,7 +150,7 @@ impl Session {
                 return Err(ProxyError::ClientProtocol(bad.error));
             }
         };
-        let Some(slot) = self.slots.get_mut(Target::Primary) else {
+        let Some(slot) = self.slots.get_mut(relay.target) else {
             return Err(ProxyError::BackendUnavailable("connection vanished".into()));
         };
         let owed_after = relay.owed + units;
@@ -159,10 +183,11 @@ impl Session {
                 .counters
                 .queries
                 .fetch_add(units, Ordering::Relaxed);
-            self.ctx
-                .stats
-                .routed_primary
-                .fetch_add(units, Ordering::Relaxed);
+            let routed = match relay.target {
+                Target::Primary => &self.ctx.stats.routed_primary,
+                Target::Replica => &self.ctx.stats.routed_replica,
+            };
+            routed.fetch_add(units, Ordering::Relaxed);
         }
         Ok(Goodbye::Not)
     }
@@ -176,7 +201,7 @@ impl Session {
     ) -> Result<(), ProxyError> {
         let mut upto = 0;
         loop {
-            let Some(slot) = self.slots.get_mut(Target::Primary) else {
+            let Some(slot) = self.slots.get_mut(relay.target) else {
                 return Err(ProxyError::BackendUnavailable("connection vanished".into()));
             };
             let buf = &slot.conn.reader.buf[upto..];
@@ -199,7 +224,7 @@ impl Session {
                 Err(bad) => return Err(ProxyError::BackendProtocol(bad.error)),
             }
         }
-        let Some(slot) = self.slots.get_mut(Target::Primary) else {
+        let Some(slot) = self.slots.get_mut(relay.target) else {
             return Err(ProxyError::BackendUnavailable("connection vanished".into()));
         };
         if upto > 0 {
@@ -211,7 +236,7 @@ impl Session {
 
     /// One of the messages the relay looks at, at `range` of the server's read buffer.
     fn on_server_message(&mut self, relay: &mut Relay, range: std::ops::Range<usize>) {
-        let Some(slot) = self.slots.get_mut(Target::Primary) else {
+        let Some(slot) = self.slots.get_mut(relay.target) else {
             return;
         };
         let m = &slot.conn.reader.buf[range.clone()];
@@ -231,22 +256,22 @@ impl Session {
                 self.relayed_fatal |= fields.is_fatal();
                 self.ctx.stats.count_error(&fields.code);
             }
-            _ => self.notification_as_told(range),
+            _ => self.notification_as_told(relay.target, range),
         }
     }
 
     /// A NotificationResponse names the notifying backend's PID: rewritten in place to the
     /// PID the client knows (same length), as `as_told` does on the routed path.
-    fn notification_as_told(&mut self, range: std::ops::Range<usize>) {
-        let Some(slot) = self.slots.get(Target::Primary) else {
+    fn notification_as_told(&mut self, target: Target, range: std::ops::Range<usize>) {
+        let Some(slot) = self.slots.get(target) else {
             return;
         };
         let m = Message {
             tag: b'A',
             raw: Bytes::copy_from_slice(&slot.conn.reader.buf[range.clone()]),
         };
-        let told = self.as_told(Target::Primary, m);
-        if let Some(slot) = self.slots.get_mut(Target::Primary) {
+        let told = self.as_told(target, m);
+        if let Some(slot) = self.slots.get_mut(target) {
             if told.raw.len() == range.len() {
                 slot.conn.reader.buf[range].copy_from_slice(&told.raw);
             }
