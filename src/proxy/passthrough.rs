@@ -30,7 +30,6 @@ struct Relay {
     /// `replica` one.
     target: Target,
     from_client: Frames,
-    from_server: Frames,
     /// ReadyForQuery messages the client is owed: one per Query, FunctionCall and Sync sent.
     owed: u64,
     /// The client sent Terminate with replies still owed: it went on to the server, which
@@ -47,15 +46,20 @@ enum Goodbye {
 }
 
 impl Session {
-    /// The session is at a point from which relaying bytes is all that is left: session
-    /// pooling on a `primary` or `replica` listener, its connection open and idle, nothing parked, deferred
-    /// or held for a retry, nothing owed to the client.
-    pub(super) fn can_pass_through(&self) -> bool {
-        let Some(target) = self.fixed_target() else {
-            return false;
+    /// The connection to relay to, when the session is at a point from which relaying bytes
+    /// is all that is left: session pooling on a `primary` or `replica` listener, its
+    /// connection open and idle, nothing parked, deferred or held for a retry, nothing owed to
+    /// the client.
+    pub(super) fn pass_through_target(&self) -> Option<Target> {
+        if self.config.pool.mode == PoolMode::Transaction {
+            return None;
+        }
+        let target = match self.listener.role {
+            ListenerRole::Primary => Target::Primary,
+            ListenerRole::Replica => Target::Replica,
+            ListenerRole::Auto => return None,
         };
-        self.config.pool.mode != PoolMode::Transaction
-            && self.waiting.is_none()
+        let ready = self.waiting.is_none()
             && self.retry.is_none()
             && self.deferred_begin.is_none()
             && !self.discard_until_sync
@@ -65,40 +69,27 @@ impl Session {
                 // A replica listener's read-only stand-in on the primary keeps routing: its
                 // units are checked for writes.
                 s.idle() && !s.copy_in && s.to_close.is_empty() && !s.read_only_fallback
-            })
-    }
-
-    /// The one connection a `primary` or `replica` listener's session uses.
-    fn fixed_target(&self) -> Option<Target> {
-        match self.listener.role {
-            ListenerRole::Primary => Some(Target::Primary),
-            ListenerRole::Replica => Some(Target::Replica),
-            ListenerRole::Auto => None,
-        }
+            });
+        ready.then_some(target)
     }
 
     /// Relays until the client leaves (`Ok`) or the connection is lost (`Err`); the caller's
     /// `finish` then pools or closes the connection as after any session.
     pub(super) async fn pass_through(
         &mut self,
+        target: Target,
         rd: &mut Reader,
         wr: &mut Writer,
     ) -> Result<(), ProxyError> {
-        let Some(target) = self.fixed_target() else {
-            return Err(ProxyError::BackendUnavailable("connection vanished".into()));
-        };
         tracing::debug!(connection = ?target, "session relays bytes from now on");
         let mut relay = Relay {
             target,
             from_client: Frames::default(),
-            from_server: Frames::default(),
             owed: 0,
             terminating: false,
         };
         loop {
-            let Some(slot) = self.slots.get_mut(target) else {
-                return Err(ProxyError::BackendUnavailable("connection vanished".into()));
-            };
+            let slot = self.slots.open_mut(target)?;
             // Biased: no random draw per wake-up; the server's side first, so replies drain
             // before more work is taken on.
             tokio::select! {
@@ -150,9 +141,7 @@ impl Session {
                 return Err(ProxyError::ClientProtocol(bad.error));
             }
         };
-        let Some(slot) = self.slots.get_mut(relay.target) else {
-            return Err(ProxyError::BackendUnavailable("connection vanished".into()));
-        };
+        let slot = self.slots.open_mut(relay.target)?;
         let owed_after = relay.owed + units;
         let upto = match terminate {
             Some(_) if slot.copy_in => return Ok(Goodbye::Now),
@@ -183,11 +172,7 @@ impl Session {
                 .counters
                 .queries
                 .fetch_add(units, Ordering::Relaxed);
-            let routed = match relay.target {
-                Target::Primary => &self.ctx.stats.routed_primary,
-                Target::Replica => &self.ctx.stats.routed_replica,
-            };
-            routed.fetch_add(units, Ordering::Relaxed);
+            self.count_routed(relay.target, units);
         }
         Ok(Goodbye::Not)
     }
@@ -201,12 +186,11 @@ impl Session {
     ) -> Result<(), ProxyError> {
         let mut upto = 0;
         loop {
-            let Some(slot) = self.slots.get_mut(relay.target) else {
-                return Err(ProxyError::BackendUnavailable("connection vanished".into()));
-            };
+            let slot = self.slots.open_mut(relay.target)?;
+            // The slot's own walker: the routed path before left it at a message boundary.
             let buf = &slot.conn.reader.buf[upto..];
             let max = slot.conn.reader.max_message();
-            let next = relay.from_server.next(
+            let next = slot.frames.next(
                 buf,
                 max,
                 |tag| matches!(tag, b'Z' | b'E' | b'A' | b'G'),
@@ -224,9 +208,7 @@ impl Session {
                 Err(bad) => return Err(ProxyError::BackendProtocol(bad.error)),
             }
         }
-        let Some(slot) = self.slots.get_mut(relay.target) else {
-            return Err(ProxyError::BackendUnavailable("connection vanished".into()));
-        };
+        let slot = self.slots.open_mut(relay.target)?;
         if upto > 0 {
             tls::send(wr, &slot.conn.reader.buf[..upto]).await?;
             slot.conn.reader.buf.advance(upto);
@@ -251,10 +233,9 @@ impl Session {
             }
             b'G' => slot.copy_in = true,
             b'E' => {
-                let fields = message::decode_error_fields(&m[5..]);
+                let error = message::decode_error_fields(&m[5..]);
                 slot.saw_error = true;
-                self.relayed_fatal |= fields.is_fatal();
-                self.ctx.stats.count_error(&fields.code);
+                self.note_relayed_error(&error);
             }
             _ => self.notification_as_told(relay.target, range),
         }

@@ -251,7 +251,7 @@ impl Session {
             bytes: r.bytes,
             ..Unit::default()
         };
-        self.count_routed(Target::Primary);
+        self.count_routed(Target::Primary, 1);
         self.send_unit(Target::Primary, &mut unit, false).await?;
         Ok(Held::Kept)
     }

@@ -17,7 +17,7 @@ use super::cancel::CancelTargets;
 use super::classify::StatementClass;
 use super::client_messages::is_discard_all;
 use super::frames::Next;
-use super::message::{self, Message};
+use super::message::{self, ErrorFields, Message};
 use super::plan::{self, Action, Fallback, Plan, SessionFacts};
 use super::pool::Reset;
 use super::retry::Held;
@@ -167,9 +167,9 @@ impl Session {
                 self.client_terminated = true;
                 return Ok(());
             }
-            if !terminating && self.can_pass_through() {
+            if let Some(target) = self.pass_through_target().filter(|_| !terminating) {
                 // Boxed: entered once per session; its state is not part of every session's.
-                return Box::pin(self.pass_through(&mut rd, wr)).await;
+                return Box::pin(self.pass_through(target, &mut rd, wr)).await;
             }
             let reading_client = self.waiting.is_none() && !terminating;
             let quiet_batch = !terminating && self.quiet_batch_pending();
@@ -283,8 +283,7 @@ impl Session {
             match reply {
                 Reply::Forward => {
                     if m.tag == b'E' {
-                        self.count_error(&m);
-                        self.relayed_fatal |= message::decode_error_fields(m.body()).is_fatal();
+                        self.note_relayed_error(&message::decode_error_fields(m.body()));
                     }
                     self.client_out.extend_from_slice(&m.raw);
                 }
@@ -394,9 +393,11 @@ impl Session {
         }
     }
 
-    fn count_error(&self, m: &Message) {
-        let f = message::decode_error_fields(m.body());
-        self.ctx.stats.count_error(&f.code);
+    /// An ErrorResponse on its way to the client: counted by SQLSTATE; a FATAL one means the
+    /// server ends the session, which the client then hears of only this once.
+    pub(super) fn note_relayed_error(&mut self, error: &ErrorFields) {
+        self.ctx.stats.count_error(&error.code);
+        self.relayed_fatal |= error.is_fatal();
     }
 
     fn recent_write(&self) -> bool {
@@ -437,7 +438,7 @@ impl Session {
         if plan.send_deferred_begin {
             self.send_deferred_begin(target).await?;
         }
-        self.count_routed(target);
+        self.count_routed(target, 1);
         self.arm_retry(target, &unit);
         self.send_unit(target, &mut unit, plan.session_set).await
     }
@@ -453,12 +454,13 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn count_routed(&self, target: Target) {
+    /// Counts `units` units sent to `target`.
+    pub(super) fn count_routed(&self, target: Target, units: u64) {
         let counter = match target {
             Target::Primary => &self.ctx.stats.routed_primary,
             Target::Replica => &self.ctx.stats.routed_replica,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(units, Ordering::Relaxed);
     }
 
     /// What the plan is computed from.
@@ -576,10 +578,7 @@ impl Session {
         with_sets: bool,
     ) -> Result<(), ProxyError> {
         self.before_deallocate(target, unit).await?;
-        let slot = self
-            .slots
-            .get_mut(target)
-            .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))?;
+        let slot = self.slots.open_mut(target)?;
         let deallocate = unit.deallocate.take();
         let sets = if with_sets {
             std::mem::take(&mut unit.set_sql)

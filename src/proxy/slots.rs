@@ -4,6 +4,7 @@
 use super::plan::SlotFacts;
 use super::router::Target;
 use super::slot::Slot;
+use super::ProxyError;
 
 /// At most one connection per target. Boxed: a session between transactions holds none, and
 /// its idle future should not carry room for two.
@@ -20,6 +21,13 @@ impl Slots {
 
     pub fn get_mut(&mut self, target: Target) -> Option<&mut Slot> {
         self.entry_mut(target).as_deref_mut()
+    }
+
+    /// The connection a step is about to use; gone (the backend closed it meanwhile) is an
+    /// error.
+    pub fn open_mut(&mut self, target: Target) -> Result<&mut Slot, ProxyError> {
+        self.get_mut(target)
+            .ok_or_else(|| ProxyError::BackendUnavailable("connection vanished".into()))
     }
 
     /// Removes and returns the connection (dropping it closes it, unless it goes to the pool).
