@@ -171,8 +171,9 @@ impl Speakers {
     /// coupling, which may be the part that died), waits until they sent it, then stops them:
     /// OSPF flushes its LSAs, BGP sends Cease, BFD AdminDown. Each step is bounded by `limit`
     /// (which must cover OSPF's MinLSInterval: a router ignores an instance that follows the
-    /// previous one within MinLSArrival, RFC 2328 §13 (5a)), so a speaker that is itself gone
-    /// cannot hold the exit; the process exit closes what is left (a dead BGP actor's TCP
+    /// previous one within MinLSArrival, RFC 2328 §13 (5a)), the stop also by OSPF's wait for
+    /// the acknowledgements of its flush, so a speaker that is itself gone cannot hold the
+    /// exit; the process exit closes what is left (a dead BGP actor's TCP
     /// session closes with it).
     pub async fn withdraw_now(&self, limit: Duration) {
         self.drain.send_replace(Drain::Shutdown);
@@ -188,8 +189,13 @@ impl Speakers {
             tracing::error!("a speaker did not take the withdrawal within {limit:?}");
         }
         self.wait_withdrawn(limit).await;
-        if tokio::time::timeout(limit, self.shutdown()).await.is_err() {
-            tracing::error!("the speakers did not stop within {limit:?}");
+        // OSPF stops once its flush is acknowledged; it may need a retransmission for that.
+        let stop_limit = limit.max(ospf::origin::SHUTDOWN_ACK_WAIT + Duration::from_millis(500));
+        if tokio::time::timeout(stop_limit, self.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!("the speakers did not stop within {stop_limit:?}");
         }
     }
 

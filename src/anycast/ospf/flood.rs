@@ -16,6 +16,15 @@ use super::packet::PacketBody;
 /// this after the previous one is discarded (§13 step 5a).
 pub const MIN_LS_ARRIVAL: Duration = Duration::from_secs(1);
 
+/// How soon an unacknowledged LSA of our own is first retransmitted: just past MinLSArrival,
+/// not RxmtInterval. A neighbour discards without acknowledging an instance that arrives
+/// within MinLSArrival of the copy it installed last (§13 step 5a), for example right after
+/// it installed our retransmission of the previous instance. Waiting RxmtInterval (5 s) for
+/// the next try would keep a withdrawn prefix routed that long; a copy sent after
+/// MinLSArrival is installed. A neighbour that already has it takes the duplicate as an
+/// implied acknowledgement (§13 step 7), so the early try costs one packet.
+pub const OWN_RETRANSMIT: Duration = Duration::from_millis(1100);
+
 /// Flooding errors, used as drop reasons.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum FloodError {
@@ -276,7 +285,10 @@ impl Instance {
         let mut back = false;
         for ifi in 0..self.interfaces.len() {
             let ifc = &mut self.interfaces[ifi];
-            let rxmt = ifc.retransmit();
+            let first_retransmit = match from {
+                None => ifc.retransmit().min(OWN_RETRANSMIT),
+                Some(_) => ifc.retransmit(),
+            };
             let mut added = false;
             for n in ifc.neighbors.values_mut() {
                 // Step 1a: only neighbours taking part in flooding.
@@ -306,9 +318,8 @@ impl Instance {
                 }
                 // Step 1d: onto the retransmission list until acknowledged.
                 n.ls_retransmit.insert(key, lsa.clone());
-                if n.lsu_retx_due.is_none() {
-                    n.lsu_retx_due = Some(now + rxmt);
-                }
+                let due = now + first_retransmit;
+                n.lsu_retx_due = Some(n.lsu_retx_due.map_or(due, |t| t.min(due)));
                 added = true;
             }
             // Step 2.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use super::flood::OWN_RETRANSMIT;
 use super::instance::{Instance, OUR_OPTIONS};
 use super::interface::IfState;
 use super::lsa::{compare_instances, ls_type, Lsa, LsaHeader, LsaKey, Options, MAX_AGE};
@@ -558,6 +559,11 @@ impl Instance {
     pub(crate) fn neighbor_timers(&mut self, now: Instant, ifi: usize) {
         let rids: Vec<Ipv4Addr> = self.interfaces[ifi].neighbors.keys().copied().collect();
         let rxmt = self.interfaces[ifi].retransmit();
+        // While flushing on the way out, every try counts before the exit (origin.rs).
+        let lsu_rxmt = match self.shutdown {
+            Some(_) => rxmt.min(OWN_RETRANSMIT),
+            None => rxmt,
+        };
         let delay = self.interfaces[ifi].cfg.transmit_delay;
         for rid in rids {
             let Some(n) = self.interfaces[ifi].neighbors.get_mut(&rid) else {
@@ -592,13 +598,21 @@ impl Instance {
                 if n.ls_retransmit.is_empty() || n.state < NbrState::Exchange {
                     n.lsu_retx_due = None;
                 } else {
-                    n.lsu_retx_due = Some(now + rxmt);
+                    n.lsu_retx_due = Some(now + lsu_rxmt);
                     let lsas: Vec<Lsa> = n
                         .ls_retransmit
                         .values()
                         .map(|l| l.with_age(l.header.age.saturating_add(delay).min(MAX_AGE)))
                         .collect();
                     let dst = n.addr;
+                    // The neighbour may install this copy now: pace our next origination
+                    // from it, as from an answer to a request (recv_lsr).
+                    for l in lsas
+                        .iter()
+                        .filter(|l| l.header.adv_router == self.router_id)
+                    {
+                        self.origin.last_orig.insert(l.key(), now);
+                    }
                     // Retransmissions always go directly to the neighbour (§13.6).
                     self.send_lsus(ifi, dst, lsas);
                 }

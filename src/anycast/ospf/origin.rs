@@ -53,6 +53,13 @@ pub struct Origin {
     pub forced: BTreeSet<LsaKey>,
 }
 
+/// How long a shutdown waits for the acknowledgements of its flush. The flush usually
+/// follows the withdrawal within a millisecond, so a neighbour discards it (MinLSArrival,
+/// §13 step 5a) and only a retransmission gets through: retransmitted every OWN_RETRANSMIT
+/// while shutting down, this leaves room for three tries and a delayed ack (§13.5) of the
+/// first. Independent of RxmtInterval, which may be configured long.
+pub const SHUTDOWN_ACK_WAIT: Duration = Duration::from_millis(3500);
+
 fn refresh_time() -> Duration {
     Duration::from_secs(u64::from(LS_REFRESH_TIME))
 }
@@ -336,8 +343,8 @@ impl Instance {
         }
     }
 
-    /// Input::Shutdown: flush everything we originate, then wait for the acks (or one
-    /// retransmit interval) before ShutdownComplete.
+    /// Input::Shutdown: flush everything we originate, then wait for the acks (at most
+    /// SHUTDOWN_ACK_WAIT) before ShutdownComplete.
     pub(crate) fn start_shutdown(&mut self, now: Instant) {
         if self.shutdown.is_some() {
             return;
@@ -349,15 +356,9 @@ impl Instance {
             .filter(|(_, o)| !o.flushed)
             .map(|(k, _)| *k)
             .collect();
-        let rxmt = self
-            .interfaces
-            .iter()
-            .map(|i| i.retransmit())
-            .max()
-            .unwrap_or(Duration::from_secs(5));
         self.shutdown = Some(ShutdownState {
             keys: keys.clone(),
-            deadline: now + rxmt,
+            deadline: now + SHUTDOWN_ACK_WAIT,
             completed: false,
         });
         self.origin.pending.clear();

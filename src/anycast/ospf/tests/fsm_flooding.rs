@@ -266,15 +266,46 @@ fn shutdown_flushes_with_maxage_and_completes_on_ack() {
     assert!(!acts.contains(&Action::ShutdownComplete), "only once");
 }
 
+/// The flush on the way out usually follows the withdrawal within a millisecond, so the
+/// router discards it (MinLSArrival, §13 step 5a) and only a retransmission gets through:
+/// while shutting down the flush goes again every OWN_RETRANSMIT, and the shutdown gives up
+/// waiting for its ack after SHUTDOWN_ACK_WAIT, whatever RxmtInterval says.
 #[test]
-fn shutdown_completes_after_one_retransmit_interval_without_ack() {
+fn shutdown_retransmits_its_flush_until_acked_or_the_wait_ends() {
     let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
     h.establish();
     let acts = h.step(Input::Shutdown);
     assert!(!acts.contains(&Action::ShutdownComplete));
-    let acts = h.advance(Duration::from_millis(4900));
-    assert!(!acts.contains(&Action::ShutdownComplete));
-    let acts = h.advance(Duration::from_millis(100));
+    let flushed = lsus(&acts)[0].1[0].clone();
+    assert_eq!(flushed.header.age, MAX_AGE);
+    for try_no in 1..=3 {
+        let acts = h.advance(Duration::from_millis(1099));
+        assert!(
+            lsus(&acts).is_empty(),
+            "not before OWN_RETRANSMIT: {acts:?}"
+        );
+        let acts = h.advance(Duration::from_millis(1));
+        let u = lsus(&acts);
+        assert_eq!(u.len(), 1, "retransmission {try_no} of the flush: {acts:?}");
+        assert_eq!((u[0].0, u[0].1[0].header.age), (PEER_ADDR, MAX_AGE));
+        assert!(!acts.contains(&Action::ShutdownComplete));
+    }
+    let acts = h.advance(Duration::from_millis(199));
+    assert!(!acts.contains(&Action::ShutdownComplete), "at 3.499 s");
+    let acts = h.advance(Duration::from_millis(1));
+    assert!(
+        acts.contains(&Action::ShutdownComplete),
+        "at SHUTDOWN_ACK_WAIT"
+    );
+
+    // The ack of a retransmission completes it at once.
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.establish();
+    let acts = h.step(Input::Shutdown);
+    let flushed = lsus(&acts)[0].1[0].clone();
+    h.advance(Duration::from_millis(1100));
+    h.now += Duration::from_millis(900);
+    let acts = h.recv(ALL_SPF_ROUTERS, PacketBody::LsAck(vec![flushed.header]));
     assert!(acts.contains(&Action::ShutdownComplete));
 
     // Without any neighbour: complete at once.
@@ -282,6 +313,48 @@ fn shutdown_completes_after_one_retransmit_interval_without_ack() {
     let acts = h.step(Input::Shutdown);
     assert!(lsus(&acts).is_empty());
     assert!(acts.contains(&Action::ShutdownComplete));
+}
+
+/// A new instance of our own LSA that the router discards (it installed the previous one
+/// less than MinLSArrival before, §13 step 5a, so it sends no ack) goes again just past
+/// MinLSArrival, not after RxmtInterval: a withdrawal must not stay unheard for 5 s. Later
+/// retransmissions keep RxmtInterval.
+#[test]
+fn own_lsa_first_retransmitted_just_past_min_ls_arrival() {
+    let mut h = H::new(config(NetworkType::Broadcast), HIGH_PEER);
+    h.step(Input::SetAnnouncements(vec![vip(1)]));
+    h.establish();
+    let ours = h.our_router_lsa();
+    h.recv(ALL_SPF_ROUTERS, PacketBody::LsAck(vec![ours.header]));
+    h.now += Duration::from_secs(2);
+    let acts = h.step(Input::SetAnnouncements(vec![]));
+    let withdrawal = lsus(&acts)[0].1[0].clone();
+    assert!(withdrawal.header.seq > ours.header.seq);
+    let acts = h.advance(Duration::from_millis(1099));
+    assert!(lsus(&acts).is_empty(), "{acts:?}");
+    let acts = h.advance(Duration::from_millis(1));
+    let u = lsus(&acts);
+    assert_eq!(u.len(), 1, "first retransmission: {acts:?}");
+    assert_eq!(u[0].0, PEER_ADDR, "retransmissions are unicast");
+    assert_eq!(u[0].1[0].header.seq, withdrawal.header.seq);
+    let acts = h.advance(Duration::from_millis(4999));
+    assert!(lsus(&acts).is_empty(), "then every RxmtInterval: {acts:?}");
+    let acts = h.advance(Duration::from_millis(1));
+    assert_eq!(lsus(&acts).len(), 1);
+
+    // The router may install that retransmission now: the next origination waits
+    // MinLSInterval from it, so it is not discarded in turn.
+    h.now += Duration::from_millis(300);
+    let acts = h.step(Input::SetAnnouncements(vec![vip(1)]));
+    assert!(lsus(&acts).is_empty(), "held back: {acts:?}");
+    let acts = h.advance(Duration::from_millis(700));
+    let u = lsus(&acts);
+    assert_eq!(
+        u.len(),
+        1,
+        "originated MinLSInterval after the retransmission"
+    );
+    assert!(u[0].1[0].header.seq > withdrawal.header.seq);
 }
 
 #[test]
