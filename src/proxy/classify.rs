@@ -10,7 +10,6 @@
 //! Known blind spots, inherent to looking at SQL text only: functions called indirectly (through views,
 //! operators, casts, column defaults, row-level-security policies or triggers) are not seen.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -481,8 +480,20 @@ fn unparsed_fallback(sql: &str) -> Option<Vec<StatementClass>> {
 /// mention those are keyed exactly. The key starts with a NUL byte, which no SQL text from the wire contains, so it
 /// never collides with an exact-text key.
 pub fn literal_free_key(sql: &str) -> Option<String> {
+    let mut out = String::new();
+    write_literal_free_key(sql, &mut out).then_some(out)
+}
+
+/// [`literal_free_key`] into `out` (cleared first): whether there is such a key. Lets the cache
+/// look up with a reused buffer instead of a new String per statement.
+fn write_literal_free_key(sql: &str, out: &mut String) -> bool {
+    out.clear();
+    literal_free_key_into(sql, out).is_some()
+}
+
+fn literal_free_key_into(sql: &str, out: &mut String) -> Option<()> {
     let b = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 1);
+    out.reserve(sql.len() + 1);
     out.push('\0');
     let mut i = 0;
     let mut copied = 0;
@@ -557,7 +568,7 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
         return None;
     }
     out.push_str(sql.get(copied..)?);
-    Some(out)
+    Some(())
 }
 
 /// [`literal_free_key`]'s byte classes, looked up instead of tested (it runs for every simple
@@ -585,6 +596,14 @@ static BYTE_CLASS: [u8; 256] = {
 fn is(c: u8, class: u8) -> bool {
     BYTE_CLASS[usize::from(c)] & class != 0
 }
+
+thread_local! {
+    /// [`ClassifyCache::classify`]'s key buffer, reused from statement to statement.
+    static KEY_BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The key buffer's room is kept up to this; a longer key's is given back at the next lookup.
+const KEY_BUFFER_KEPT: usize = 16 * 1024;
 
 /// Longest SQL text kept in the cache; longer texts are classified on every call.
 const MAX_CACHED_SQL_LEN: usize = 64 * 1024;
@@ -649,18 +668,27 @@ impl ClassifyCache {
     /// Statements that differ only in their literal values share one entry (see
     /// [`literal_free_key`]): `SELECT ... WHERE aid = 42` and `... = 43` are parsed once.
     pub fn classify(&self, sql: &str) -> Arc<[StatementClass]> {
-        let key: Cow<'_, str> = match literal_free_key(sql) {
-            Some(k) => Cow::Owned(k),
-            None => Cow::Borrowed(sql),
-        };
-        let (policy, generation) = {
+        // The key is built in this thread's buffer: a hit, the common case, allocates nothing.
+        let looked_up = KEY_BUFFER.with_borrow_mut(|buf| {
+            if buf.capacity() > KEY_BUFFER_KEPT {
+                // A huge statement went through: do not keep its room for the thread's life.
+                *buf = String::new();
+            }
+            let key = match write_literal_free_key(sql, buf) {
+                true => buf.as_str(),
+                false => sql,
+            };
             let mut inner = self.lock();
-            if let Some(hit) = inner.map.get(key.as_ref()).cloned() {
+            if let Some(hit) = inner.map.get(key).cloned() {
                 inner.hits += 1;
-                return hit;
+                return Ok(hit);
             }
             inner.misses += 1;
-            (Arc::clone(&inner.policy), inner.generation)
+            Err((Arc::clone(&inner.policy), inner.generation, key.to_owned()))
+        });
+        let (policy, generation, key) = match looked_up {
+            Ok(hit) => return hit,
+            Err(miss) => miss,
         };
         let classes: Arc<[StatementClass]> = classify(sql, &policy).into();
         let writes = classes
@@ -677,12 +705,12 @@ impl ClassifyCache {
         if self.capacity > 0 && key.len() <= MAX_CACHED_SQL_LEN {
             let mut inner = self.lock();
             if inner.generation == generation {
-                if inner.map.len() >= self.capacity && !inner.map.contains_key(key.as_ref()) {
+                if inner.map.len() >= self.capacity && !inner.map.contains_key(key.as_str()) {
                     if let Some(victim) = inner.map.keys().next().cloned() {
                         inner.map.remove(&victim);
                     }
                 }
-                inner.map.insert(key.into_owned(), Arc::clone(&classes));
+                inner.map.insert(key, Arc::clone(&classes));
             }
         }
         classes

@@ -679,6 +679,24 @@ fn cache_is_bounded_and_skips_huge_sql() {
     assert!(disabled.is_empty());
 }
 
+/// The lookup key is built in a buffer reused from statement to statement: a short key after
+/// a long one, or after a text that has none, is looked up as itself.
+#[test]
+fn cache_keys_do_not_carry_over_between_statements() {
+    let cache = ClassifyCache::new(16);
+    let long = format!(
+        "UPDATE t SET a = 1 WHERE b IN ({})",
+        vec!["2"; 5000].join(", ")
+    );
+    assert_eq!(&*cache.classify(&long), &[Write]);
+    assert_eq!(&*cache.classify("SELECT 7"), &[Read]);
+    assert_eq!(&*cache.classify("SELECT 8"), &[Read]);
+    // No literal, so no built key: keyed by its own text.
+    assert_eq!(&*cache.classify("DELETE FROM t"), &[Write]);
+    assert_eq!(&*cache.classify("SELECT 9"), &[Read]);
+    assert_eq!(cache.stats(), (2, 3));
+}
+
 #[test]
 fn cache_is_shareable_across_threads() {
     let cache = Arc::new(ClassifyCache::new(64));

@@ -41,8 +41,9 @@ impl Session {
             }
             match m.tag {
                 b'Q' => {
+                    // Borrowed from the message: only a text kept for later is copied.
                     let sql = match message::query_text(m.body()) {
-                        Ok(s) => s.into_owned(),
+                        Ok(s) => s,
                         Err(e) => {
                             self.protocol_violation(&e.to_string());
                             return Err(ProxyError::ClientProtocol(e));
@@ -57,7 +58,7 @@ impl Session {
                     };
                     if self.can_defer_begin(&sql, &classes) {
                         // Answer as PostgreSQL would; BEGIN goes out with the next statement.
-                        self.deferred_begin = Some(sql);
+                        self.deferred_begin = Some(sql.into_owned());
                         self.deferred_begin_read_only =
                             matches!(*classes, [StatementClass::Begin { read_only: true }]);
                         message::write_message(&mut self.client_out, b'C', |b| {
@@ -80,7 +81,7 @@ impl Session {
                         )
                     }) {
                         unit.set_serializable |= sets_serializable(&classes, &sql);
-                        unit.set_sql.push(sql);
+                        unit.set_sql.push(sql.into_owned());
                     }
                     unit.bytes += m.raw.len();
                     unit.messages.push(m);
@@ -116,8 +117,8 @@ impl Session {
                 b'F' => {
                     // FunctionCall: may do anything; the primary runs it.
                     let unit = Unit {
-                        messages: vec![m],
-                        classes: vec![StatementClass::Write],
+                        messages: smallvec::smallvec![m],
+                        classes: smallvec::smallvec![StatementClass::Write],
                         ends: true,
                         ..Unit::default()
                     };

@@ -7,11 +7,23 @@
 use super::classify::StatementClass;
 use super::message::{self, Message};
 use super::session::{Session, Unit};
+use crate::config::ListenerRole;
 
 impl Session {
     /// When `unit` (ending with Sync) does nothing but run a deferrable BEGIN, answers it and
     /// defers the BEGIN; returns whether it did.
     pub(super) fn defer_extended_begin(&mut self, unit: &Unit) -> bool {
+        // Every extended batch comes here: rule out all but a BEGIN READ ONLY on an `auto`
+        // listener from what is already known (the classes of its Parse or of the statement
+        // its Bind names) before looking at any text.
+        let only_read_only_begins = !unit.classes.is_empty()
+            && unit
+                .classes
+                .iter()
+                .all(|c| *c == StatementClass::Begin { read_only: true });
+        if self.listener.role != ListenerRole::Auto || !only_read_only_begins {
+            return false;
+        }
         let Some(sql) = self.extended_begin_text(&unit.messages) else {
             return false;
         };

@@ -7,7 +7,7 @@
 //! when the session ends; a transaction-pooling mode would use the same check-out/check-in at
 //! transaction boundaries, with the reset done per transaction instead of per session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,6 +20,7 @@ use super::backend::{BackendReader, BackendStartup};
 use super::cancel::BackendCancelKey;
 use super::message;
 use super::server_budget::{ServerBudget, ServerPermit};
+use super::slot::PendingUnit;
 use super::stats::BackendCounters;
 use super::stats::ProxyStats;
 use super::ProxyError;
@@ -42,6 +43,10 @@ pub struct ServerConn {
     pub cancel_key: Arc<BackendCancelKey>,
     /// Its backend's counters, so the pool counts it idle without looking the backend up.
     pub counters: Arc<BackendCounters>,
+    /// The room of the reply queue of the session holding it (`Slot::pending`), kept while it
+    /// is pooled: a transaction pool builds a slot around it every transaction, and would
+    /// otherwise allocate that queue every time.
+    pub pending_room: VecDeque<PendingUnit>,
 }
 
 /// What a connection needs before the next session may have it.

@@ -311,6 +311,7 @@ mod tests {
             created: Instant::now(),
             permit: held(pool, who),
             prepared: HashMap::new(),
+            pending_room: Default::default(),
             cancel_key: Arc::new(BackendCancelKey {
                 host: "127.0.0.1".into(),
                 port: 5432,

@@ -106,7 +106,7 @@ pub(super) struct Retry {
     idle_before: bool,
     /// Sent whole (it ended, and not as the rest of a batch sent early).
     whole_unit: bool,
-    messages: Vec<Message>,
+    messages: super::session::UnitMessageList,
     extended: bool,
     bytes: usize,
     held: BytesMut,
@@ -245,7 +245,7 @@ impl Session {
         self.last_write = Some(std::time::Instant::now());
         let mut unit = Unit {
             messages: r.messages,
-            classes: vec![StatementClass::Write],
+            classes: smallvec::smallvec![StatementClass::Write],
             extended: r.extended,
             ends: true,
             bytes: r.bytes,

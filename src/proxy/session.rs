@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use smallvec::SmallVec;
 use tokio::io::AsyncReadExt;
 
 use super::cancel::CancelTargets;
@@ -39,11 +40,15 @@ const QUIET_BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(
 /// Past this many replayed SET statements a session stays on the primary instead.
 const MAX_SESSION_SETS: usize = 1000;
 
+/// A unit's messages: usually one (a simple Query), kept inline.
+pub(super) type UnitMessageList = SmallVec<[Message; 1]>;
+
 /// Client messages that are routed together.
 #[derive(Default)]
 pub(super) struct Unit {
-    pub(super) messages: Vec<Message>,
-    pub(super) classes: Vec<StatementClass>,
+    pub(super) messages: UnitMessageList,
+    /// Usually one class (one statement), kept inline.
+    pub(super) classes: SmallVec<[StatementClass; 2]>,
     pub(super) extended: bool,
     /// Ends with Sync (extended) — simple queries always end.
     pub(super) ends: bool,

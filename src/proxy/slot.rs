@@ -141,6 +141,7 @@ impl Slot {
                     created: Instant::now(),
                     permit,
                     prepared: HashMap::new(),
+                    pending_room: VecDeque::new(),
                     cancel_key,
                     counters: Arc::clone(counters),
                 })
@@ -153,16 +154,17 @@ impl Slot {
     pub fn with_conn(
         target: Target,
         route: &Route,
-        conn: Box<ServerConn>,
+        mut conn: Box<ServerConn>,
         cancel_targets: Arc<CancelTargets>,
     ) -> Slot {
         let cancel_key = Arc::clone(&conn.cancel_key);
         cancel_targets.add(Arc::clone(&cancel_key));
+        let pending = std::mem::take(&mut conn.pending_room);
         Slot {
             target,
             _gauge: GaugeGuard::new(Arc::clone(&conn.counters)),
             conn,
-            pending: VecDeque::new(),
+            pending,
             to_close: HashSet::new(),
             tx_status: b'I',
             copy_in: false,
@@ -194,8 +196,11 @@ impl Slot {
             mut conn,
             pool_key,
             to_close,
+            mut pending,
             ..
         } = self;
+        pending.clear();
+        conn.pending_room = pending;
         // Closed by the client elsewhere, still defined here.
         if !to_close.is_empty() {
             conn.prepared
