@@ -12,6 +12,10 @@ use super::slot::{parse_hash, StatementInfo};
 use super::ProxyError;
 use crate::config::ListenerRole;
 
+/// Room reserved for an extended-protocol batch's messages (Parse, Bind, Describe, Execute,
+/// Sync: pgbench's and most drivers' batches fit).
+const EXTENDED_BATCH_MESSAGES: usize = 5;
+
 impl Session {
     /// Handles every complete client message in the buffer. Returns false on Terminate.
     ///
@@ -226,6 +230,11 @@ impl Session {
         let tag = m.tag;
         self.batch.extended = true;
         self.batch.bytes += m.raw.len();
+        if self.batch.messages.is_empty() {
+            // A batch is rarely one message (Bind, Execute, Sync at least): one allocation for
+            // the usual sizes instead of growing out of the inline room step by step.
+            self.batch.messages.reserve(EXTENDED_BATCH_MESSAGES);
+        }
         self.batch.messages.push(m);
         if tag == b'S' {
             self.batch.ends = true;
