@@ -122,6 +122,24 @@ fn channel_binding_require_works_over_tls() {
     assert!(ok && out.trim() == "unbound", "{out}");
 }
 
+/// An RSA certificate signed with RSASSA-PSS over SHA-384: the channel binding hashes it with
+/// the hash the signature's parameters name, as libpq does, so `channel_binding=require` logs
+/// in (before, no PLUS was offered for such a certificate and libpq refused).
+#[test]
+fn channel_binding_with_an_rsa_pss_signed_certificate() {
+    let cluster = PgCluster::start(0);
+    let certs = Certs::new();
+    certs.self_signed_rsa_pss("pss", "sha384");
+    let p = Pgcast::start(&cluster, &certs.tls_section_of("pss"));
+    let (ok, out) = psql_as(
+        (SCRAM_USER, SCRAM_PASSWORD),
+        p.auto_port,
+        "sslmode=require channel_binding=require",
+        "SELECT 'bound'",
+    );
+    assert!(ok && out.trim() == "bound", "{out}");
+}
+
 #[test]
 fn openssl_starttls_sees_tls_1_2_or_newer() {
     let s = Setup::new();

@@ -3,8 +3,10 @@
 //! middle who terminates TLS with another certificate cannot relay the exchange.
 //!
 //! The hash function is the certificate signature's own, except that MD5 and SHA-1 are
-//! replaced by SHA-256 (§4.1). A signature without a hash of its own (Ed25519) has no
-//! end-point data; PostgreSQL then offers no channel binding either, and neither do we.
+//! replaced by SHA-256 (§4.1); for RSASSA-PSS it is the hash its parameters name (RFC 4055
+//! §3.1), as OpenSSL, and so PostgreSQL and libpq, take it. A signature without a hash of its
+//! own (Ed25519) has no end-point data; PostgreSQL then offers no channel binding either, and
+//! neither do we.
 
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -66,14 +68,57 @@ const SIGNATURE_HASHES: &[(&[u8], Hash)] = &[
     ),
 ];
 
+/// id-RSASSA-PSS (1.2.840.113549.1.1.10, RFC 4055 §3.1): the hash is in its parameters.
+const RSASSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+
+/// OID bodies of the hash functions RSASSA-PSS parameters may name (RFC 4055 §2.1), and what
+/// channel binding uses for each (SHA-1 becomes SHA-256, RFC 5929 §4.1).
+const PSS_HASHES: &[(&[u8], Hash)] = &[
+    (&[0x2b, 0x0e, 0x03, 0x02, 0x1a], Hash::Sha256),
+    (
+        &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01],
+        Hash::Sha256,
+    ),
+    (
+        &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02],
+        Hash::Sha384,
+    ),
+    (
+        &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03],
+        Hash::Sha512,
+    ),
+];
+
 /// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm AlgorithmIdentifier, .. }
-/// and AlgorithmIdentifier ::= SEQUENCE { algorithm OBJECT IDENTIFIER, .. } (RFC 5280 §4.1).
+/// and AlgorithmIdentifier ::= SEQUENCE { algorithm OBJECT IDENTIFIER, parameters } (RFC
+/// 5280 §4.1).
 fn signature_hash(der: &[u8]) -> Option<Hash> {
     let (certificate, _) = element(der, 0x30)?;
     let (_tbs, rest) = element(certificate, 0x30)?;
     let (algorithm, _) = element(rest, 0x30)?;
-    let (oid, _) = element(algorithm, 0x06)?;
-    SIGNATURE_HASHES
+    let (oid, parameters) = element(algorithm, 0x06)?;
+    if oid == RSASSA_PSS {
+        return pss_hash(parameters);
+    }
+    lookup(SIGNATURE_HASHES, oid)
+}
+
+/// RSASSA-PSS-params ::= SEQUENCE { hashAlgorithm [0] HashAlgorithm DEFAULT sha1, .. }
+/// (RFC 4055 §3.1), HashAlgorithm an AlgorithmIdentifier.
+fn pss_hash(parameters: &[u8]) -> Option<Hash> {
+    let (params, _) = element(parameters, 0x30)?;
+    if params.first() != Some(&0xa0) {
+        // hashAlgorithm absent: SHA-1, for which channel binding takes SHA-256.
+        return Some(Hash::Sha256);
+    }
+    let (explicit, _) = element(params, 0xa0)?;
+    let (hash_algorithm, _) = element(explicit, 0x30)?;
+    let (oid, _) = element(hash_algorithm, 0x06)?;
+    lookup(PSS_HASHES, oid)
+}
+
+fn lookup(table: &[(&[u8], Hash)], oid: &[u8]) -> Option<Hash> {
+    table
         .iter()
         .find(|(known, _)| *known == oid)
         .map(|(_, h)| *h)
@@ -152,6 +197,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// RSASSA-PSS parameters with `hash` as hashAlgorithm (`None`: the field left out, SHA-1
+    /// by default), and a mask generation function naming the same hash, as openssl writes.
+    fn pss_parameters(hash: Option<&[u8]>) -> Vec<u8> {
+        let mut fields = Vec::new();
+        if let Some(h) = hash {
+            let alg = tlv(0x30, &[tlv(0x06, h), vec![0x05, 0x00]].concat());
+            fields.extend(tlv(0xa0, &alg));
+            let mgf1 = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
+            let mgf = tlv(0x30, &[tlv(0x06, &mgf1), alg].concat());
+            fields.extend(tlv(0xa1, &mgf));
+        }
+        fields.extend(tlv(0xa2, &tlv(0x02, &[0x20])));
+        tlv(0x30, &fields)
+    }
+
+    fn pss_cert(hash: Option<&[u8]>) -> Vec<u8> {
+        let tbs = tlv(0x30, &[0x05; 40]);
+        let alg = tlv(
+            0x30,
+            &[tlv(0x06, RSASSA_PSS), pss_parameters(hash)].concat(),
+        );
+        let sig = tlv(0x03, &[0x00, 0x01, 0x02]);
+        tlv(0x30, &[tbs, alg, sig].concat())
+    }
+
+    #[test]
+    fn rsassa_pss_binds_with_the_hash_its_parameters_name() {
+        let sha = |n: u8| [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, n];
+        let md5 = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05];
+        let cases: [(Option<&[u8]>, Option<usize>); 6] = [
+            (Some(&sha(1)), Some(32)),
+            (Some(&sha(2)), Some(48)),
+            (Some(&sha(3)), Some(64)),
+            // SHA-1, named or by default: SHA-256 instead (RFC 5929 §4.1).
+            (Some(&[0x2b, 0x0e, 0x03, 0x02, 0x1a]), Some(32)),
+            (None, Some(32)),
+            // A hash PSS does not allow: no binding rather than a wrong one.
+            (Some(&md5), None),
+        ];
+        for (hash, len) in cases {
+            let c = pss_cert(hash);
+            let data = end_point_data(&c);
+            assert_eq!(data.as_ref().map(Vec::len), len, "{hash:02x?}");
+            if len == Some(48) {
+                assert_eq!(data.unwrap(), Sha384::digest(&c).to_vec());
+            }
+        }
+        // Parameters missing or cut short: nothing.
+        let bare = tlv(
+            0x30,
+            &[tlv(0x30, &[0x05; 8]), tlv(0x30, &tlv(0x06, RSASSA_PSS))].concat(),
+        );
+        assert_eq!(end_point_data(&bare), None);
     }
 
     #[test]

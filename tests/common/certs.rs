@@ -69,15 +69,33 @@ impl Certs {
         );
     }
 
+    /// `name`.crt/.key: a self-signed certificate for 127.0.0.1 with an RSA key, signed with
+    /// RSASSA-PSS over `hash` (`sha256`, `sha384`, ...), whose channel binding hashes with that.
+    pub fn self_signed_rsa_pss(&self, name: &str, hash: &str) {
+        openssl(
+            self.dir.path(),
+            &format!(
+                "req -x509 -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.crt -days 2 \
+                 -subj /CN={name} -{hash} -sigopt rsa_padding_mode:pss \
+                 -addext subjectAltName=IP:127.0.0.1"
+            ),
+        );
+    }
+
+    /// A `[tls]` section serving `name`.crt/.key.
+    pub fn tls_section_of(&self, name: &str) -> String {
+        format!(
+            "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.path(&format!("{name}.crt")).display(),
+            self.path(&format!("{name}.key")).display()
+        )
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
 
     pub fn tls_section(&self) -> String {
-        format!(
-            "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            self.path("server.crt").display(),
-            self.path("server.key").display()
-        )
+        self.tls_section_of("server")
     }
 }
