@@ -382,11 +382,12 @@ impl Config {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        // The file may hold passwords: its text is wiped once parsed.
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        Config::parse(&zeroize::Zeroizing::new(text), path)
     }
 
     /// Parses and validates TOML text; `path` is only used in messages.

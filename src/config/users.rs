@@ -117,6 +117,15 @@ impl fmt::Debug for UserConfig {
     }
 }
 
+impl Drop for UserConfig {
+    /// A reload or an auth_query cache entry replaces users: their passwords are wiped.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.password.zeroize();
+        self.backend_password.zeroize();
+    }
+}
+
 impl UserConfig {
     /// The password pgcast uses when it logs in to a backend as this user.
     pub fn backend_password(&self) -> Option<&str> {

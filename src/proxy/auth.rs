@@ -13,6 +13,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,12 +53,13 @@ impl ScramVerifier {
     pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> Self {
         let iterations = iterations.max(1);
         // RFC 5802 §3: SaltedPassword := Hi(Normalize(password), salt, i)
-        let salted = hi(password.as_bytes(), salt, iterations);
+        // Both log in as the user wherever this verifier is used: wiped when dropped.
+        let salted = Zeroizing::new(hi(password.as_bytes(), salt, iterations));
         // ClientKey := HMAC(SaltedPassword, "Client Key"); StoredKey := H(ClientKey)
-        let client_key = hmac(&salted, &[b"Client Key"]);
-        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let client_key = Zeroizing::new(hmac(&salted[..], &[b"Client Key"]));
+        let stored_key: [u8; 32] = Sha256::digest(*client_key).into();
         // ServerKey := HMAC(SaltedPassword, "Server Key")
-        let server_key = hmac(&salted, &[b"Server Key"]);
+        let server_key = hmac(&salted[..], &[b"Server Key"]);
         Self {
             salt: salt.to_vec(),
             iterations,
@@ -101,6 +103,12 @@ impl ScramVerifier {
 /// as good as the password for those servers, so it lives in memory only and is never shown.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientKey(pub(super) [u8; 32]);
+
+impl Drop for ClientKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -321,14 +329,14 @@ impl ScramServer {
         let auth_message = [auth_message.as_bytes()];
         let v = &self.verifier;
         let client_signature = hmac(&v.stored_key, &auth_message);
-        let mut client_key = proof;
+        let mut client_key = Zeroizing::new(proof);
         xor_into(&mut client_key, &client_signature);
-        let candidate: [u8; 32] = Sha256::digest(client_key).into();
+        let candidate: [u8; 32] = Sha256::digest(*client_key).into();
         if !ct_eq(&candidate, &v.stored_key) {
             return Err(AuthError::WrongPassword);
         }
         let server_signature = hmac(&v.server_key, &auth_message);
-        self.client_key = Some(ClientKey(client_key));
+        self.client_key = Some(ClientKey(*client_key));
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
     }
 
@@ -403,6 +411,7 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
         u = prf.clone().chain_update(u).finalize().into_bytes().into();
         xor_into(&mut result, &u);
     }
+    u.zeroize();
     result
 }
 

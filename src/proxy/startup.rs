@@ -58,6 +58,21 @@ pub async fn fatal(
     Ok(())
 }
 
+/// Ends the start-up with a FATAL error for the client (`code`, `msg`): the error the
+/// connection then ends with, `why` for the log (or the failure to send).
+async fn refuse(
+    stream: &mut ClientStream,
+    ctx: &ProxyContext,
+    code: &str,
+    msg: &str,
+    why: &'static str,
+) -> ProxyError {
+    match fatal(stream, ctx, code, msg).await {
+        Ok(()) => ProxyError::ClientProtocol(message::DecodeError::Malformed(why)),
+        Err(e) => e,
+    }
+}
+
 async fn read_startup(
     stream: &mut ClientStream,
     buf: &mut BytesMut,
@@ -126,10 +141,7 @@ async fn direct_tls(
     if stream.alpn_protocol() != Some(tls::ALPN_POSTGRESQL) {
         let msg =
             "received direct SSL connection request without ALPN protocol negotiation extension";
-        fatal(stream, ctx, "08P01", msg).await?;
-        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
-            "direct TLS without ALPN",
-        )));
+        return Err(refuse(stream, ctx, "08P01", msg, "direct TLS without ALPN").await);
     }
     Ok(true)
 }
@@ -208,10 +220,9 @@ pub async fn client_startup(
                 };
                 let msg =
                     format!("unsupported frontend protocol {version}: server supports 3.0 to 3.0");
-                fatal(stream, ctx, "0A000", &msg).await?;
-                return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
-                    "repeated encryption request",
-                )));
+                return Err(
+                    refuse(stream, ctx, "0A000", &msg, "repeated encryption request").await,
+                );
             }
             StartupPacket::Cancel { pid, secret } => {
                 handle_cancel(ctx, config, pid, secret).await;
@@ -221,42 +232,36 @@ pub async fn client_startup(
         }
     };
     if listener_tls == ListenerTls::Require && !stream.is_tls() {
-        fatal(
+        return Err(refuse(
             stream,
             ctx,
             "28000",
             "pgcast: this listener accepts TLS connections only",
-        )
-        .await?;
-        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
             "a clear-text login on a TLS-only listener",
-        )));
+        )
+        .await);
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let Some(user_name) = get("user") else {
-        fatal(
+        return Err(refuse(
             stream,
             ctx,
             "28000",
             "no PostgreSQL user name specified in startup packet",
-        )
-        .await?;
-        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
             "startup without user",
-        )));
+        )
+        .await);
     };
     let database = get("database").unwrap_or_else(|| user_name.clone());
     if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
-        fatal(
+        return Err(refuse(
             stream,
             ctx,
             "0A000",
             "pgcast does not proxy replication connections",
-        )
-        .await?;
-        return Err(ProxyError::ClientProtocol(message::DecodeError::Malformed(
             "replication",
-        )));
+        )
+        .await);
     }
 
     let facts = access::Facts {
