@@ -92,6 +92,33 @@ async fn drain_withdraws_keeps_serving_and_undrain_announces_again() {
     assert_eq!((code, out.trim()), (Some(0), "not drained"));
 }
 
+/// A connection still logging in when a drain starts is a client in flight too: once the
+/// route moves, its next packets would reach another balancer and be reset. Here it never
+/// logs in, so the withdrawal comes after `quiesce_ms` and says it waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_logging_in_is_waited_for() {
+    let c = PgCluster::start(1);
+    let p = Pgcast::start(
+        &c,
+        &format!("[[prefix]]\naddress = \"{PREFIX}/32\"\n\n[drain]\nquiesce_ms = 300\nwithdraw_grace_ms = 100\n"),
+    );
+    p.wait_until("prefix announced", |s| {
+        s.routing.prefixes.first().is_some_and(|v| v.announce)
+    });
+    let _logging_in = std::net::TcpStream::connect(("127.0.0.1", p.auto_port)).expect("connect");
+    p.wait_until("the connection is in start-up", |s| {
+        s.prelogin_connections == 1
+    });
+    let (code, out) = pgcast(&p, &["drain"]);
+    assert_eq!(code, Some(0), "{out}");
+    let log = p.log();
+    assert!(
+        log.contains("withdrawing with client connections still open")
+            && log.contains("connections=1"),
+        "the quiesce counted the connection in start-up:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_socket_requests() {
     let c = PgCluster::start(0);

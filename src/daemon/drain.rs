@@ -39,6 +39,14 @@ impl Anycast<'_> {
         max - self.ctx.client_slots.available_permits()
     }
 
+    /// Logged-in sessions and connections still logging in. A login in progress when the
+    /// route moves is reset by the balancer its next packets reach (the lab's `pgbench -C`
+    /// saw "server closed the connection unexpectedly"), so the quiesce before a withdrawal
+    /// waits for those too.
+    fn connections_in_flight(&self) -> usize {
+        self.open_sessions() + self.ctx.prelogin.in_flight()
+    }
+
     /// SIGTERM: withdraw (unless an operator's drain already did), give the routers
     /// `drain.withdraw_grace`, stop accepting, close the listening sockets, and wait (at most
     /// [`DRAIN_TIMEOUT`]) for the sessions in flight.
@@ -79,17 +87,18 @@ impl Anycast<'_> {
             }
         }
         tracing::info!(
-            sessions = self.open_sessions(),
+            connections = self.connections_in_flight(),
             ?cause,
-            "draining: new connections paused, waiting for sessions in flight"
+            "draining: new connections paused, waiting for client connections in flight"
         );
         // Polled every 5 ms: the withdrawal waits for this, and short sessions end in ms.
         let config = self.config();
-        let left = wait_for_sessions(&|| self.open_sessions(), config.drain.quiesce, 5).await;
+        let left =
+            wait_for_sessions(&|| self.connections_in_flight(), config.drain.quiesce, 5).await;
         if left > 0 {
             tracing::warn!(
-                sessions = left,
-                "withdrawing with sessions still open: their clients will see resets"
+                connections = left,
+                "withdrawing with client connections still open: their clients will see resets"
             );
         }
         tracing::info!(?cause, "draining: withdrawing anycast prefixes");
