@@ -481,18 +481,14 @@ fn unparsed_fallback(sql: &str) -> Option<Vec<StatementClass>> {
 /// never collides with an exact-text key.
 pub fn literal_free_key(sql: &str) -> Option<String> {
     let mut out = String::new();
-    write_literal_free_key(sql, &mut out).then_some(out)
+    literal_free_key_into(sql, &mut out).map(|()| out)
 }
 
-/// [`literal_free_key`] into `out` (cleared first): whether there is such a key. Lets the cache
-/// look up with a reused buffer instead of a new String per statement.
-fn write_literal_free_key(sql: &str, out: &mut String) -> bool {
-    out.clear();
-    literal_free_key_into(sql, out).is_some()
-}
-
+/// [`literal_free_key`] into `out` (cleared first), `None` where there is no such key: lets
+/// the cache look up with a reused buffer instead of a new String per statement.
 fn literal_free_key_into(sql: &str, out: &mut String) -> Option<()> {
     let b = sql.as_bytes();
+    out.clear();
     out.reserve(sql.len() + 1);
     out.push('\0');
     let mut i = 0;
@@ -674,9 +670,9 @@ impl ClassifyCache {
                 // A huge statement went through: do not keep its room for the thread's life.
                 *buf = String::new();
             }
-            let key = match write_literal_free_key(sql, buf) {
-                true => buf.as_str(),
-                false => sql,
+            let key = match literal_free_key_into(sql, buf) {
+                Some(()) => buf.as_str(),
+                None => sql,
             };
             let mut inner = self.lock();
             if let Some(hit) = inner.map.get(key).cloned() {

@@ -13,28 +13,23 @@ impl Session {
     /// When `unit` (ending with Sync) does nothing but run a deferrable BEGIN, answers it and
     /// defers the BEGIN; returns whether it did.
     pub(super) fn defer_extended_begin(&mut self, unit: &Unit) -> bool {
-        // Every extended batch comes here: rule out all but a BEGIN READ ONLY on an `auto`
-        // listener from what is already known (the classes of its Parse or of the statement
-        // its Bind names) before looking at any text.
-        let only_read_only_begins = !unit.classes.is_empty()
-            && unit
-                .classes
-                .iter()
-                .all(|c| *c == StatementClass::Begin { read_only: true });
+        // Only BEGIN READ ONLY: a plain BEGIN through the extended protocol runs at once.
+        // Deferring it too broke psycopg's pipeline mode (its transaction tests with
+        // pipeline=on saw INTRANS after COMMIT, not understood yet); a plain BEGIN goes to
+        // the primary anyway unless its first statement is SET TRANSACTION READ ONLY.
+        // Every extended batch comes here: the classes already known (of its Parse, or of the
+        // statement its Bind names) and the listener role rule out all others before any text
+        // is looked at.
+        const READ_ONLY_BEGIN: StatementClass = StatementClass::Begin { read_only: true };
+        let only_read_only_begins =
+            !unit.classes.is_empty() && unit.classes.iter().all(|c| *c == READ_ONLY_BEGIN);
         if self.listener.role != ListenerRole::Auto || !only_read_only_begins {
             return false;
         }
         let Some(sql) = self.extended_begin_text(&unit.messages) else {
             return false;
         };
-        let classes = self.classes_of(&sql);
-        // Only BEGIN READ ONLY: a plain BEGIN through the extended protocol runs at once.
-        // Deferring it too broke psycopg's pipeline mode (its transaction tests with
-        // pipeline=on saw INTRANS after COMMIT, not understood yet); a plain BEGIN goes to
-        // the primary anyway unless its first statement is SET TRANSACTION READ ONLY.
-        if !matches!(*classes, [StatementClass::Begin { read_only: true }])
-            || !self.can_defer_begin_now(&sql, &classes)
-        {
+        if !self.can_defer_begin_now(&sql, &[READ_ONLY_BEGIN]) {
             return false;
         }
         for m in &unit.messages {
