@@ -124,8 +124,10 @@ impl Pool {
             woken.as_mut().enable();
             if place.is_first() {
                 match self.take_now(key, cfg, budgets) {
-                    // Leaving the queue (the place is dropped) wakes the next one.
-                    Ok(got) => return Ok(got),
+                    Ok(got) => {
+                        place.leave_served(&counters.idle_connections);
+                        return Ok(got);
+                    }
                     Err(now) if now != limit => {
                         let Some(other) = join(budgets, now) else {
                             return Err(now);
@@ -588,6 +590,31 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), [1, 2, 3, 4, 5]);
         assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 0);
+    }
+
+    /// Two shares freed at once while two sessions wait: the first, served, leaves the second
+    /// woken (the second share wakes only the first, which was first in the queue when freed).
+    #[tokio::test(start_paused = true)]
+    async fn shares_freed_together_serve_every_waiter() {
+        let (pool, cfg) = capped(Some(2), None, 10_000);
+        let counters = counters(&pool);
+        let held_both = [held(&pool, A1), held(&pool, A1)];
+        let mut waiters = Vec::new();
+        for _ in 0..2 {
+            let (p, c, k) = (Arc::clone(&pool), cfg.clone(), Arc::clone(&counters));
+            waiters.push(tokio::spawn(async move {
+                let got = p.acquire(&key("pg1", A1), &c, &k).await;
+                // Held past the end of the test's wait: neither frees a share for the other.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                got.is_ok()
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counters.clients_waiting.load(Ordering::Relaxed), 2);
+        drop(held_both);
+        for w in waiters {
+            assert!(w.await.unwrap(), "a waiter timed out with a share free");
+        }
     }
 
     #[tokio::test(start_paused = true)]
