@@ -179,10 +179,17 @@ impl Session {
             let reading_client = self.waiting.is_none() && !terminating;
             let quiet_batch = !terminating && self.quiet_batch_pending();
             let (primary, replica) = self.slots.both_mut();
+            // Biased, in this order: no random number per round (~200 instructions per
+            // transaction, callgrind). Servers' replies before the client's next bytes, as in
+            // the pass-through relay: replies answer what the client sent, so its next bytes
+            // wait at most for the end of a burst of them.
             tokio::select! {
+                biased;
                 _ = quiet_wait(), if quiet_batch => {
                     Box::pin(self.send_quiet_batch()).await?;
                 }
+                n = read_slot(primary) => self.on_slot_readable(Target::Primary, n).await?,
+                n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
                 n = rd.read_into(&mut self.client_buf, CLIENT_READ_MIN, CLIENT_READ_CHUNK),
                     if reading_client =>
                 {
@@ -191,8 +198,6 @@ impl Session {
                     }
                     self.ready_to_reply();
                 }
-                n = read_slot(primary) => self.on_slot_readable(Target::Primary, n).await?,
-                n = read_slot(replica) => self.on_slot_readable(Target::Replica, n).await?,
             }
         }
     }
