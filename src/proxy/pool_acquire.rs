@@ -124,10 +124,8 @@ impl Pool {
             woken.as_mut().enable();
             if place.is_first() {
                 match self.take_now(key, cfg, budgets) {
-                    Ok(got) => {
-                        place.leave_served(&counters.idle_connections);
-                        return Ok(got);
-                    }
+                    // Leaving the queue (the place is dropped) wakes the next one.
+                    Ok(got) => return Ok(got),
                     Err(now) if now != limit => {
                         let Some(other) = join(budgets, now) else {
                             return Err(now);

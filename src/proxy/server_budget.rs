@@ -12,7 +12,7 @@
 //! ([`WaitQueue`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -66,7 +66,6 @@ impl Budget {
         QueuePlace {
             budget: Arc::clone(self),
             wake,
-            left: false,
         }
     }
 }
@@ -103,8 +102,6 @@ impl WaitQueue {
 pub struct QueuePlace {
     budget: Arc<Budget>,
     pub wake: Arc<Notify>,
-    /// Left already (`leave_served`).
-    left: bool,
 }
 
 impl QueuePlace {
@@ -115,37 +112,10 @@ impl QueuePlace {
             .front()
             .is_some_and(|w| Arc::ptr_eq(w, &self.wake))
     }
-
-    /// Leaves the queue after being served. The next waiter is woken only if something is
-    /// left to take: a share of the cap, or an idle connection of the backend
-    /// (`backend_idle`, to take or to close for a share). Otherwise whatever is freed next
-    /// wakes it; before, every transaction served from the queue woke the next waiter only for
-    /// it to find nothing and sleep again (two wake-ups per transaction with more clients
-    /// than connections). Looked at under the queue's lock, which whoever frees a share takes
-    /// after counting it: a share freed while this one was still first is seen here.
-    pub fn leave_served(mut self, backend_idle: &AtomicI64) {
-        self.left = true;
-        let mut queue = self.budget.waiters.lock();
-        let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, &self.wake)) else {
-            return;
-        };
-        queue.remove(at);
-        let more = !self.budget.is_full() || backend_idle.load(Ordering::Acquire) > 0;
-        if at == 0 && more {
-            if let Some(next) = queue.front() {
-                next.notify_one();
-            }
-        }
-    }
 }
 
 impl Drop for QueuePlace {
-    /// Leaving unserved (timed out, gone to the other cap's queue, or the client gone): what
-    /// woke this one may be for the next, so the next is woken.
     fn drop(&mut self) {
-        if self.left {
-            return;
-        }
         let mut queue = self.budget.waiters.lock();
         let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, &self.wake)) else {
             return;
