@@ -171,11 +171,8 @@ fn init_logging() {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // PGCAST_WORKER_THREADS overrides tokio's default (one worker per core).
-    if let Some(n) = std::env::var("PGCAST_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        builder.worker_threads(n.max(1));
+    if let Some(n) = env_count("PGCAST_WORKER_THREADS") {
+        builder.worker_threads(n);
     }
     // PGCAST_IO_EVENTS_PER_TICK caps the sockets one poll of the reactor hands to a worker
     // (tokio's default 1,024). At 1 a worker that finds one ready socket runs it itself,
@@ -184,16 +181,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // many clients on a host shared with PostgreSQL the proxy then runs on fewer threads and
     // gets less of the CPU (1,000 clients: 14 % fewer TPS). docs/benchmarks.md, "Fewer
     // wake-ups between the proxy's workers".
-    if let Some(n) = std::env::var("PGCAST_IO_EVENTS_PER_TICK")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        builder.max_io_events_per_tick(n.max(1));
+    if let Some(n) = env_count("PGCAST_IO_EVENTS_PER_TICK") {
+        builder.max_io_events_per_tick(n);
     }
     builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// A count of at least 1 from the environment variable `name`; None if unset or not a number.
+fn env_count(name: &str) -> Option<usize> {
+    let n = std::env::var(name).ok()?.parse::<usize>().ok()?;
+    Some(n.max(1))
 }
 
 /// A single-worker runtime on a thread of its own, for a part that must keep its timers
