@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("pgcast: {e:#}");
+                    eprintln!("pgcast: {}", describe(&e));
                     ExitCode::from(1)
                 }
             }
@@ -89,13 +89,30 @@ fn main() -> ExitCode {
         Command::Status { target } => match status(target) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
-                eprintln!("pgcast status: {e:#}");
+                eprintln!("pgcast status: {}", describe(&e));
                 ExitCode::from(2)
             }
         },
         Command::Drain { target } => control(Control::Drain, target),
         Command::Undrain { target } => control(Control::Undrain, target),
     }
+}
+
+/// The error and its causes, joined by ": ", leaving out a cause the message before it already
+/// spells out (the module errors print their `source` inside their own message, so anyhow's
+/// `{:#}` would print it twice: "cannot read /x: No such file…: No such file…").
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn control(command: Control, target: AdminTarget) -> ExitCode {
@@ -118,7 +135,7 @@ fn control(command: Control, target: AdminTarget) -> ExitCode {
             ExitCode::from(if reply.ok { 0 } else { 1 })
         }
         Err(e) => {
-            eprintln!("pgcast {word}: {e:#}");
+            eprintln!("pgcast {word}: {}", describe(&e));
             ExitCode::from(2)
         }
     }
@@ -171,7 +188,7 @@ fn init_logging() {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // PGCAST_WORKER_THREADS overrides tokio's default (one worker per core).
-    if let Some(n) = env_count("PGCAST_WORKER_THREADS") {
+    if let Some(n) = env_count("PGCAST_WORKER_THREADS")? {
         builder.worker_threads(n);
     }
     // PGCAST_IO_EVENTS_PER_TICK caps the sockets one poll of the reactor hands to a worker
@@ -181,7 +198,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // many clients on a host shared with PostgreSQL the proxy then runs on fewer threads and
     // gets less of the CPU (1,000 clients: 14 % fewer TPS). docs/benchmarks.md, "Fewer
     // wake-ups between the proxy's workers".
-    if let Some(n) = env_count("PGCAST_IO_EVENTS_PER_TICK") {
+    if let Some(n) = env_count("PGCAST_IO_EVENTS_PER_TICK")? {
         builder.max_io_events_per_tick(n);
     }
     builder
@@ -190,10 +207,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// A count of at least 1 from the environment variable `name`; None if unset or not a number.
-fn env_count(name: &str) -> Option<usize> {
-    let n = std::env::var(name).ok()?.parse::<usize>().ok()?;
-    Some(n.max(1))
+/// A count of at least 1 from the environment variable `name`; None if unset. Anything else
+/// (not a whole number, 0, not UTF-8) stops the start with the variable's name, like a bad
+/// config key: a knob set and silently ignored would leave a tuned host running untuned.
+fn env_count(name: &str) -> anyhow::Result<Option<usize>> {
+    let value = match std::env::var(name) {
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            anyhow::bail!("environment variable {name}={v:?}: not a whole number of at least 1")
+        }
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => {
+            anyhow::bail!("environment variable {name}={value:?}: not a whole number of at least 1")
+        }
+    }
 }
 
 /// A single-worker runtime on a thread of its own, for a part that must keep its timers

@@ -70,3 +70,27 @@ async fn priority_zero_leaves_the_routing_thread_to_the_normal_scheduler() {
     assert!(all.iter().all(|t| t.1 == SCHED_OTHER), "{all:?}");
     assert_eq!(reported_scheduling(&p), "normal (SCHED_OTHER)");
 }
+
+/// A runtime knob set to something that is not a count stops the start and names the variable
+/// (before, it was ignored without a word). Checked before the config is read, so none is
+/// needed here.
+#[test]
+fn a_runtime_knob_that_is_not_a_count_stops_the_start_by_name() {
+    for (name, value) in [
+        ("PGCAST_WORKER_THREADS", "two"),
+        ("PGCAST_WORKER_THREADS", "0"),
+        ("PGCAST_IO_EVENTS_PER_TICK", "-1"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgcast"))
+            .args(["run", "-c", "/nonexistent/pgcast.toml"])
+            .env(name, value)
+            .output()
+            .expect("pgcast runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}=\"{value}\"")) && stderr.contains("whole number"),
+            "{name}={value}: {stderr}"
+        );
+    }
+}
