@@ -296,6 +296,16 @@ mod tests {
     /// Pools an idle connection of `who` on a real socket (a live peer: `looks_alive` holds);
     /// the peer's end is returned to keep it open.
     fn pool_idle(pool: &Pool, cfg: &PoolConfig, who: Who) -> std::net::TcpStream {
+        pool_idle_since(pool, cfg, who, Instant::now())
+    }
+
+    /// [`pool_idle`], checked in at `since`.
+    fn pool_idle_since(
+        pool: &Pool,
+        cfg: &PoolConfig,
+        who: Who,
+        since: Instant,
+    ) -> std::net::TcpStream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let ours =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -324,8 +334,40 @@ mod tests {
             }),
             counters: counters(pool),
         });
-        pool.put(Arc::new(key("pg1", who)), conn, cfg, Instant::now());
+        pool.put(Arc::new(key("pg1", who)), conn, cfg, since);
         peer
+    }
+
+    /// A pooled connection the server closed, or sent something on, while it was idle is not
+    /// handed out, however long it was idle; a quiet one is. (The probe is tokio's `try_read`,
+    /// which reads only once the reactor has seen the socket readable: a quiet connection
+    /// costs no system call.)
+    #[tokio::test]
+    async fn a_connection_the_server_closed_or_spoke_on_while_idle_is_not_handed_out() {
+        use std::io::Write;
+        let (pool, cfg) = capped(None, None, 100);
+        for idle in [Duration::ZERO, Duration::from_secs(2)] {
+            for peer_does in ["nothing", "closes", "writes"] {
+                let since = Instant::now() - idle;
+                let mut peer = Some(pool_idle_since(&pool, &cfg, A1, since));
+                match peer_does {
+                    "closes" => drop(peer.take()),
+                    "writes" => {
+                        let notice = b"N\0\0\0\x04";
+                        peer.as_mut().expect("peer").write_all(notice).expect("write");
+                    }
+                    _ => {}
+                }
+                // The reactor sees the socket when the runtime next waits.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let handed_out = pool.checkout(&key("pg1", A1), &cfg).is_some();
+                assert_eq!(
+                    handed_out,
+                    peer_does == "nothing",
+                    "server {peer_does}, idle for {idle:?}"
+                );
+            }
+        }
     }
 
     #[derive(Debug, PartialEq)]
