@@ -495,6 +495,32 @@ fn literal_free_key_into(sql: &str, out: &mut String) -> Option<()> {
     let mut copied = 0;
     let mut replaced = false;
     while let Some(&c) = b.get(i) {
+        let class = BYTE_CLASS[usize::from(c)];
+        if class & PLAIN != 0 {
+            // Blanks, operators, punctuation: most of a statement's non-word bytes.
+            i += 1;
+            continue;
+        }
+        if class & IDENT != 0 && !c.is_ascii_digit() {
+            // A word, skipped whole, so digits inside identifiers (t1, x2y) stay. `$` starts
+            // no word here: a dollar quote or a parameter leaves the text unkeyed below.
+            if c == b'$' {
+                return None;
+            }
+            let start = i;
+            i += b[i..]
+                .iter()
+                .position(|d| !is(*d, IDENT))
+                .unwrap_or(b.len() - i);
+            // The only calls whose class depends on a literal argument.
+            let word = &b[start..i];
+            if word.eq_ignore_ascii_case(b"current_setting")
+                || word.eq_ignore_ascii_case(b"set_config")
+            {
+                return None;
+            }
+            continue;
+        }
         match c {
             b'\'' => {
                 // E'...' / U&'...' / B'...' / X'...' prefixes change how the body is read.
@@ -543,20 +569,7 @@ fn literal_free_key_into(sql: &str, out: &mut String) -> Option<()> {
                 copied = i;
                 replaced = true;
             }
-            _ if is(c, IDENT) => {
-                // Skip the whole word, so digits inside identifiers (t1, x2y) stay.
-                let start = i;
-                while b.get(i).is_some_and(|d| is(*d, IDENT)) {
-                    i += 1;
-                }
-                // The only calls whose class depends on a literal argument.
-                let word = &b[start..i];
-                if word.eq_ignore_ascii_case(b"current_setting")
-                    || word.eq_ignore_ascii_case(b"set_config")
-                {
-                    return None;
-                }
-            }
+            // A digit inside a word (the word arm above takes words whole) or after `.`.
             _ => i += 1,
         }
     }
@@ -572,6 +585,9 @@ fn literal_free_key_into(sql: &str, out: &mut String) -> Option<()> {
 /// multi-byte UTF-8 character), and a byte that continues a number (`1.5e3`, `1_000`).
 const IDENT: u8 = 1;
 const NUMBER: u8 = 2;
+/// Neither part of a word or number nor a byte that starts a literal, a quoted identifier or a
+/// comment (`'`, `"`, `\`, `-`, `/`): passed over without a look.
+const PLAIN: u8 = 4;
 static BYTE_CLASS: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut i = 0;
@@ -583,6 +599,9 @@ static BYTE_CLASS: [u8; 256] = {
         }
         if alphanumeric || c == b'.' || c == b'_' {
             table[i] |= NUMBER;
+        }
+        if table[i] & IDENT == 0 && !matches!(c, b'\'' | b'"' | b'\\' | b'-' | b'/') {
+            table[i] |= PLAIN;
         }
         i += 1;
     }

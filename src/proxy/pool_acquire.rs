@@ -354,7 +354,10 @@ mod tests {
                     "closes" => drop(peer.take()),
                     "writes" => {
                         let notice = b"N\0\0\0\x04";
-                        peer.as_mut().expect("peer").write_all(notice).expect("write");
+                        peer.as_mut()
+                            .expect("peer")
+                            .write_all(notice)
+                            .expect("write");
                     }
                     _ => {}
                 }
