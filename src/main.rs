@@ -72,6 +72,12 @@ struct AdminTarget {
     json: bool,
 }
 
+/// mimalloc instead of glibc's malloc: less user time per transaction with many clients (its
+/// per-thread free lists keep a session's short-lived allocations on memory the thread has just
+/// used). docs/benchmarks.md, "mimalloc".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
