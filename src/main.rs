@@ -200,10 +200,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // PGCAST_IO_EVENTS_PER_TICK caps the sockets one poll of the reactor hands to a worker
     // (tokio's default 1,024). At 1 a worker that finds one ready socket runs it itself,
     // where with two or more it wakes an idle worker to share them: fewer wake-ups between
-    // threads (8 and 32 clients: 8-15 % more TPS, less system time per transaction), but with
-    // many clients on a host shared with PostgreSQL the proxy then runs on fewer threads and
-    // gets less of the CPU (1,000 clients: 14 % fewer TPS). docs/benchmarks.md, "Fewer
-    // wake-ups between the proxy's workers".
+    // threads (8 and 32 clients: 8-22 % more TPS, system time per transaction down to
+    // PgBouncer's), but with many clients on a host shared with PostgreSQL the proxy then runs
+    // on fewer threads, with an epoll_wait per socket (1,000 clients: 14-18 % fewer TPS).
+    // docs/benchmarks.md, "Fewer wake-ups between the proxy's workers" and "Fewer instructions
+    // per transaction, and mimalloc".
     if let Some(n) = env_count("PGCAST_IO_EVENTS_PER_TICK")? {
         builder.max_io_events_per_tick(n);
     }
@@ -212,6 +213,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("cannot start the async runtime")
 }
+
+/// tokio's own `max_io_events_per_tick` when `PGCAST_IO_EVENTS_PER_TICK` is not set.
+const TOKIO_IO_EVENTS_PER_TICK: usize = 1024;
 
 /// A count of at least 1 from the environment variable `name`; None if unset. Anything else
 /// (not a whole number, 0, not UTF-8) stops the start with the variable's name, like a bad
@@ -250,7 +254,15 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     // on a loaded host) can never hold back a BFD packet, a Hello or a keepalive.
     let health = dedicated_runtime("pgcast-health")?;
     let routing = dedicated_runtime("pgcast-routing")?;
-    let result = runtime()?.block_on(pgcast::daemon::run(
+    let proxy = runtime()?;
+    // Said once at start, so that whoever set a knob sees that it took.
+    tracing::info!(
+        workers = proxy.metrics().num_workers(),
+        io_events_per_tick =
+            env_count("PGCAST_IO_EVENTS_PER_TICK")?.unwrap_or(TOKIO_IO_EVENTS_PER_TICK),
+        "proxy runtime (PGCAST_WORKER_THREADS, PGCAST_IO_EVENTS_PER_TICK)"
+    );
+    let result = proxy.block_on(pgcast::daemon::run(
         &config,
         pgcast::daemon::Runtimes {
             health: health.handle().clone(),

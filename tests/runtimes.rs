@@ -57,6 +57,11 @@ async fn routing_thread_runs_round_robin_and_the_rest_does_not() {
         "only the routing thread is real-time: {all:?}"
     );
     assert!(p.log().contains("routing speakers run under SCHED_RR"));
+    // The proxy's runtime is reported once at start: tokio's defaults here (one worker per
+    // core, 1,024 I/O events per poll).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let said = format!("proxy runtime (PGCAST_WORKER_THREADS, PGCAST_IO_EVENTS_PER_TICK) workers={cores} io_events_per_tick=1024");
+    assert!(p.log().contains(&said), "{said:?} not in the log");
     // `pgcast status` says so, with how late the routing thread's timers fire.
     assert_eq!(reported_scheduling(&p), "SCHED_RR priority 10");
 }
