@@ -74,7 +74,7 @@ struct AdminTarget {
 
 /// mimalloc instead of glibc's malloc: less user time per transaction with many clients (its
 /// per-thread free lists keep a session's short-lived allocations on memory the thread has just
-/// used). docs/benchmarks.md, "mimalloc".
+/// used). docs/benchmarks.md, "Fewer instructions per transaction, and mimalloc".
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -192,9 +192,34 @@ fn init_logging() {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime_with(&RuntimeKnobs::from_env()?)
+}
+
+/// The proxy runtime's settings from the environment, read once: `run` builds the runtime
+/// with them and logs them.
+struct RuntimeKnobs {
+    /// `PGCAST_WORKER_THREADS`; None: tokio's default (one worker per core).
+    worker_threads: Option<usize>,
+    /// `PGCAST_IO_EVENTS_PER_TICK`, or tokio's own default.
+    io_events_per_tick: usize,
+}
+
+/// tokio's own `max_io_events_per_tick` when `PGCAST_IO_EVENTS_PER_TICK` is not set.
+const TOKIO_IO_EVENTS_PER_TICK: usize = 1024;
+
+impl RuntimeKnobs {
+    fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            worker_threads: env_count("PGCAST_WORKER_THREADS")?,
+            io_events_per_tick: env_count("PGCAST_IO_EVENTS_PER_TICK")?
+                .unwrap_or(TOKIO_IO_EVENTS_PER_TICK),
+        })
+    }
+}
+
+fn runtime_with(knobs: &RuntimeKnobs) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // PGCAST_WORKER_THREADS overrides tokio's default (one worker per core).
-    if let Some(n) = env_count("PGCAST_WORKER_THREADS")? {
+    if let Some(n) = knobs.worker_threads {
         builder.worker_threads(n);
     }
     // PGCAST_IO_EVENTS_PER_TICK caps the sockets one poll of the reactor hands to a worker
@@ -205,31 +230,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // on fewer threads, with an epoll_wait per socket (1,000 clients: 14-18 % fewer TPS).
     // docs/benchmarks.md, "Fewer wake-ups between the proxy's workers" and "Fewer instructions
     // per transaction, and mimalloc".
-    if let Some(n) = env_count("PGCAST_IO_EVENTS_PER_TICK")? {
-        builder.max_io_events_per_tick(n);
-    }
     builder
+        .max_io_events_per_tick(knobs.io_events_per_tick)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-/// tokio's own `max_io_events_per_tick` when `PGCAST_IO_EVENTS_PER_TICK` is not set.
-const TOKIO_IO_EVENTS_PER_TICK: usize = 1024;
-
 /// A count of at least 1 from the environment variable `name`; None if unset. Anything else
 /// (not a whole number, 0, not UTF-8) stops the start with the variable's name, like a bad
 /// config key: a knob set and silently ignored would leave a tuned host running untuned.
 fn env_count(name: &str) -> anyhow::Result<Option<usize>> {
-    let value = match std::env::var(name) {
-        Ok(v) => v,
-        Err(std::env::VarError::NotPresent) => return Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => {
-            anyhow::bail!("environment variable {name}={v:?}: not a whole number of at least 1")
-        }
+    let Some(value) = std::env::var_os(name) else {
+        return Ok(None);
     };
-    match value.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(Some(n)),
+    match value.to_str().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) if n >= 1 => Ok(Some(n)),
         _ => {
             anyhow::bail!("environment variable {name}={value:?}: not a whole number of at least 1")
         }
@@ -254,12 +270,12 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
     // on a loaded host) can never hold back a BFD packet, a Hello or a keepalive.
     let health = dedicated_runtime("pgcast-health")?;
     let routing = dedicated_runtime("pgcast-routing")?;
-    let proxy = runtime()?;
+    let knobs = RuntimeKnobs::from_env()?;
+    let proxy = runtime_with(&knobs)?;
     // Said once at start, so that whoever set a knob sees that it took.
     tracing::info!(
         workers = proxy.metrics().num_workers(),
-        io_events_per_tick =
-            env_count("PGCAST_IO_EVENTS_PER_TICK")?.unwrap_or(TOKIO_IO_EVENTS_PER_TICK),
+        io_events_per_tick = knobs.io_events_per_tick,
         "proxy runtime (PGCAST_WORKER_THREADS, PGCAST_IO_EVENTS_PER_TICK)"
     );
     let result = proxy.block_on(pgcast::daemon::run(
