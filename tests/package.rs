@@ -1,0 +1,172 @@
+//! The Debian package (`packaging/build-deb`): what it holds, what lintian says of it, and a
+//! real install, upgrade, removal and purge on a throw-away overlay of this machine
+//! (`packaging/check-deb`). Packs the test build of pgcast, not a release build: what is
+//! checked here is the packaging, and a release build would add minutes to the suite.
+//! Runs as root, as CI does (check-deb mounts an overlay in a namespace of its own).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds the package into `dir` and returns its path.
+fn build_deb(dir: &Path) -> PathBuf {
+    let out = run(Command::new(repo().join("packaging/build-deb"))
+        .env("PGCAST_BIN", env!("CARGO_BIN_EXE_pgcast"))
+        .env("DEB_OUT", dir));
+    let path = stdout(&out)
+        .lines()
+        .last()
+        .expect("the package's path")
+        .to_string();
+    PathBuf::from(path)
+}
+
+fn field(deb: &Path, name: &str) -> String {
+    let out = run(Command::new("dpkg-deb").arg("--field").arg(deb).arg(name));
+    stdout(&out).trim().to_string()
+}
+
+/// (mode string, owner, path) of every entry of the package, from `dpkg-deb --contents`.
+fn contents(deb: &Path) -> Vec<(String, String, String)> {
+    let out = run(Command::new("dpkg-deb").arg("--contents").arg(deb));
+    stdout(&out)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].to_string(), f[5].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_package_holds_the_binary_the_unit_and_a_private_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deb = build_deb(dir.path());
+    let arch = stdout(&run(Command::new("dpkg").arg("--print-architecture")));
+    assert_eq!(field(&deb, "Package"), "pgcast");
+    assert_eq!(
+        field(&deb, "Version"),
+        format!("{}-1", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(field(&deb, "Architecture"), arch.trim());
+    let depends = field(&deb, "Depends");
+    assert!(depends.contains("libc6 (>= 2."), "{depends}");
+    assert!(depends.contains("adduser"), "{depends}");
+
+    let entries = contents(&deb);
+    let entry = |path: &str| {
+        entries
+            .iter()
+            .find(|e| e.2 == path)
+            .unwrap_or_else(|| panic!("{path} is not in the package: {entries:?}"))
+            .clone()
+    };
+    assert_eq!(entry("./usr/bin/pgcast").0, "-rwxr-xr-x");
+    assert_eq!(entry("./lib/systemd/system/pgcast.service").0, "-rw-r--r--");
+    // Private as shipped; postinst hands it to the group pgcast.
+    let conf = entry("./etc/pgcast/pgcast.toml");
+    assert_eq!(
+        (conf.0.as_str(), conf.1.as_str()),
+        ("-rw-------", "root/root")
+    );
+    entry("./usr/share/doc/pgcast/copyright");
+    entry("./usr/share/doc/pgcast/changelog.Debian.gz");
+    entry("./usr/share/doc/pgcast/examples/pgcast.toml");
+    assert!(entries.iter().all(|e| e.1 == "root/root"), "{entries:?}");
+
+    let conffiles = run(Command::new("dpkg-deb")
+        .arg("--info")
+        .arg(&deb)
+        .arg("conffiles"));
+    assert_eq!(stdout(&conffiles).trim(), "/etc/pgcast/pgcast.toml");
+
+    // The packaged binary is the one built, stripped.
+    let unpacked = dir.path().join("unpacked");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
+    let version = run(Command::new(unpacked.join("usr/bin/pgcast")).arg("--version"));
+    assert_eq!(
+        stdout(&version).trim(),
+        format!("pgcast {}", env!("CARGO_PKG_VERSION"))
+    );
+    // readelf lists every section header; objdump -h leaves out .symtab.
+    let sections = run(Command::new("readelf")
+        .args(["-S", "-W"])
+        .arg(unpacked.join("usr/bin/pgcast")));
+    let sections = stdout(&sections);
+    assert!(
+        !sections.contains(".debug_info"),
+        "not stripped: {sections}"
+    );
+    assert!(!sections.contains(".symtab"), "not stripped: {sections}");
+}
+
+#[test]
+fn lintian_finds_no_error_in_the_package() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deb = build_deb(dir.path());
+    // Exit status 1 also for warnings; errors are what is refused here ("E: " lines).
+    let out = Command::new("lintian")
+        .arg("--no-tag-display-limit")
+        .arg(&deb)
+        .output()
+        .expect("lintian (scripts/deps installs it)");
+    let report = stdout(&out);
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{report}");
+    assert!(
+        out.status.success() || report.lines().any(|l| l.starts_with("W: ")),
+        "lintian failed without a report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn install_upgrade_remove_and_purge_on_a_copy_of_this_machine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deb = build_deb(dir.path());
+    let before = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "pgcast"])
+        .output()
+        .expect("dpkg-query");
+    let out = run(Command::new(repo().join("packaging/check-deb")).arg(&deb));
+    let report = stdout(&out);
+    for check in [
+        "ok: dpkg -i: installed",
+        "ok: user and group pgcast",
+        "ok: /etc/pgcast/pgcast.toml: root:pgcast 640",
+        "ok: pgcast check-config as user pgcast: exit 0",
+        "ok: pgcast.service installed, not enabled",
+        "ok: upgrade: the edited /etc/pgcast/pgcast.toml kept, root:pgcast 640",
+        "ok: dpkg -r: binary and unit gone, configuration kept",
+        "ok: dpkg -P: configuration and statoverride gone, user kept",
+        "check-deb: every check passed",
+    ] {
+        assert!(report.contains(check), "missing {check:?} in:\n{report}");
+    }
+    // This machine is as it was: the install happened on the overlay only.
+    let after = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "pgcast"])
+        .output()
+        .expect("dpkg-query");
+    assert_eq!(before.stdout, after.stdout);
+    assert_eq!(before.status.code(), after.status.code());
+}
