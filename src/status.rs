@@ -190,7 +190,7 @@ impl Status {
                 let c = ctx.stats.backend_snapshot(&b.name);
                 BackendStatus {
                     name: b.name.clone(),
-                    address: format!("{}:{}", b.host, b.port),
+                    address: crate::config::host_port(&b.host, b.port),
                     role: match (b.role, b.up) {
                         (Role::Primary, _) => "primary".into(),
                         (Role::Replica, _) => "replica".into(),

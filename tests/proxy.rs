@@ -8,11 +8,12 @@ mod common;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::client::{connect, connect_listening, next_notification, raw_exchange, simple_value};
+use common::client::{
+    cancelled, connect, connect_listening, next_notification, raw_exchange, simple_value,
+};
 use common::pg_cluster::{PgCluster, DATABASE, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 use futures_util::StreamExt;
-use tokio_postgres::NoTls;
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 
@@ -437,16 +438,7 @@ async fn cancel_requests_reach_the_running_query() {
     let p = Pgcast::start(c, "");
     for sql in ["SELECT pg_sleep(30)", "SELECT pg_sleep(30), nextval('s')"] {
         let client = connect(&p.auto()).await.unwrap();
-        let token = client.cancel_token();
-        let q = tokio::spawn(async move { client.simple_query(sql).await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        token.cancel_query(NoTls).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(10), q)
-            .await
-            .expect("cancelled in time")
-            .unwrap();
-        let e = r.expect_err("query was cancelled");
-        assert_eq!(sqlstate(&e), "57014", "{sql}");
+        assert_eq!(cancelled(client, sql).await, "57014", "{sql}");
     }
 }
 

@@ -18,6 +18,7 @@ pub use anycast::{
     OspfNetwork, PrefixConfig, Requirement, WhenUnhealthy,
 };
 pub use bgp::{BfdConfig, BgpConfig, BgpNeighborConfig};
+pub use cluster::host_port;
 pub use community::{LargeCommunity, StandardCommunity, AS_TRANS};
 pub use peers::Peer;
 pub use pool::{PoolConfig, PoolMode, ServerConnect};

@@ -89,9 +89,11 @@ pub struct LoginParams<'a> {
 pub async fn connect(
     login: &LoginParams<'_>,
 ) -> Result<(BackendReader, Writer, BackendStartup), ProxyError> {
-    let addr = format!("{}:{}", login.host, login.port);
     let name = login.backend;
-    let stream = tokio::time::timeout(login.connect_timeout, TcpStream::connect(&addr))
+    // (host, port), not "host:port": an IP address (IPv6 too) is taken as it is, without a
+    // name lookup on the blocking pool.
+    let addr = (login.host, login.port);
+    let stream = tokio::time::timeout(login.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ProxyError::BackendUnavailable(format!("connect to {name} timed out")))?
         .map_err(|e| ProxyError::BackendUnavailable(format!("connect to {name}: {e}")))?;
@@ -193,8 +195,8 @@ pub async fn send_cancel(
     secret: i32,
     timeout: Duration,
 ) -> Result<(), ProxyError> {
-    let addr = format!("{host}:{port}");
-    deliver_cancel(addr.as_str(), &addr, pid, secret, timeout).await
+    let shown = crate::config::host_port(host, port);
+    deliver_cancel((host, port), &shown, pid, secret, timeout).await
 }
 
 /// Hands a client's CancelRequest, unchanged, to the peer balancer that issued the key.

@@ -38,6 +38,24 @@ pub async fn next_notification(rx: &mut UnboundedReceiver<Notification>) -> Noti
         .expect("the connection is open")
 }
 
+/// Runs `sql` (a long statement) on `client`, cancels it after 500 ms with the client's cancel
+/// token (a CancelRequest to the host and port the client connected to) and returns the
+/// SQLSTATE the statement failed with, within 10 s.
+pub async fn cancelled(client: Client, sql: &'static str) -> String {
+    let token = client.cancel_token();
+    let q = tokio::spawn(async move { client.simple_query(sql).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    token
+        .cancel_query(NoTls)
+        .await
+        .expect("cancel request sent");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), q)
+        .await
+        .expect("cancelled in time")
+        .expect("the query task");
+    sqlstate(&r.expect_err("the query was cancelled"))
+}
+
 /// The SQLSTATE of a failed connection or statement (or why there is none).
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()

@@ -180,12 +180,15 @@ impl PgCluster {
              host    all          postgres  127.0.0.1/32   trust\n\
              host    replication  all       127.0.0.1/32   trust\n\
              host    all          app_md5   127.0.0.1/32   md5\n\
-             host    all          all       127.0.0.1/32   scram-sha-256\n",
+             host    all          all       127.0.0.1/32   scram-sha-256\n\
+             host    all          postgres  ::1/128        trust\n\
+             host    all          app_md5   ::1/128        md5\n\
+             host    all          all       ::1/128        scram-sha-256\n",
         );
         append(
             &node.data_dir.join("postgresql.conf"),
             "\n# ---- pgcast test harness ----\n\
-             listen_addresses = '127.0.0.1'\n\
+             listen_addresses = '127.0.0.1,::1'\n\
              max_connections = 200\n\
              shared_buffers = 16MB\n\
              wal_level = replica\n\
