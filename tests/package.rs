@@ -88,6 +88,7 @@ fn the_package_holds_the_binary_the_unit_and_a_private_configuration() {
         (conf.0.as_str(), conf.1.as_str()),
         ("-rw-------", "root/root")
     );
+    entry("./usr/share/man/man1/pgcast.1.gz");
     entry("./usr/share/doc/pgcast/copyright");
     entry("./usr/share/doc/pgcast/changelog.Debian.gz");
     entry("./usr/share/doc/pgcast/examples/pgcast.toml");
@@ -162,6 +163,13 @@ fn install_upgrade_remove_and_purge_on_a_copy_of_this_machine() {
     ] {
         assert!(report.contains(check), "missing {check:?} in:\n{report}");
     }
+    // The copy has what this machine has: systemd-analyze where systemd is installed.
+    let has_systemd_analyze = Path::new("/usr/bin/systemd-analyze").exists();
+    assert_eq!(
+        report.contains("ok: systemd-analyze verify pgcast.service: no complaint"),
+        has_systemd_analyze,
+        "{report}"
+    );
     // This machine is as it was: the install happened on the overlay only.
     let after = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", "pgcast"])
@@ -169,4 +177,35 @@ fn install_upgrade_remove_and_purge_on_a_copy_of_this_machine() {
         .expect("dpkg-query");
     assert_eq!(before.stdout, after.stdout);
     assert_eq!(before.status.code(), after.status.code());
+}
+
+/// The manual page has a section for every command `pgcast --help` lists, and groff formats
+/// it without a warning.
+#[test]
+fn the_manual_page_covers_every_command() {
+    let help = run(Command::new(env!("CARGO_BIN_EXE_pgcast")).arg("--help"));
+    let page = std::fs::read_to_string(repo().join("packaging/pgcast.1")).expect("pgcast.1");
+    let commands: Vec<String> = stdout(&help)
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 5, "{commands:?}");
+    for c in &commands {
+        let heading = format!(".SS {}", c.replace('-', "\\-"));
+        assert!(
+            page.lines().any(|l| l == heading),
+            "no {heading:?} in packaging/pgcast.1"
+        );
+    }
+    let out = run(Command::new("man")
+        .args(["--warnings", "-E", "UTF-8", "-l"])
+        .arg(repo().join("packaging/pgcast.1"))
+        .env("MANWIDTH", "80")
+        .env("MAN_DISABLE_SECCOMP", "1"));
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(warnings.trim().is_empty(), "man --warnings: {warnings}");
 }
