@@ -5,7 +5,7 @@
 mod common;
 
 use common::client::{cancelled, connect, simple_value};
-use common::pg_cluster::{PgCluster, SCRAM_PASSWORD, SCRAM_USER};
+use common::pg_cluster::{PgCluster, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 use common::pgcast::Pgcast;
 
 /// The harness's configuration with every listener on ::1 and every backend at ::1.
@@ -66,4 +66,57 @@ async fn clients_and_backends_over_ipv6_split_reads_and_writes_and_cancel() {
 
     // The cancel request reaches pgcast at ::1 and the backend at ::1.
     assert_eq!(cancelled(client, "SELECT pg_sleep(30)").await, "57014");
+}
+
+/// A listener on `[::]` takes IPv4 clients too (as IPv4-mapped IPv6 addresses); the access
+/// rules see them as the IPv4 addresses they are, and name IPv6 clients as PostgreSQL would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_listener_matches_ipv4_clients_against_ipv4_rules() {
+    fn dual_stack(config: String) -> String {
+        config.replace("address = \"127.0.0.1:", "address = \"[::]:")
+    }
+    let c = PgCluster::start(0);
+    let rules = format!(
+        "
+[[access]]
+address = \"127.0.0.1\"
+user = [\"{MD5_USER}\"]
+method = \"reject\"
+
+[[access]]
+address = \"127.0.0.0/8\"
+method = \"scram-sha-256\"
+"
+    );
+    let p = Pgcast::start_edited(&c, &rules, dual_stack);
+
+    let v4 = connect(&p.auto())
+        .await
+        .expect("an IPv4 client matches 127.0.0.0/8");
+    assert_eq!(simple_value(&v4, "SELECT 1").await, "1");
+    let e = connect(&p.conninfo(p.auto_port, MD5_USER, MD5_PASSWORD))
+        .await
+        .expect_err("rejected");
+    let db = e.as_db_error().expect("a FATAL from pgcast");
+    assert_eq!(
+        db.message(),
+        format!(
+            "pgcast access rules reject connection for host \"127.0.0.1\", user \"{MD5_USER}\", \
+             database \"app\", no encryption"
+        ),
+        "an IPv4 client is named by its IPv4 address"
+    );
+
+    let e = connect(&conninfo_v6(p.auto_port))
+        .await
+        .expect_err("no rule names ::1");
+    let db = e.as_db_error().expect("a FATAL from pgcast");
+    assert_eq!(db.code().code(), "28000");
+    assert_eq!(
+        db.message(),
+        format!(
+            "no pgcast access rule for host \"::1\", user \"{SCRAM_USER}\", database \"app\", \
+             no encryption"
+        )
+    );
 }
