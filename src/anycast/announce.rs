@@ -1,7 +1,7 @@
 //! Which prefixes to announce, and why: the pure link between the health verdicts and the
 //! routing protocols. Every speaker (OSPF and BGP) announces exactly what this decides.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +11,7 @@ use crate::health::ClusterView;
 /// The decision for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrefixVerdict {
-    pub prefix: Ipv4Addr,
+    pub prefix: IpAddr,
     pub prefix_len: u8,
     pub announce: bool,
     /// Metric to announce with (the configured cost, or the last-resort cost).
@@ -135,7 +135,7 @@ mod tests {
 
     fn prefix(listeners: &[&str], require: Requirement, when: WhenUnhealthy) -> PrefixConfig {
         PrefixConfig {
-            address: Ipv4Addr::new(198, 18, 2, 0),
+            address: std::net::Ipv4Addr::new(198, 18, 2, 0).into(),
             prefix_len: 32,
             listeners: listeners.iter().map(|s| s.to_string()).collect(),
             require,

@@ -11,6 +11,7 @@ pub mod ospf;
 pub mod render;
 pub mod timer_lag;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -366,7 +367,7 @@ async fn couple(
     ospf: Option<OspfHandle>,
     bgp: Option<Arc<BgpHandle>>,
 ) {
-    let mut last: Option<Vec<Announcement>> = None;
+    let mut last: Option<Vec<Wanted>> = None;
     let mut health_alive = true;
     loop {
         let last_beat = *health.heartbeat.borrow_and_update();
@@ -379,10 +380,10 @@ async fn couple(
             let view = health.cluster.borrow_and_update().clone();
             announce::evaluate(&prefixes, &view, *drain.borrow_and_update())
         };
-        let wanted: Vec<Announcement> = now
+        let wanted: Vec<Wanted> = now
             .iter()
             .filter(|v| v.announce)
-            .map(|v| Announcement {
+            .map(|v| Wanted {
                 prefix: v.prefix,
                 prefix_len: v.prefix_len,
                 cost: v.cost,
@@ -423,7 +424,7 @@ async fn couple(
 
 async fn tell_speakers(
     verdicts: &[PrefixVerdict],
-    wanted: &[Announcement],
+    wanted: &[Wanted],
     ospf: Option<&OspfHandle>,
     bgp: Option<&BgpHandle>,
 ) {
@@ -437,13 +438,32 @@ async fn tell_speakers(
         );
     }
     if let Some(o) = ospf {
-        o.announce(wanted.to_vec()).await;
+        // OSPFv2 carries IPv4 only (RFC 2328); IPv6 prefixes go over BGP.
+        let ipv4 = wanted
+            .iter()
+            .filter_map(|w| match w.prefix {
+                IpAddr::V4(prefix) => Some(Announcement {
+                    prefix,
+                    prefix_len: w.prefix_len,
+                    cost: w.cost,
+                }),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        o.announce(ipv4).await;
     }
     if let Some(b) = bgp {
-        let prefixes: Vec<(std::net::Ipv4Addr, u8)> =
-            wanted.iter().map(|a| (a.prefix, a.prefix_len)).collect();
+        let prefixes: Vec<(IpAddr, u8)> = wanted.iter().map(|w| (w.prefix, w.prefix_len)).collect();
         b.announce(&prefixes).await;
     }
+}
+
+/// A prefix to announce now, with its cost (OSPF's metric).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    prefix: IpAddr,
+    prefix_len: u8,
+    cost: u16,
 }
 
 #[cfg(test)]
@@ -469,7 +489,7 @@ mod tests {
 
     fn prefix() -> PrefixConfig {
         PrefixConfig {
-            address: std::net::Ipv4Addr::new(198, 18, 2, 0),
+            address: std::net::Ipv4Addr::new(198, 18, 2, 0).into(),
             prefix_len: 32,
             listeners: Vec::new(),
             require: Requirement::ReadWrite,

@@ -1,7 +1,7 @@
 //! Configuration of the anycast side: the OSPF speaker, the prefixes it announces and what
 //! "healthy" means for each, and the drain sequence on SIGTERM.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -180,7 +180,8 @@ pub enum WhenUnhealthy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixConfig {
-    pub address: Ipv4Addr,
+    /// An IPv4 /32 (OSPF and BGP) or an IPv6 /128 (BGP only: OSPFv2 carries IPv4).
+    pub address: IpAddr,
     pub prefix_len: u8,
     /// Listener names; empty = all listeners.
     pub listeners: Vec<String>,
@@ -390,31 +391,26 @@ impl Validator<'_> {
         })
     }
 
+    /// `[[prefix]]`; `bgp_configured`: an IPv6 prefix needs BGP (OSPFv2 carries IPv4 only).
     pub(super) fn prefixes(
         &self,
         raw: Vec<Spanned<RawPrefix>>,
         listener_names: &[String],
+        bgp_configured: bool,
     ) -> Result<Vec<PrefixConfig>, ConfigError> {
         let mut out: Vec<PrefixConfig> = Vec::new();
         for item in raw {
             let s = item.span();
             let p = item.into_inner();
-            let (addr, len) = match p.address.split_once('/') {
-                Some((a, l)) => (a, l),
-                None => (p.address.as_str(), "32"),
-            };
-            let address = self.ipv4(&s, "prefix.address", addr)?;
-            let prefix_len: u8 = match len.parse() {
-                Ok(n) if n <= 32 => n,
-                _ => {
-                    return Err(self.err(s, "prefix.address", format!("bad prefix length {len:?}")))
-                }
-            };
-            if prefix_len != 32 {
+            let (address, prefix_len) = self.anycast_host(&s, &p.address)?;
+            if address.is_ipv6() && !bgp_configured {
                 return Err(self.err(
                     s,
                     "prefix.address",
-                    "only /32 anycast host addresses are supported",
+                    format!(
+                        "{address} is IPv6: it is announced over BGP only (OSPFv2 carries \
+                         IPv4), and [bgp] is not configured"
+                    ),
                 ));
             }
             if out.iter().any(|x| x.address == address) {
@@ -479,6 +475,35 @@ impl Validator<'_> {
             quiesce: self.ms(&s, "drain.quiesce_ms", d.quiesce_ms, 2000, 0)?,
             withdraw_grace: self.ms(&s, "drain.withdraw_grace_ms", d.withdraw_grace_ms, 2000, 0)?,
         })
+    }
+
+    /// An anycast host address: IPv4 /32 or IPv6 /128, the length optional.
+    fn anycast_host(&self, s: &Range<usize>, text: &str) -> Result<(IpAddr, u8), ConfigError> {
+        let key = "prefix.address";
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let address: IpAddr = addr.parse().map_err(|_| {
+            self.err(
+                s.clone(),
+                key,
+                format!("not an IPv4 or IPv6 address: {addr:?}"),
+            )
+        })?;
+        let host_len = if address.is_ipv4() { 32 } else { 128 };
+        match len.map(str::parse::<u8>) {
+            None => Ok((address, host_len)),
+            Some(Ok(n)) if n == host_len => Ok((address, host_len)),
+            Some(_) => Err(self.err(
+                s.clone(),
+                key,
+                format!(
+                    "only anycast host addresses are supported: /32 for IPv4, /128 for IPv6, \
+                     not {text:?}"
+                ),
+            )),
+        }
     }
 
     pub(super) fn ipv4(

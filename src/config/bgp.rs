@@ -1,7 +1,7 @@
 //! `[bgp]`, `[[bgp.neighbors]]` and `[bfd]`: the BGP speaker that announces the same prefixes
 //! as OSPF (either or both may be configured), and the BFD timers shared by every BFD session.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ struct RawNeighbor {
     password: Option<String>,
     ttl_security: Option<bool>,
     next_hop: Option<String>,
+    next_hop_ipv6: Option<String>,
     med: Option<i64>,
     local_pref: Option<i64>,
     #[serde(default)]
@@ -92,6 +93,9 @@ pub struct BgpNeighborConfig {
     pub ttl_security: bool,
     /// `None`: the local address of the session's TCP connection (NEXT_HOP self).
     pub next_hop: Option<Ipv4Addr>,
+    /// The next hop of IPv6 prefixes (MP_REACH_NLRI, RFC 4760 over this IPv4 session): a
+    /// global address of ours the peer reaches. Required when a prefix is IPv6.
+    pub next_hop_ipv6: Option<Ipv6Addr>,
     pub med: Option<u32>,
     pub local_pref: u32,
     pub communities: Vec<StandardCommunity>,
@@ -112,6 +116,7 @@ impl std::fmt::Debug for BgpNeighborConfig {
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
             .field("ttl_security", &self.ttl_security)
             .field("next_hop", &self.next_hop)
+            .field("next_hop_ipv6", &self.next_hop_ipv6)
             .field("med", &self.med)
             .field("bfd", &self.bfd)
             .finish_non_exhaustive()
@@ -128,10 +133,13 @@ pub struct BfdConfig {
 }
 
 impl Validator<'_> {
+    /// `[bgp]`; `ipv6_prefix`: the first IPv6 `[[prefix]]`, which every neighbor then needs
+    /// a `next_hop_ipv6` for.
     pub(super) fn bgp(
         &self,
         raw: Option<Spanned<RawBgp>>,
         ospf_router_id: Option<Ipv4Addr>,
+        ipv6_prefix: Option<IpAddr>,
     ) -> Result<Option<BgpConfig>, ConfigError> {
         let Some(raw) = raw else { return Ok(None) };
         let span = raw.span();
@@ -251,6 +259,12 @@ impl Validator<'_> {
                 password,
                 ttl_security: n.ttl_security.unwrap_or(false),
                 next_hop: opt_ipv4("next_hop", n.next_hop.as_deref())?,
+                next_hop_ipv6: self.next_hop_ipv6(
+                    &s,
+                    &key("next_hop_ipv6"),
+                    n.next_hop_ipv6.as_deref(),
+                    ipv6_prefix,
+                )?,
                 med,
                 local_pref: self.count(
                     &s,
@@ -280,6 +294,40 @@ impl Validator<'_> {
             graceful_shutdown,
             neighbors,
         }))
+    }
+
+    /// A neighbor's IPv6 next hop: a global unicast address (RFC 2545 §3), required when
+    /// `ipv6_prefix` says a prefix is IPv6.
+    fn next_hop_ipv6(
+        &self,
+        s: &Range<usize>,
+        key: &str,
+        text: Option<&str>,
+        ipv6_prefix: Option<IpAddr>,
+    ) -> Result<Option<Ipv6Addr>, ConfigError> {
+        let Some(text) = text else {
+            return match ipv6_prefix {
+                None => Ok(None),
+                Some(p) => Err(self.err(
+                    s.clone(),
+                    key,
+                    format!("missing: the prefix {p} is IPv6, and its next hop must be given"),
+                )),
+            };
+        };
+        let a: Ipv6Addr = text
+            .parse()
+            .map_err(|_| self.err(s.clone(), key, format!("not an IPv6 address: {text:?}")))?;
+        // fe80::/10 and the rest are not global (RFC 4291 §2.5.6).
+        let link_local = (a.segments()[0] & 0xffc0) == 0xfe80;
+        if a.is_unspecified() || a.is_loopback() || a.is_multicast() || link_local {
+            return Err(self.err(
+                s.clone(),
+                key,
+                format!("{a} is not a global unicast address (RFC 2545 §3)"),
+            ));
+        }
+        Ok(Some(a))
     }
 
     pub(super) fn bfd(&self, raw: Option<Spanned<RawBfd>>) -> Result<BfdConfig, ConfigError> {
@@ -436,5 +484,89 @@ impl Validator<'_> {
             }),
             _ => Err(bad()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use crate::config::tests::{parse, MINIMAL};
+
+    const DUAL_STACK: &str = r#"
+[bgp]
+local_as = 65001
+router_id = "198.18.1.94"
+
+[[bgp.neighbors]]
+address = "198.18.1.90"
+remote_as = 65000
+next_hop_ipv6 = "2001:db8:1::94"
+
+[[prefix]]
+address = "198.18.2.0/32"
+
+[[prefix]]
+address = "2001:db8:2::1"
+"#;
+
+    #[test]
+    fn ipv6_prefixes_go_over_bgp_with_the_neighbors_ipv6_next_hop() {
+        let c = parse(&format!("{MINIMAL}{DUAL_STACK}")).expect("valid");
+        let v6: Ipv6Addr = "2001:db8:2::1".parse().unwrap();
+        assert_eq!(c.prefixes[1].address, IpAddr::V6(v6));
+        assert_eq!(c.prefixes[1].prefix_len, 128);
+        let n = &c.bgp.expect("bgp").neighbors[0];
+        assert_eq!(n.next_hop_ipv6, Some("2001:db8:1::94".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv6_prefix_errors_name_the_key() {
+        let cases = [
+            // No next hop for the IPv6 prefix.
+            (
+                "next_hop_ipv6 = \"2001:db8:1::94\"\n",
+                "",
+                "bgp.neighbors[0].next_hop_ipv6",
+                "the prefix 2001:db8:2::1 is IPv6",
+            ),
+            (
+                "\"2001:db8:1::94\"",
+                "\"fe80::94\"",
+                "bgp.neighbors[0].next_hop_ipv6",
+                "not a global unicast address",
+            ),
+            (
+                "\"2001:db8:1::94\"",
+                "\"198.18.1.94\"",
+                "bgp.neighbors[0].next_hop_ipv6",
+                "not an IPv6 address",
+            ),
+            (
+                "\"2001:db8:2::1\"",
+                "\"2001:db8:2::/64\"",
+                "prefix.address",
+                "/128 for IPv6",
+            ),
+            (
+                "\"198.18.2.0/32\"",
+                "\"198.18.2.0/24\"",
+                "prefix.address",
+                "/32 for IPv4",
+            ),
+        ];
+        for (from, to, key, why) in cases {
+            let text = format!("{MINIMAL}{}", DUAL_STACK.replace(from, to));
+            let e = parse(&text).expect_err(to).to_string();
+            assert!(e.contains(key) && e.contains(why), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_prefix_without_bgp_is_refused_ospf_carries_ipv4_only() {
+        let text = format!("{MINIMAL}\n[[prefix]]\naddress = \"2001:db8:2::1/128\"\n");
+        let e = parse(&text).expect_err("no [bgp]").to_string();
+        assert!(e.contains("prefix.address"), "{e}");
+        assert!(e.contains("announced over BGP only"), "{e}");
     }
 }

@@ -27,7 +27,7 @@ pub use tls::{BackendTlsConfig, ListenerTls, SslMode, TlsConfig};
 pub use users::{AuthQueryConfig, ClientAuthMethod, PasswordHash, UserConfig};
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -683,10 +683,11 @@ impl Validator<'_> {
         let auth_query = self.auth_query(raw.auth_query, &health.database)?;
         let ospf = self.ospf(raw.ospf)?;
         let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
-        let prefixes = self.prefixes(raw.prefix, &names)?;
+        let prefixes = self.prefixes(raw.prefix, &names, raw.bgp.is_some())?;
         let drain = self.drain(raw.drain)?;
         let peers = self.peers(raw.peers, node_id, &listeners, &prefixes)?;
-        let bgp = self.bgp(raw.bgp, ospf.as_ref().map(|o| o.router_id))?;
+        let ipv6_prefix = prefixes.iter().map(|p| p.address).find(IpAddr::is_ipv6);
+        let bgp = self.bgp(raw.bgp, ospf.as_ref().map(|o| o.router_id), ipv6_prefix)?;
         let bfd = self.bfd(raw.bfd)?;
 
         Ok(Config {

@@ -2,7 +2,7 @@
 //! router running bgpd (and bfdd), and what the router and pgcast say about it.
 //!
 //! * [`BgpOptions`] turns into `ospf-topology up` flags (`--routing`, `--bgp-as`, `--bgp-hold`,
-//!   `--bgp-password`, `--bfd`, `--ospf-timers`, `--frr-balancers`).
+//!   `--bgp-password`, `--bfd`, `--ospf-timers`, `--frr-balancers`, `--ipv6`).
 //! * Router views parse FRR 8.4's JSON: `show bgp summary json`
 //!   (`ipv4Unicast.peers.ADDR.{state, remoteAs, pfxRcd, connectionsEstablished, ...}`),
 //!   `show bgp ipv4 unicast PREFIX json` (`paths[].{peer.peerId, community.list, locPrf,
@@ -67,6 +67,8 @@ pub struct BgpOptions {
     pub ospf_timers: Option<(u16, u16)>,
     /// FRR instead of pgcast in the balancers (reference runs of the router side).
     pub frr_balancers: bool,
+    /// IPv6 on the link and 2001:db8:2::1/128 announced too (`--ipv6`).
+    pub ipv6: bool,
 }
 
 impl Default for BgpOptions {
@@ -80,6 +82,7 @@ impl Default for BgpOptions {
             bfd: false,
             ospf_timers: None,
             frr_balancers: false,
+            ipv6: false,
         }
     }
 }
@@ -108,6 +111,9 @@ impl BgpOptions {
         }
         if self.frr_balancers {
             args.push("--frr-balancers".into());
+        }
+        if self.ipv6 {
+            args.push("--ipv6".into());
         }
         args
     }

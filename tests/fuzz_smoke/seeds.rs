@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::{BufMut, BytesMut};
 use pgcast::anycast::bgp::message::{Capabilities, Message, Open};
 use pgcast::anycast::bgp::update::{
-    Ipv4Prefix, LargeCommunity, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
+    LargeCommunity, Prefix, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
 };
 use pgcast::anycast::ospf::auth::{decode_packet, AuthConfig};
 use pgcast::anycast::ospf::packet::{PacketBody, HEADER_LEN};
@@ -249,6 +249,7 @@ fn bgp() -> Vec<Seed> {
             ibgp: true,
             four_octet_as: false,
             next_hop: Ipv4Addr::new(10, 0, 0, 1),
+            next_hop_ipv6: None,
         },
         &RouteAttributes {
             med: Some(10),
@@ -263,7 +264,7 @@ fn bgp() -> Vec<Seed> {
                 local_data_2: 2,
             }],
         },
-        &[Ipv4Prefix::host(Ipv4Addr::new(192, 0, 2, 1))],
+        &[Prefix::host(Ipv4Addr::new(192, 0, 2, 1).into())],
     )
     .expect("the seed UPDATE builds");
     let open = Message::Open(Open {

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use super::update::{
-    Ipv4Prefix, LargeCommunity, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
+    LargeCommunity, Prefix, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
 };
 
 /// One prefix pgcast wants the peer to route to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportedRoute {
-    pub prefix: Ipv4Prefix,
+    pub prefix: Prefix,
     pub med: Option<u32>,
     pub communities: Vec<StandardCommunity>,
     pub large_communities: Vec<LargeCommunity>,
@@ -22,7 +22,7 @@ pub struct ExportedRoute {
 
 impl ExportedRoute {
     /// A plain announcement of `prefix`: no MED, no communities.
-    pub fn new(prefix: Ipv4Prefix) -> Self {
+    pub fn new(prefix: Prefix) -> Self {
         ExportedRoute {
             prefix,
             med: None,
@@ -41,13 +41,26 @@ pub struct ExportPolicy {
     pub draining: bool,
     /// LOCAL_PREF for iBGP routes not being shut down.
     pub local_pref: u32,
+    /// The families the session negotiated: prefixes of another family are not sent.
+    pub ipv4_unicast: bool,
+    pub ipv6_unicast: bool,
+}
+
+impl ExportPolicy {
+    fn carries(&self, prefix: &Prefix) -> bool {
+        if prefix.is_ipv6() {
+            self.ipv6_unicast
+        } else {
+            self.ipv4_unicast
+        }
+    }
 }
 
 /// Wanted announcements against what was sent on the current session.
 #[derive(Debug, Clone, Default)]
 pub struct AdjRibOut {
-    wanted: BTreeMap<Ipv4Prefix, ExportedRoute>,
-    sent: BTreeMap<Ipv4Prefix, RouteAttributes>,
+    wanted: BTreeMap<Prefix, ExportedRoute>,
+    sent: BTreeMap<Prefix, RouteAttributes>,
 }
 
 impl AdjRibOut {
@@ -66,7 +79,7 @@ impl AdjRibOut {
     }
 
     /// Prefixes the peer currently has from us.
-    pub fn sent_prefixes(&self) -> impl Iterator<Item = &Ipv4Prefix> {
+    pub fn sent_prefixes(&self) -> impl Iterator<Item = &Prefix> {
         self.sent.keys()
     }
 
@@ -77,7 +90,7 @@ impl AdjRibOut {
     pub fn sync(&mut self, encoding: &UpdateEncoding, policy: ExportPolicy) -> Vec<Update> {
         let mut updates = Vec::new();
 
-        let gone: Vec<Ipv4Prefix> = self
+        let gone: Vec<Prefix> = self
             .sent
             .keys()
             .filter(|prefix| !self.wanted.contains_key(prefix))
@@ -85,8 +98,9 @@ impl AdjRibOut {
             .collect();
         self.withdraw(&gone, &mut updates);
 
-        let mut changed: BTreeMap<RouteAttributes, Vec<Ipv4Prefix>> = BTreeMap::new();
-        for (prefix, announcement) in &self.wanted {
+        let mut changed: BTreeMap<RouteAttributes, Vec<Prefix>> = BTreeMap::new();
+        let carried = self.wanted.iter().filter(|(p, _)| policy.carries(p));
+        for (prefix, announcement) in carried {
             let attributes = route_attributes(announcement, encoding.ibgp, policy);
             if self.sent.get(prefix) != Some(&attributes) {
                 changed.entry(attributes).or_default().push(*prefix);
@@ -120,7 +134,7 @@ impl AdjRibOut {
         updates
     }
 
-    fn withdraw(&mut self, prefixes: &[Ipv4Prefix], updates: &mut Vec<Update>) {
+    fn withdraw(&mut self, prefixes: &[Prefix], updates: &mut Vec<Update>) {
         match Update::withdraw(prefixes) {
             Ok(built) => {
                 updates.extend(built);

@@ -32,14 +32,16 @@ use super::damping;
 use super::message::{Capabilities, DecodeContext, Message, MessageError, Open};
 use super::notification::{fsm_subcode, Notification};
 use super::session_config::{ConfigError, SessionConfig};
-use super::update::{Ipv4Prefix, Update, UpdateEncoding};
+use super::session_info::negotiated_families;
+pub use super::session_info::{DownReason, ReceivedUpdates, SessionInfo};
+use super::update::{Prefix, Update, UpdateEncoding};
 
 /// HoldTimer value while waiting for the peer's OPEN (RFC 4271 §8.2.2
 /// suggests 4 minutes).
 const OPEN_WAIT_HOLD_TIME: Duration = Duration::from_secs(240);
 
 // IPv4 unicast is the one family we announce.
-use super::{AFI_IPV4, SAFI_UNICAST};
+use super::{AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
 
 /// RFC 4271 §8.2.2 states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,54 +113,6 @@ pub enum Action {
     SessionDown {
         reason: DownReason,
     },
-}
-
-/// What was agreed with the peer when the OPENs crossed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    pub peer_as: u32,
-    pub peer_router_id: Ipv4Addr,
-    /// Negotiated hold time in seconds, the smaller of the two offers
-    /// (RFC 4271 §4.2); 0 means no keepalives and no hold timer.
-    pub hold_time: u16,
-    /// A third of the hold time (RFC 4271 §10).
-    pub keepalive_interval: Duration,
-    /// Both sides sent the 4-octet AS capability (RFC 6793 §3).
-    pub four_octet_as: bool,
-    /// The peer accepts ROUTE-REFRESH (RFC 2918).
-    pub route_refresh: bool,
-    /// IPv4 unicast was negotiated, explicitly or by the peer advertising
-    /// no Multiprotocol capability at all (RFC 4760 §8). Without it we
-    /// announce nothing.
-    pub ipv4_unicast: bool,
-    pub origin: ConnectionOrigin,
-}
-
-/// Why a connection attempt or session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DownReason {
-    ManualStop,
-    HoldTimerExpired,
-    /// The peer sent this NOTIFICATION.
-    NotificationReceived(Notification),
-    /// We found an error and sent this NOTIFICATION.
-    NotificationSent(Notification),
-    TcpConnectFailed,
-    TcpClosed,
-    CollisionDump,
-    /// A message arrived while no BGP connection was open (Connect or
-    /// Active state), which RFC 4271 §8.2.2 answers by dropping to Idle.
-    UnexpectedInput,
-}
-
-/// Counts over the UPDATEs received; the routes themselves are not kept.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReceivedUpdates {
-    pub messages: u64,
-    pub announced_prefixes: u64,
-    pub withdrawn_prefixes: u64,
-    /// UPDATEs with an RFC 7606 treat-as-withdraw error.
-    pub treat_as_withdraw: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -255,7 +209,7 @@ impl Session {
     }
 
     /// The prefixes the peer currently has from us.
-    pub fn sent_prefixes(&self) -> Vec<Ipv4Prefix> {
+    pub fn sent_prefixes(&self) -> Vec<Prefix> {
         self.rib.sent_prefixes().copied().collect()
     }
 
@@ -453,8 +407,12 @@ impl Session {
                 // names KEEPALIVE and UPDATE because it predates RFC 2918.
                 self.restart_hold_timer(now);
                 // RFC 2918 §4: resend everything for a family we
-                // advertised, ignore requests for any other.
-                if (afi, safi) == (AFI_IPV4, SAFI_UNICAST) {
+                // advertised, ignore requests for any other. (Both families are resent: a
+                // repeated announcement replaces itself, RFC 4271 §3.1.)
+                let ours = self.our_open().capabilities;
+                if (afi, safi) == (AFI_IPV4, SAFI_UNICAST)
+                    || (ours.mp_ipv6_unicast && (afi, safi) == (AFI_IPV6, SAFI_UNICAST))
+                {
                     self.rib.forget_sent();
                     self.sync_routes(now, actions);
                 }
@@ -587,6 +545,8 @@ impl Session {
         // RFC 4271 §4.2: the smaller hold time wins; keepalives every third.
         let hold_time = self.config.hold_time.min(open.hold_time);
         let capabilities = open.capabilities;
+        let (ipv4_unicast, ipv6_unicast) =
+            negotiated_families(&self.our_open().capabilities, &capabilities);
         let info = SessionInfo {
             peer_as: open.asn,
             peer_router_id: open.router_id,
@@ -594,8 +554,8 @@ impl Session {
             keepalive_interval: Duration::from_secs(u64::from(hold_time)) / 3,
             four_octet_as: capabilities.four_octet_as.is_some(),
             route_refresh: capabilities.route_refresh,
-            ipv4_unicast: capabilities.mp_ipv4_unicast
-                || !(capabilities.mp_ipv6_unicast || capabilities.mp_other_families),
+            ipv4_unicast,
+            ipv6_unicast,
             origin: self.origin.unwrap_or(ConnectionOrigin::Local),
         };
         self.peer = Some(info);
@@ -619,10 +579,17 @@ impl Session {
         actions.push(Action::SessionUp(info.clone()));
         self.rib.forget_sent();
         self.sync_routes(now, actions);
+        // RFC 4724 §2 recommends End-of-RIB after the initial table, per family, even
+        // without graceful restart.
         if info.ipv4_unicast {
-            // RFC 4724 §2 recommends End-of-RIB after the initial table
-            // even without graceful restart.
             actions.push(Action::Send(Message::Update(Update::end_of_rib())));
+            self.restart_keepalive_timer(now);
+        }
+        if info.ipv6_unicast {
+            match Update::end_of_rib_ipv6() {
+                Ok(marker) => actions.push(Action::Send(Message::Update(marker))),
+                Err(error) => tracing::error!(%error, "cannot encode the IPv6 End-of-RIB"),
+            }
             self.restart_keepalive_timer(now);
         }
     }
@@ -635,19 +602,18 @@ impl Session {
         let Some(peer) = &self.peer else {
             return;
         };
-        if !peer.ipv4_unicast {
-            tracing::warn!("peer did not negotiate IPv4 unicast, announcing nothing");
-            return;
-        }
         let encoding = UpdateEncoding {
             local_as: self.config.local_as,
             ibgp: self.config.is_ibgp(),
             four_octet_as: peer.four_octet_as,
             next_hop: self.config.next_hop,
+            next_hop_ipv6: self.config.next_hop_ipv6.filter(|_| peer.ipv6_unicast),
         };
         let policy = ExportPolicy {
             draining: self.draining,
             local_pref: self.config.local_pref,
+            ipv4_unicast: peer.ipv4_unicast,
+            ipv6_unicast: peer.ipv6_unicast,
         };
         let updates = self.rib.sync(&encoding, policy);
         if updates.is_empty() {
@@ -699,7 +665,7 @@ impl Session {
             capabilities: Capabilities {
                 four_octet_as: Some(self.config.local_as),
                 mp_ipv4_unicast: true,
-                mp_ipv6_unicast: false,
+                mp_ipv6_unicast: self.config.next_hop_ipv6.is_some(),
                 route_refresh: true,
                 mp_other_families: false,
             },

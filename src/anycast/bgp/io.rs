@@ -67,6 +67,7 @@ pub fn spawn(cfg: &BgpConfig) -> Result<BgpHandle, BgpIoError> {
             cfg.router_id,
             n.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED),
         );
+        sc.next_hop_ipv6 = n.next_hop_ipv6;
         sc.hold_time = n.hold_time;
         sc.local_pref = n.local_pref;
         sc.passive = n.passive;
@@ -186,7 +187,7 @@ fn refuse(counters: &BgpRefusedCounters, why: BgpRefusal, from: Option<SocketAdd
 
 impl BgpHandle {
     /// Announce exactly these prefixes to every neighbour.
-    pub async fn announce(&self, prefixes: &[(Ipv4Addr, u8)]) {
+    pub async fn announce(&self, prefixes: &[(IpAddr, u8)]) {
         for n in &self.neighbors {
             let _ = n
                 .events

@@ -35,7 +35,9 @@ pub mod io;
 pub mod message;
 mod neighbor;
 pub mod notification;
+pub mod prefix;
 pub mod session_config;
+pub mod session_info;
 pub mod sockopt;
 pub mod status;
 pub mod update;
@@ -51,7 +53,7 @@ pub use message::{frame_len, Capabilities, DecodeContext, Message, MessageError,
 pub use notification::{Notification, ShutdownCommunicationError};
 pub use session_config::{ConfigError, SessionConfig};
 pub use update::{
-    Ipv4Prefix, LargeCommunity, RouteAttributes, StandardCommunity, Update, UpdateBuildError,
+    LargeCommunity, Prefix, RouteAttributes, StandardCommunity, Update, UpdateBuildError,
     UpdateEncoding, UpdateSummary,
 };
 

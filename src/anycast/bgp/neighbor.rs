@@ -2,7 +2,7 @@
 //! what arrives and carries out what it returns. A second connection (the peer connected while
 //! we did) runs in a second `Session` until RFC 4271 section 6.8 collision resolution picks one.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use super::sockopt::{set_gtsm, set_tcp_md5};
 use super::status::BgpNeighborStatus;
 use super::{
-    frame_len, resolve_collision, Action, ConnectionOrigin, ExportedRoute, Input, Ipv4Prefix,
-    Message, MessageError, Session, SessionState, SpeakerIdentity,
+    frame_len, resolve_collision, Action, ConnectionOrigin, ExportedRoute, Input, Message,
+    MessageError, Prefix, Session, SessionState, SpeakerIdentity,
 };
 use crate::config::BgpNeighborConfig;
 
@@ -29,7 +29,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub enum Command {
     /// The prefixes to announce now (all others are withdrawn).
-    Announce(Vec<(Ipv4Addr, u8)>),
+    Announce(Vec<(IpAddr, u8)>),
     /// RFC 8326: announce everything again with GRACEFUL_SHUTDOWN (true), or end that
     /// (false: `pgcast undrain`).
     GracefulShutdown(bool),
@@ -180,7 +180,7 @@ impl NeighborTask {
             Event::Command(Command::Announce(prefixes)) => {
                 self.wanted = prefixes
                     .into_iter()
-                    .filter_map(|(addr, len)| Ipv4Prefix::new(addr, len))
+                    .filter_map(|(addr, len)| Prefix::new(addr, len))
                     .map(|prefix| ExportedRoute {
                         prefix,
                         med: self.cfg.med,

@@ -1,6 +1,6 @@
 //! Configuration of one BGP session, checked before the session runs.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::update::DEFAULT_LOCAL_PREF;
@@ -16,8 +16,11 @@ pub struct SessionConfig {
     pub router_id: Ipv4Addr,
     /// Hold time we offer, in seconds: 0 (no keepalives) or at least 3.
     pub hold_time: u16,
-    /// NEXT_HOP for everything we announce.
+    /// NEXT_HOP of the IPv4 prefixes we announce.
     pub next_hop: Ipv4Addr,
+    /// The next hop of the IPv6 prefixes (MP_REACH_NLRI). With it the session advertises
+    /// IPv6 unicast (RFC 4760) and announces IPv6 prefixes; without it, IPv4 only.
+    pub next_hop_ipv6: Option<Ipv6Addr>,
     /// LOCAL_PREF sent to an iBGP peer.
     pub local_pref: u32,
     /// Wait for the peer to connect instead of connecting to it.
@@ -40,6 +43,7 @@ impl SessionConfig {
             router_id,
             hold_time: 90,
             next_hop,
+            next_hop_ipv6: None,
             local_pref: DEFAULT_LOCAL_PREF,
             passive: false,
             connect_retry_time: Duration::from_secs(5),

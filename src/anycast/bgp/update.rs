@@ -7,16 +7,17 @@
 //! splitting prefixes so no message exceeds 4096 octets. Received UPDATEs
 //! are checked by `update_check.rs` and kept only as a summary.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bgpkit_parser::models::{
-    AsPath, Asn, AsnLength, AttrFlags, Attribute, AttributeValue, Attributes, BgpUpdateMessage,
-    Community, LargeCommunity as WireLargeCommunity, NetworkPrefix, Origin,
+    Afi, AsPath, Asn, AsnLength, AttrFlags, Attribute, AttributeValue, Attributes,
+    BgpUpdateMessage, Community, LargeCommunity as WireLargeCommunity, NextHopAddress, Nlri,
+    Origin, Safi,
 };
 use bytes::Bytes;
-use ipnet::{IpNet, Ipv4Net};
 
 use super::message::{DecodeContext, MessageError};
+pub use super::prefix::Prefix;
 use super::update_check::check_update_body;
 use super::{AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
 pub use crate::config::{LargeCommunity, StandardCommunity};
@@ -36,59 +37,15 @@ const MAX_BODY_LEN: usize = MAX_MESSAGE_LEN - HEADER_LEN;
 /// (RFC 4271 §4.3).
 const MAX_SHORT_ATTRIBUTE_LEN: usize = 255;
 
-/// An IPv4 prefix with its host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ipv4Prefix {
-    address: Ipv4Addr,
-    length: u8,
-}
+/// Octets of an MP_REACH_NLRI value before its NLRI with one global IPv6 next hop: AFI,
+/// SAFI, next hop length, the next hop, the reserved octet (RFC 4760 §3, RFC 2545 §3).
+const MP_REACH_IPV6_FIXED: usize = 2 + 1 + 1 + 16 + 1;
 
-impl Ipv4Prefix {
-    /// `None` when `length` is over 32. Host bits are cleared so that two
-    /// spellings of one prefix compare equal.
-    pub fn new(address: Ipv4Addr, length: u8) -> Option<Self> {
-        let network = Ipv4Net::new(address, length).ok()?.trunc();
-        Some(Ipv4Prefix {
-            address: network.addr(),
-            length,
-        })
-    }
+/// Octets of an MP_UNREACH_NLRI value before its withdrawn routes: AFI, SAFI (RFC 4760 §4).
+const MP_UNREACH_FIXED: usize = 3;
 
-    /// A single address, as pgcast announces its anycast /32.
-    pub fn host(address: Ipv4Addr) -> Self {
-        Ipv4Prefix {
-            address,
-            length: 32,
-        }
-    }
-
-    pub fn address(&self) -> Ipv4Addr {
-        self.address
-    }
-
-    pub fn length(&self) -> u8 {
-        self.length
-    }
-
-    /// Octets this prefix takes in an NLRI field (RFC 4271 §4.3).
-    fn nlri_len(&self) -> usize {
-        1 + usize::from(self.length).div_ceil(8)
-    }
-
-    fn to_wire(self) -> NetworkPrefix {
-        // The length was checked in `new`, so this conversion cannot fail;
-        // Ipv4Net::from(address) (a /32) is only the unreachable fallback.
-        let network =
-            Ipv4Net::new(self.address, self.length).unwrap_or_else(|_| Ipv4Net::from(self.address));
-        NetworkPrefix::new(IpNet::V4(network), None)
-    }
-}
-
-impl std::fmt::Display for Ipv4Prefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.address, self.length)
-    }
-}
+/// An attribute's flags, type and two-octet (extended) length.
+const ATTRIBUTE_HEADER_MAX: usize = 4;
 
 /// The octets of an RFC 1997 community as bgpkit-parser encodes them: it names the well-known
 /// values and encodes everything else as AS:value; the octets come out the same.
@@ -128,8 +85,11 @@ pub struct UpdateEncoding {
     pub ibgp: bool,
     /// Both sides advertised the 4-octet AS capability (RFC 6793 §3).
     pub four_octet_as: bool,
-    /// NEXT_HOP for everything we announce.
+    /// NEXT_HOP of the IPv4 prefixes we announce.
     pub next_hop: Ipv4Addr,
+    /// The next hop of the IPv6 prefixes (in MP_REACH_NLRI; RFC 2545 §3: a global address).
+    /// `None`: IPv6 prefixes cannot be announced on this session.
+    pub next_hop_ipv6: Option<Ipv6Addr>,
 }
 
 /// An UPDATE: its body as it goes on the wire plus a bounded summary.
@@ -170,6 +130,8 @@ pub enum UpdateBuildError {
     Encoding { reason: String },
     #[error("an UPDATE we built fails our own check: {0}")]
     SelfCheck(MessageError),
+    #[error("IPv6 prefixes need an IPv6 next hop, and the session has none")]
+    NoIpv6NextHop,
 }
 
 impl Update {
@@ -192,64 +154,54 @@ impl Update {
     }
 
     /// UPDATEs announcing `prefixes` with `attributes`, split over as many
-    /// messages as the 4096-octet limit needs. Empty input, no messages.
+    /// messages as the 4096-octet limit needs: IPv4 prefixes in the NLRI field with
+    /// NEXT_HOP, IPv6 prefixes in MP_REACH_NLRI. Empty input, no messages.
     pub fn announce(
         encoding: &UpdateEncoding,
         attributes: &RouteAttributes,
-        prefixes: &[Ipv4Prefix],
+        prefixes: &[Prefix],
     ) -> Result<Vec<Update>, UpdateBuildError> {
-        if prefixes.is_empty() {
-            return Ok(Vec::new());
+        let (ipv6, ipv4): (Vec<Prefix>, Vec<Prefix>) = prefixes.iter().partition(|p| p.is_ipv6());
+        let mut updates = Vec::new();
+        if !ipv4.is_empty() {
+            updates.extend(announce_ipv4(encoding, attributes, &ipv4)?);
         }
-        let asn_len = if encoding.four_octet_as {
-            AsnLength::Bits32
-        } else {
-            AsnLength::Bits16
-        };
-        let path_attributes = path_attributes(encoding, attributes);
-        let attributes_len = path_attributes
-            .encode(asn_len)
-            .map_err(|error| UpdateBuildError::Encoding {
-                reason: error.to_string(),
-            })?
-            .len();
-        // The longest NLRI entry is 5 octets (a /32).
-        let room = MAX_BODY_LEN
-            .checked_sub(UPDATE_LENGTH_FIELDS + attributes_len)
-            .filter(|room| *room >= 5)
-            .ok_or(UpdateBuildError::AttributesTooLarge { attributes_len })?;
-        chunk_by_nlri_len(prefixes, room)
-            .into_iter()
-            .map(|chunk| {
-                build(
-                    BgpUpdateMessage {
-                        withdrawn_prefixes: Vec::new(),
-                        attributes: path_attributes.clone(),
-                        announced_prefixes: chunk.iter().map(|p| p.to_wire()).collect(),
-                    },
-                    asn_len,
-                    encoding.four_octet_as,
-                )
-            })
-            .collect()
+        if !ipv6.is_empty() {
+            updates.extend(announce_ipv6(encoding, attributes, &ipv6)?);
+        }
+        Ok(updates)
     }
 
-    /// UPDATEs withdrawing `prefixes` (RFC 4271 §4.3: no attributes).
-    pub fn withdraw(prefixes: &[Ipv4Prefix]) -> Result<Vec<Update>, UpdateBuildError> {
-        chunk_by_nlri_len(prefixes, MAX_BODY_LEN - UPDATE_LENGTH_FIELDS)
-            .into_iter()
-            .map(|chunk| {
-                build(
-                    BgpUpdateMessage {
-                        withdrawn_prefixes: chunk.iter().map(|p| p.to_wire()).collect(),
-                        attributes: Attributes::default(),
-                        announced_prefixes: Vec::new(),
-                    },
-                    AsnLength::Bits32,
-                    true,
-                )
-            })
-            .collect()
+    /// UPDATEs withdrawing `prefixes`: IPv4 ones in the Withdrawn Routes field (RFC 4271
+    /// §4.3: no attributes), IPv6 ones in MP_UNREACH_NLRI, its only attribute (RFC 4760 §4).
+    pub fn withdraw(prefixes: &[Prefix]) -> Result<Vec<Update>, UpdateBuildError> {
+        let (ipv6, ipv4): (Vec<Prefix>, Vec<Prefix>) = prefixes.iter().partition(|p| p.is_ipv6());
+        let mut updates: Vec<Update> =
+            chunk_by_nlri_len(&ipv4, MAX_BODY_LEN - UPDATE_LENGTH_FIELDS)
+                .into_iter()
+                .map(|chunk| {
+                    build(
+                        BgpUpdateMessage {
+                            withdrawn_prefixes: chunk.iter().map(|p| p.to_wire()).collect(),
+                            attributes: Attributes::default(),
+                            announced_prefixes: Vec::new(),
+                        },
+                        AsnLength::Bits32,
+                        true,
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+        let room = MAX_BODY_LEN - UPDATE_LENGTH_FIELDS - ATTRIBUTE_HEADER_MAX - MP_UNREACH_FIXED;
+        for chunk in chunk_by_nlri_len(&ipv6, room) {
+            updates.push(mp_unreach(chunk)?);
+        }
+        Ok(updates)
+    }
+
+    /// The IPv6 unicast End-of-RIB marker: an UPDATE whose only attribute is an empty
+    /// MP_UNREACH_NLRI for IPv6 unicast (RFC 4724 §2).
+    pub fn end_of_rib_ipv6() -> Result<Update, UpdateBuildError> {
+        mp_unreach(&[])
     }
 
     /// The IPv4 unicast End-of-RIB marker: an UPDATE with nothing in it
@@ -285,8 +237,134 @@ fn build(
     Ok(Update { body, summary })
 }
 
+fn asn_length(encoding: &UpdateEncoding) -> AsnLength {
+    if encoding.four_octet_as {
+        AsnLength::Bits32
+    } else {
+        AsnLength::Bits16
+    }
+}
+
+/// Octets `attributes` take on the wire.
+fn encoded_len(attributes: &[Attribute], asn_len: AsnLength) -> Result<usize, UpdateBuildError> {
+    Attributes::from(attributes.to_vec())
+        .encode(asn_len)
+        .map(|bytes| bytes.len())
+        .map_err(|error| UpdateBuildError::Encoding {
+            reason: error.to_string(),
+        })
+}
+
+/// IPv4 prefixes (at least one) in the NLRI field, with NEXT_HOP.
+fn announce_ipv4(
+    encoding: &UpdateEncoding,
+    attributes: &RouteAttributes,
+    prefixes: &[Prefix],
+) -> Result<Vec<Update>, UpdateBuildError> {
+    let next_hop = attribute(AttributeValue::NextHop(IpAddr::V4(encoding.next_hop)));
+    let path_attributes = in_type_order(path_attributes(encoding, attributes), next_hop);
+    let attributes_len = encoded_len(&path_attributes, asn_length(encoding))?;
+    // The longest IPv4 NLRI entry is 5 octets (a /32).
+    let room = nlri_room(attributes_len, 5)?;
+    chunk_by_nlri_len(prefixes, room)
+        .into_iter()
+        .map(|chunk| announcement(encoding, path_attributes.clone(), chunk))
+        .collect()
+}
+
+/// IPv6 prefixes (at least one) in MP_REACH_NLRI with the session's IPv6 next hop; no
+/// NEXT_HOP attribute (RFC 4760 §3: an UPDATE with only MP_REACH_NLRI carries none).
+fn announce_ipv6(
+    encoding: &UpdateEncoding,
+    attributes: &RouteAttributes,
+    prefixes: &[Prefix],
+) -> Result<Vec<Update>, UpdateBuildError> {
+    let next_hop = encoding
+        .next_hop_ipv6
+        .ok_or(UpdateBuildError::NoIpv6NextHop)?;
+    let base = path_attributes(encoding, attributes);
+    let attributes_len =
+        encoded_len(&base, asn_length(encoding))? + ATTRIBUTE_HEADER_MAX + MP_REACH_IPV6_FIXED;
+    // The longest IPv6 NLRI entry is 17 octets (a /128).
+    let room = nlri_room(attributes_len, 17)?;
+    chunk_by_nlri_len(prefixes, room)
+        .into_iter()
+        .map(|chunk| {
+            let value_len = MP_REACH_IPV6_FIXED + chunk.iter().map(Prefix::nlri_len).sum::<usize>();
+            let reach = sized_attribute(
+                AttributeValue::MpReachNlri(ipv6_nlri(chunk, Some(next_hop))),
+                value_len,
+            );
+            announcement(encoding, in_type_order(base.clone(), reach), &[])
+        })
+        .collect()
+}
+
+/// Octets left for NLRI after `attributes_len` octets of attributes; an error unless at
+/// least one entry of `longest` octets fits.
+fn nlri_room(attributes_len: usize, longest: usize) -> Result<usize, UpdateBuildError> {
+    MAX_BODY_LEN
+        .checked_sub(UPDATE_LENGTH_FIELDS + attributes_len)
+        .filter(|room| *room >= longest)
+        .ok_or(UpdateBuildError::AttributesTooLarge { attributes_len })
+}
+
+/// An UPDATE announcing `nlri` (IPv4, in the NLRI field) with `attributes`.
+fn announcement(
+    encoding: &UpdateEncoding,
+    attributes: Vec<Attribute>,
+    nlri: &[Prefix],
+) -> Result<Update, UpdateBuildError> {
+    build(
+        BgpUpdateMessage {
+            withdrawn_prefixes: Vec::new(),
+            attributes: Attributes::from(attributes),
+            announced_prefixes: nlri.iter().map(|p| p.to_wire()).collect(),
+        },
+        asn_length(encoding),
+        encoding.four_octet_as,
+    )
+}
+
+/// An UPDATE whose only attribute is MP_UNREACH_NLRI withdrawing `prefixes` (IPv6 unicast).
+fn mp_unreach(prefixes: &[Prefix]) -> Result<Update, UpdateBuildError> {
+    let value_len = MP_UNREACH_FIXED + prefixes.iter().map(Prefix::nlri_len).sum::<usize>();
+    let unreach = sized_attribute(
+        AttributeValue::MpUnreachNlri(ipv6_nlri(prefixes, None)),
+        value_len,
+    );
+    build(
+        BgpUpdateMessage {
+            withdrawn_prefixes: Vec::new(),
+            attributes: Attributes::from(vec![unreach]),
+            announced_prefixes: Vec::new(),
+        },
+        AsnLength::Bits32,
+        true,
+    )
+}
+
+fn ipv6_nlri(prefixes: &[Prefix], next_hop: Option<Ipv6Addr>) -> Nlri {
+    Nlri {
+        afi: Afi::Ipv6,
+        safi: Safi::Unicast,
+        next_hop: next_hop.map(NextHopAddress::Ipv6),
+        prefixes: prefixes.iter().map(|p| p.to_wire()).collect(),
+        labeled_prefixes: None,
+        link_state_nlris: None,
+        flowspec_nlris: None,
+    }
+}
+
+/// `list` with `extra` added, in type-code order as RFC 4271 §5 asks senders to do.
+fn in_type_order(mut list: Vec<Attribute>, extra: Attribute) -> Vec<Attribute> {
+    list.push(extra);
+    list.sort_by_key(|a| u8::from(a.value.attr_type()));
+    list
+}
+
 /// Split `prefixes` into runs whose NLRI encoding fits in `room` octets.
-fn chunk_by_nlri_len(prefixes: &[Ipv4Prefix], room: usize) -> Vec<&[Ipv4Prefix]> {
+fn chunk_by_nlri_len(prefixes: &[Prefix], room: usize) -> Vec<&[Prefix]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut used = 0;
@@ -304,9 +382,9 @@ fn chunk_by_nlri_len(prefixes: &[Ipv4Prefix], room: usize) -> Vec<&[Ipv4Prefix]>
     chunks
 }
 
-/// The path attributes of one announcement, in type-code order as RFC
-/// 4271 §5 asks senders to do.
-fn path_attributes(encoding: &UpdateEncoding, route: &RouteAttributes) -> Attributes {
+/// The path attributes of one announcement but its next hop (NEXT_HOP or MP_REACH_NLRI,
+/// which [`in_type_order`] adds), in type-code order as RFC 4271 §5 asks senders to do.
+fn path_attributes(encoding: &UpdateEncoding, route: &RouteAttributes) -> Vec<Attribute> {
     let mut list = vec![attribute(AttributeValue::Origin(Origin::IGP))];
 
     // RFC 4271 §5.1.2: to an external peer we prepend our AS as an
@@ -323,9 +401,6 @@ fn path_attributes(encoding: &UpdateEncoding, route: &RouteAttributes) -> Attrib
         AsPath::from_sequence([u32::from(AS_TRANS)])
     };
     list.push(attribute(AttributeValue::AsPath(as_path)));
-    list.push(attribute(AttributeValue::NextHop(IpAddr::V4(
-        encoding.next_hop,
-    ))));
     if let Some(med) = route.med {
         list.push(attribute(AttributeValue::MultiExitDiscriminator(med)));
     }
@@ -356,7 +431,7 @@ fn path_attributes(encoding: &UpdateEncoding, route: &RouteAttributes) -> Attrib
         );
         list.push(sized_attribute(value, value_len));
     }
-    Attributes::from(list)
+    list
 }
 
 fn attribute(value: AttributeValue) -> Attribute {

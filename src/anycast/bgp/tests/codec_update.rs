@@ -9,15 +9,15 @@ use bytes::Bytes;
 
 use super::super::message::{Message, MessageError};
 use super::super::update::{
-    Ipv4Prefix, LargeCommunity, RouteAttributes, StandardCommunity, Update, UpdateBuildError,
+    LargeCommunity, Prefix, RouteAttributes, StandardCommunity, Update, UpdateBuildError,
     UpdateEncoding,
 };
 use super::{decode, decode_four_octet, encode, notification_of, with_header, NotificationFields};
 
 const NEXT_HOP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
-fn prefix(a: u8, b: u8, c: u8, d: u8, length: u8) -> Ipv4Prefix {
-    Ipv4Prefix::new(Ipv4Addr::new(a, b, c, d), length).expect("valid prefix")
+fn prefix(a: u8, b: u8, c: u8, d: u8, length: u8) -> Prefix {
+    Prefix::new(Ipv4Addr::new(a, b, c, d).into(), length).expect("valid prefix")
 }
 
 fn ebgp(local_as: u32, four_octet_as: bool) -> UpdateEncoding {
@@ -26,6 +26,7 @@ fn ebgp(local_as: u32, four_octet_as: bool) -> UpdateEncoding {
         ibgp: false,
         four_octet_as,
         next_hop: NEXT_HOP,
+        next_hop_ipv6: None,
     }
 }
 
@@ -39,7 +40,7 @@ fn only(updates: Result<Vec<Update>, UpdateBuildError>) -> Update {
 fn prefixes_clear_host_bits_and_reject_long_lengths() {
     assert_eq!(prefix(10, 1, 2, 3, 8), prefix(10, 0, 0, 0, 8));
     assert_eq!(prefix(10, 1, 2, 3, 8).to_string(), "10.0.0.0/8");
-    assert_eq!(Ipv4Prefix::new(Ipv4Addr::new(10, 0, 0, 0), 33), None);
+    assert_eq!(Prefix::new(Ipv4Addr::new(10, 0, 0, 0).into(), 33), None);
 }
 
 #[test]
@@ -174,8 +175,8 @@ fn withdrawal_and_end_of_rib_are_byte_exact() {
 
 #[test]
 fn many_prefixes_split_into_messages_under_4096_octets() {
-    let prefixes: Vec<Ipv4Prefix> = (0..1000u32)
-        .map(|n| Ipv4Prefix::host(Ipv4Addr::from(0x0a00_0000 + n)))
+    let prefixes: Vec<Prefix> = (0..1000u32)
+        .map(|n| Prefix::host(Ipv4Addr::from(0x0a00_0000 + n).into()))
         .collect();
     let updates = Update::announce(&ebgp(65001, true), &RouteAttributes::default(), &prefixes)
         .expect("builds");

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::super::message::{frame_len, Capabilities, DecodeContext, Message, MessageError, Open};
 use super::super::notification::{cease_subcode, code, Notification};
 use super::super::update::{
-    Ipv4Prefix, LargeCommunity, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
+    LargeCommunity, Prefix, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
 };
 use super::super::{AFI_IPV4, AS_TRANS, SAFI_UNICAST};
 use super::encode;
@@ -247,6 +247,7 @@ fn our_announcement_of_the_same_route_reads_like_frrs() {
         ibgp: false,
         four_octet_as: true,
         next_hop: FRR_A,
+        next_hop_ipv6: None,
     };
     let attributes = RouteAttributes {
         med: Some(0),
@@ -261,8 +262,8 @@ fn our_announcement_of_the_same_route_reads_like_frrs() {
             local_data_2: 2,
         }],
     };
-    let ours =
-        Update::announce(&encoding, &attributes, &[Ipv4Prefix::host(ANNOUNCED)]).expect("builds");
+    let ours = Update::announce(&encoding, &attributes, &[Prefix::host(ANNOUNCED.into())])
+        .expect("builds");
     let [ours] = ours.as_slice() else {
         panic!("one UPDATE, got {}", ours.len());
     };
@@ -295,7 +296,7 @@ fn withdrawal_is_byte_identical_to_ours() {
         ["198.18.2.0/32"],
         "the withdrawn prefix"
     );
-    let ours = Update::withdraw(&[Ipv4Prefix::host(ANNOUNCED)]).expect("builds");
+    let ours = Update::withdraw(&[Prefix::host(ANNOUNCED.into())]).expect("builds");
     let [ours] = ours.as_slice() else {
         panic!("one UPDATE, got {}", ours.len());
     };

@@ -13,7 +13,7 @@ use super::super::collision::{resolve_collision, ConnectionOrigin, SpeakerIdenti
 use super::super::fsm::{Action, DownReason, Input, Session, SessionState};
 use super::super::message::{Capabilities, Message, Open};
 use super::super::session_config::{ConfigError, SessionConfig};
-use super::super::update::{Ipv4Prefix, Update};
+use super::super::update::{Prefix, Update};
 use super::encode;
 
 const LOCAL_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -40,6 +40,18 @@ pub(super) fn peer_open(asn: u32, hold_time: u16) -> Open {
             route_refresh: true,
             ..Capabilities::default()
         },
+    }
+}
+
+/// A peer that offers IPv6 unicast and no other family.
+pub(super) fn ipv6_only_open(asn: u32) -> Open {
+    Open {
+        capabilities: Capabilities {
+            four_octet_as: Some(asn),
+            mp_ipv6_unicast: true,
+            ..Capabilities::default()
+        },
+        ..peer_open(asn, 90)
     }
 }
 
@@ -110,7 +122,7 @@ fn announce(addresses: &[Ipv4Addr]) -> Input {
     Input::SetAnnouncements(
         addresses
             .iter()
-            .map(|&address| ExportedRoute::new(Ipv4Prefix::host(address)))
+            .map(|&address| ExportedRoute::new(Prefix::host(address.into())))
             .collect(),
     )
 }
@@ -619,15 +631,7 @@ fn nothing_is_announced_when_ipv4_unicast_was_not_negotiated() {
     let t0 = Instant::now();
     let mut session = Session::new(config(65001, 65000)).expect("valid config");
     session.step(t0, announce(&[ANYCAST]));
-    let ipv6_only = Open {
-        capabilities: Capabilities {
-            four_octet_as: Some(65000),
-            mp_ipv6_unicast: true,
-            ..Capabilities::default()
-        },
-        ..peer_open(65000, 90)
-    };
-    let actions = establish(&mut session, t0, ipv6_only);
+    let actions = establish(&mut session, t0, ipv6_only_open(65000));
     assert!(matches!(actions.as_slice(), [Action::SessionUp(info)] if !info.ipv4_unicast));
 }
 

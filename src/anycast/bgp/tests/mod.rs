@@ -1,15 +1,19 @@
 //! Unit tests of the BGP speaker, one file per concern: `codec` (framing, OPEN, KEEPALIVE,
-//! NOTIFICATION, ROUTE-REFRESH), `codec_update` (UPDATE building and checks), `proptests`,
-//! `fixtures` (messages captured from FRR), `fsm` (scripted sessions), `fsm_backoff` (what an
+//! NOTIFICATION, ROUTE-REFRESH), `codec_update` (UPDATE building and checks), `codec_update_ipv6`
+//! (IPv6 prefixes in MP_REACH_NLRI and MP_UNREACH_NLRI), `proptests`,
+//! `fixtures` (messages captured from FRR), `fsm` (scripted sessions), `fsm_ipv6` (sessions with
+//! IPv6 prefixes), `fsm_backoff` (what an
 //! Idle session waiting to restart does with the peer's connection) and `listener` (what the
 //! listener does with connections it cannot hand to a neighbour). Paths are
 //! relative (`super::super`) so the folder moves with the module. Shared helpers below.
 
 mod codec;
 mod codec_update;
+mod codec_update_ipv6;
 mod fixtures;
 mod fsm;
 mod fsm_backoff;
+mod fsm_ipv6;
 mod listener;
 mod proptests;
 

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::super::message::{frame_len, DecodeContext, Message};
 use super::super::update::{
-    Ipv4Prefix, LargeCommunity, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
+    LargeCommunity, Prefix, RouteAttributes, StandardCommunity, Update, UpdateEncoding,
 };
 use super::{encode, with_header};
 
@@ -107,15 +107,16 @@ proptest! {
         large in prop::collection::vec(any::<(u32, u32, u32)>(), 0..40),
     ) {
         prop_assume!(local_as != 23456);
-        let prefixes: Vec<Ipv4Prefix> = raw_prefixes
+        let prefixes: Vec<Prefix> = raw_prefixes
             .iter()
-            .filter_map(|&(address, length)| Ipv4Prefix::new(Ipv4Addr::from(address), length))
+            .filter_map(|&(address, length)| Prefix::new(Ipv4Addr::from(address).into(), length))
             .collect();
         let encoding = UpdateEncoding {
             local_as,
             ibgp,
             four_octet_as,
             next_hop: Ipv4Addr::new(192, 0, 2, 1),
+            next_hop_ipv6: None,
         };
         let attributes = RouteAttributes {
             med,
