@@ -1,7 +1,8 @@
 //! IPv6 anycast over BGP against a real FRR 8.4 router: pgcast announces 2001:db8:2::1/128 in
 //! MP_REACH_NLRI (RFC 4760) over its IPv4 session, beside 198.18.2.0/32, with the balancer's
-//! IPv6 address as next hop; r1 installs both routes with a next hop per balancer (ECMP), and a
-//! balancer that stops withdraws both. Built by `lab/netns/ospf-topology --routing bgp --ipv6`.
+//! IPv6 address as next hop; r1 installs both routes with a next hop per balancer (ECMP), and
+//! a balancer that is drained or stops withdraws them. Built by
+//! `lab/netns/ospf-topology --routing bgp --ipv6`.
 //!
 //! Needs root and `ip netns`; without them the test says why and passes, except under CI
 //! (`CI=true`), where it fails.
@@ -105,9 +106,22 @@ fn ipv6_anycast_over_bgp_reaches_the_router_with_ecmp_and_is_withdrawn() {
     let (announced, reason) = status_prefix(&status, ANYCAST6).expect("the IPv6 prefix in status");
     assert!(announced, "{reason}");
 
+    // `pgcast drain` on b1 takes its IPv6 route out too (GRACEFUL_SHUTDOWN, then the
+    // withdrawal); `pgcast undrain` brings it back.
+    let only2 = v6_addrs(&lab, &[2]);
+    let (code, out, err) = lab.pgcast(1, &["drain"]);
+    assert_eq!(code, Some(0), "pgcast drain: {out} {err}");
+    wait_until(&lab, "b1's IPv6 route drained", CONVERGE, |l| {
+        kernel_gateways6(l) == only2
+    });
+    let (code, out, err) = lab.pgcast(1, &["undrain"]);
+    assert_eq!(code, Some(0), "pgcast undrain: {out} {err}");
+    wait_until(&lab, "b1's IPv6 route back after undrain", CONVERGE, |l| {
+        kernel_gateways6(l) == both6
+    });
+
     // SIGTERM on b1: both of its routes leave r1, b2's stay.
     lab.stop(1);
-    let only2 = v6_addrs(&lab, &[2]);
     wait_until(&lab, "b1's IPv6 route withdrawn", CONVERGE, |l| {
         kernel_gateways6(l) == only2
     });
