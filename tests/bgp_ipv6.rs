@@ -105,6 +105,12 @@ fn ipv6_anycast_over_bgp_reaches_the_router_with_ecmp_and_is_withdrawn() {
     let status = lab.status(1).expect("status");
     let (announced, reason) = status_prefix(&status, ANYCAST6).expect("the IPv6 prefix in status");
     assert!(announced, "{reason}");
+    let families = &status["routing"]["bgp"]["neighbors"][0]["families"];
+    assert_eq!(
+        families,
+        &serde_json::json!(["ipv4-unicast", "ipv6-unicast"]),
+        "negotiated with r1"
+    );
 
     // `pgcast drain` on b1 takes its IPv6 route out too (GRACEFUL_SHUTDOWN, then the
     // withdrawal); `pgcast undrain` brings it back.

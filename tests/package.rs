@@ -144,10 +144,7 @@ fn lintian_finds_no_error_in_the_package() {
 fn install_upgrade_remove_and_purge_on_a_copy_of_this_machine() {
     let dir = tempfile::tempdir().expect("tempdir");
     let deb = build_deb(dir.path());
-    let before = Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", "pgcast"])
-        .output()
-        .expect("dpkg-query");
+    let before = machine_state();
     let out = run(Command::new(repo().join("packaging/check-deb")).arg(&deb));
     let report = stdout(&out);
     for check in [
@@ -156,6 +153,7 @@ fn install_upgrade_remove_and_purge_on_a_copy_of_this_machine() {
         "ok: /etc/pgcast/pgcast.toml: root:pgcast 640",
         "ok: pgcast check-config as user pgcast: exit 0",
         "ok: pgcast.service installed, not enabled",
+        "ok: upgrade: an unedited /etc/pgcast/pgcast.toml replaced by the new one, root:pgcast 640",
         "ok: upgrade: the edited /etc/pgcast/pgcast.toml kept, root:pgcast 640",
         "ok: dpkg -r: binary and unit gone, configuration kept",
         "ok: dpkg -P: configuration and statoverride gone, user kept",
@@ -171,12 +169,24 @@ fn install_upgrade_remove_and_purge_on_a_copy_of_this_machine() {
         "{report}"
     );
     // This machine is as it was: the install happened on the overlay only.
-    let after = Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", "pgcast"])
-        .output()
-        .expect("dpkg-query");
-    assert_eq!(before.stdout, after.stdout);
-    assert_eq!(before.status.code(), after.status.code());
+    assert_eq!(before, machine_state());
+}
+
+/// What an install of the package would change on this machine: dpkg's view of pgcast, its
+/// statoverrides, the users and groups, /usr/bin/pgcast and /etc/pgcast.
+fn machine_state() -> Vec<String> {
+    let output = |program: &str, args: &[&str]| {
+        let out = Command::new(program).args(args).output().expect(program);
+        format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr))
+    };
+    vec![
+        output("dpkg-query", &["-W", "-f=${Status}", "pgcast"]),
+        output("dpkg-statoverride", &["--list"]),
+        std::fs::read_to_string("/etc/passwd").expect("/etc/passwd"),
+        std::fs::read_to_string("/etc/group").expect("/etc/group"),
+        format!("{}", Path::new("/usr/bin/pgcast").exists()),
+        format!("{}", Path::new("/etc/pgcast").exists()),
+    ]
 }
 
 /// The manual page has a section for every command `pgcast --help` lists, and groff formats

@@ -1,7 +1,7 @@
 //! Configuration of the anycast side: the OSPF speaker, the prefixes it announces and what
 //! "healthy" means for each, and the drain sequence on SIGTERM.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -491,6 +491,15 @@ impl Validator<'_> {
                 format!("not an IPv4 or IPv6 address: {addr:?}"),
             )
         })?;
+        if let IpAddr::V6(v6) = address {
+            if !is_global_ipv6(v6) {
+                return Err(self.err(
+                    s.clone(),
+                    key,
+                    format!("{v6} is not a global unicast IPv6 address"),
+                ));
+            }
+        }
         let host_len = if address.is_ipv4() { 32 } else { 128 };
         match len.map(str::parse::<u8>) {
             None => Ok((address, host_len)),
@@ -515,4 +524,15 @@ impl Validator<'_> {
         text.parse()
             .map_err(|_| self.err(s.clone(), key, format!("not an IPv4 address: {text:?}")))
     }
+}
+
+/// A global unicast IPv6 address: not unspecified, loopback, multicast, link-local (fe80::/10,
+/// RFC 4291 §2.5.6), site-local (fec0::/10, deprecated by RFC 3879), or an IPv4 address
+/// written as IPv6 (::ffff:0:0/96, ::/96; RFC 4291 §2.5.5). Unique local addresses (fc00::/7)
+/// count: they are routed inside a site.
+pub(super) fn is_global_ipv6(a: Ipv6Addr) -> bool {
+    let first = a.segments()[0];
+    let scoped = (first & 0xffc0) == 0xfe80 || (first & 0xffc0) == 0xfec0;
+    let embeds_ipv4 = a.to_ipv4().is_some();
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || scoped || embeds_ipv4)
 }

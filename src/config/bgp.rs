@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::anycast::is_global_ipv6;
 use super::community::{LargeCommunity, StandardCommunity, AS_TRANS};
 use super::{split, ConfigError, Validator};
 
@@ -318,9 +319,7 @@ impl Validator<'_> {
         let a: Ipv6Addr = text
             .parse()
             .map_err(|_| self.err(s.clone(), key, format!("not an IPv6 address: {text:?}")))?;
-        // fe80::/10 and the rest are not global (RFC 4291 §2.5.6).
-        let link_local = (a.segments()[0] & 0xffc0) == 0xfe80;
-        if a.is_unspecified() || a.is_loopback() || a.is_multicast() || link_local {
+        if !is_global_ipv6(a) {
             return Err(self.err(
                 s.clone(),
                 key,
@@ -541,6 +540,24 @@ address = "2001:db8:2::1"
                 "\"198.18.1.94\"",
                 "bgp.neighbors[0].next_hop_ipv6",
                 "not an IPv6 address",
+            ),
+            (
+                "\"2001:db8:1::94\"",
+                "\"::ffff:198.18.1.94\"",
+                "bgp.neighbors[0].next_hop_ipv6",
+                "not a global unicast address",
+            ),
+            (
+                "\"2001:db8:2::1\"",
+                "\"::ffff:198.18.2.0\"",
+                "prefix.address",
+                "not a global unicast IPv6 address",
+            ),
+            (
+                "\"2001:db8:2::1\"",
+                "\"fe80::1\"",
+                "prefix.address",
+                "not a global unicast IPv6 address",
             ),
             (
                 "\"2001:db8:2::1\"",

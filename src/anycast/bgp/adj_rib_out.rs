@@ -98,17 +98,22 @@ impl AdjRibOut {
             .collect();
         self.withdraw(&gone, &mut updates);
 
-        let mut changed: BTreeMap<RouteAttributes, Vec<Prefix>> = BTreeMap::new();
+        // Grouped by family too: IPv6 prefixes that cannot be encoded (MP_REACH_NLRI takes
+        // more room than NEXT_HOP) do not take IPv4 ones with them.
+        let mut changed: BTreeMap<(bool, RouteAttributes), Vec<Prefix>> = BTreeMap::new();
         let carried = self.wanted.iter().filter(|(p, _)| policy.carries(p));
         for (prefix, announcement) in carried {
             let attributes = route_attributes(announcement, encoding.ibgp, policy);
             if self.sent.get(prefix) != Some(&attributes) {
-                changed.entry(attributes).or_default().push(*prefix);
+                changed
+                    .entry((prefix.is_ipv6(), attributes))
+                    .or_default()
+                    .push(*prefix);
             }
         }
 
         let mut unencodable = Vec::new();
-        for (attributes, prefixes) in changed {
+        for ((_, attributes), prefixes) in changed {
             match Update::announce(encoding, &attributes, &prefixes) {
                 Ok(built) => {
                     updates.extend(built);

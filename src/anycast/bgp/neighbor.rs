@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::sockopt::{set_gtsm, set_tcp_md5};
-use super::status::BgpNeighborStatus;
+use super::status::{BgpNeighborStatus, IPV4_UNICAST, IPV6_UNICAST};
 use super::{
     frame_len, resolve_collision, Action, ConnectionOrigin, ExportedRoute, Input, Message,
-    MessageError, Prefix, Session, SessionState, SpeakerIdentity,
+    MessageError, Prefix, Session, SessionInfo, SessionState, SpeakerIdentity,
 };
 use crate::config::BgpNeighborConfig;
 
@@ -411,7 +411,10 @@ impl NeighborTask {
                     }
                 }
                 Action::SessionUp(info) => {
-                    tracing::info!(peer = %self.cfg.address, peer_as = info.peer_as, hold_time = info.hold_time, "BGP neighbor up");
+                    tracing::info!(peer = %self.cfg.address, peer_as = info.peer_as, hold_time = info.hold_time, families = ?negotiated_families(&info), "BGP neighbor up");
+                    if self.cfg.next_hop_ipv6.is_some() && !info.ipv6_unicast {
+                        tracing::warn!(peer = %self.cfg.address, "the router did not offer IPv6 unicast: no IPv6 prefix is sent to it");
+                    }
                 }
                 Action::SessionDown { reason } => {
                     tracing::warn!(peer = %self.cfg.address, ?reason, "BGP neighbor down");
@@ -525,6 +528,7 @@ impl NeighborTask {
                 .collect(),
             graceful_shutdown: s.is_draining(),
             last_error: self.last_error.clone(),
+            families: s.peer().map(negotiated_families).unwrap_or_default(),
             ..BgpNeighborStatus::idle(&self.cfg)
         };
         self.status.send_if_modified(|old| {
@@ -536,6 +540,18 @@ impl NeighborTask {
             }
         });
     }
+}
+
+/// The families a session carries, as `pgcast status` names them.
+fn negotiated_families(info: &SessionInfo) -> Vec<String> {
+    [
+        (info.ipv4_unicast, IPV4_UNICAST),
+        (info.ipv6_unicast, IPV6_UNICAST),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| name.to_string())
+    .collect()
 }
 
 /// Opens the TCP connection to the neighbour with its source address, TCP-MD5 key and GTSM.

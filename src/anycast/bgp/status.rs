@@ -91,7 +91,14 @@ pub struct BgpNeighborStatus {
     pub graceful_shutdown: bool,
     pub last_error: Option<String>,
     pub bfd: bool,
+    /// The address families the current session negotiated ("ipv4-unicast",
+    /// "ipv6-unicast"; RFC 4760 §8); empty without a session (absent in older documents).
+    #[serde(default)]
+    pub families: Vec<String>,
 }
+
+pub const IPV4_UNICAST: &str = "ipv4-unicast";
+pub const IPV6_UNICAST: &str = "ipv6-unicast";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BgpPrefixStatus {
@@ -120,6 +127,7 @@ impl BgpNeighborStatus {
             graceful_shutdown: false,
             last_error: None,
             bfd: n.bfd,
+            families: Vec::new(),
         }
     }
 
@@ -138,7 +146,19 @@ impl BgpNeighborStatus {
                 } else if announced || !v.announce {
                     v.reason.clone()
                 } else if self.state == "Established" {
-                    format!("being announced; {}", v.reason)
+                    let family = if v.prefix.is_ipv6() {
+                        IPV6_UNICAST
+                    } else {
+                        IPV4_UNICAST
+                    };
+                    if self.families.iter().any(|f| f == family) {
+                        format!("being announced; {}", v.reason)
+                    } else {
+                        format!(
+                            "not sent: the session did not negotiate {family} (RFC 4760); {}",
+                            v.reason
+                        )
+                    }
                 } else {
                     format!("session {}; {}", self.state, v.reason)
                 };
@@ -149,5 +169,43 @@ impl BgpNeighborStatus {
                 }
             })
             .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn verdict(prefix: &str, len: u8) -> PrefixVerdict {
+        PrefixVerdict {
+            prefix: prefix.parse().expect("address"),
+            prefix_len: len,
+            announce: true,
+            cost: 10,
+            reason: "healthy".into(),
+        }
+    }
+
+    #[test]
+    fn a_prefix_of_a_family_the_session_did_not_negotiate_says_so() {
+        let text = "[admin]\nsocket = \"/tmp/x.sock\"\n[[listeners]]\nname = \"rw\"\n\
+                    address = \"127.0.0.1:6432\"\nrole = \"auto\"\n[[backends]]\nname = \"pg\"\n\
+                    host = \"127.0.0.1\"\n[[users]]\nname = \"app\"\npassword = \"x\"\n[bgp]\n\
+                    local_as = 65001\nrouter_id = \"198.18.1.94\"\n[[bgp.neighbors]]\n\
+                    address = \"198.18.1.90\"\nremote_as = 65000\n";
+        let config = Config::parse(text, std::path::Path::new("t.toml")).expect("valid");
+        let mut s = BgpNeighborStatus::idle(&config.bgp.expect("bgp").neighbors[0]);
+        s.state = "Established".into();
+        s.families = vec![IPV4_UNICAST.into()];
+        s.complete(
+            Instant::now(),
+            &[verdict("198.18.2.0", 32), verdict("2001:db8:2::1", 128)],
+        );
+        assert_eq!(s.prefixes[0].reason, "being announced; healthy");
+        assert_eq!(
+            s.prefixes[1].reason,
+            "not sent: the session did not negotiate ipv6-unicast (RFC 4760); healthy"
+        );
     }
 }

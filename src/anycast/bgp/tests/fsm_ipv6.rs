@@ -39,17 +39,23 @@ fn dual_stack_peer() -> Open {
     open
 }
 
-/// (IPv4 NLRI, IPv4 withdrawn, MP_REACH, MP_UNREACH, End-of-RIB) of an UPDATE.
-type Counts = (u32, u32, u32, u32, bool);
+/// (IPv4 NLRI, IPv4 withdrawn, MP_REACH, MP_UNREACH, End-of-RIB) of an UPDATE; the last is
+/// "" or the family whose End-of-RIB it is: IPv4's has no attribute, IPv6's one (RFC 4724 §2).
+type Counts = (u32, u32, u32, u32, &'static str);
 
 fn counts(update: &Update) -> Counts {
     let s = update.summary();
+    let end_of_rib = match (s.end_of_rib, s.path_attributes) {
+        (false, _) => "",
+        (true, 0) => "ipv4 end-of-rib",
+        (true, _) => "ipv6 end-of-rib",
+    };
     (
         s.announced_prefixes,
         s.withdrawn_prefixes,
         s.mp_reach_prefixes,
         s.mp_unreach_prefixes,
-        s.end_of_rib,
+        end_of_rib,
     )
 }
 
@@ -98,10 +104,10 @@ fn a_dual_stack_peer_gets_both_families_each_with_its_end_of_rib() {
     assert_eq!(
         updates,
         [
-            (1, 0, 0, 0, false), // 198.51.100.7/32
-            (0, 0, 1, 0, false), // 2001:db8:2::1/128 in MP_REACH_NLRI
-            (0, 0, 0, 0, true),  // IPv4 End-of-RIB
-            (0, 0, 0, 0, true),  // IPv6 End-of-RIB
+            (1, 0, 0, 0, ""), // 198.51.100.7/32
+            (0, 0, 1, 0, ""), // 2001:db8:2::1/128 in MP_REACH_NLRI
+            (0, 0, 0, 0, "ipv4 end-of-rib"),
+            (0, 0, 0, 0, "ipv6 end-of-rib"),
         ]
     );
     let mut sent: Vec<String> = session
@@ -114,13 +120,13 @@ fn a_dual_stack_peer_gets_both_families_each_with_its_end_of_rib() {
 
     // Withdrawing the IPv6 prefix alone: one MP_UNREACH_NLRI.
     let (_, updates) = split(&session.step(t0, announce(&[ANYCAST_V4.into()])));
-    assert_eq!(updates, [(0, 0, 0, 1, false)]);
+    assert_eq!(updates, [(0, 0, 0, 1, "")]);
 
     // ROUTE-REFRESH for IPv6 unicast: everything is sent again.
     session.step(t0, announce(&[ANYCAST_V4.into(), ANYCAST_V6.into()]));
     let refresh = Message::RouteRefresh { afi: 2, safi: 1 };
     let (_, updates) = split(&receive(&mut session, t0, refresh));
-    assert_eq!(updates, [(1, 0, 0, 0, false), (0, 0, 1, 0, false)]);
+    assert_eq!(updates, [(1, 0, 0, 0, ""), (0, 0, 1, 0, "")]);
 }
 
 #[test]
@@ -131,7 +137,7 @@ fn ipv6_prefixes_are_not_sent_to_a_peer_that_did_not_offer_ipv6() {
     let actions = establish(&mut session, t0, peer_open(65000, 90));
     let (up, updates) = split(&actions);
     assert!(up[0].ipv4_unicast && !up[0].ipv6_unicast, "{up:?}");
-    assert_eq!(updates, [(1, 0, 0, 0, false), (0, 0, 0, 0, true)]);
+    assert_eq!(updates, [(1, 0, 0, 0, ""), (0, 0, 0, 0, "ipv4 end-of-rib")]);
 }
 
 #[test]
@@ -142,5 +148,5 @@ fn an_ipv6_only_peer_gets_the_ipv6_prefixes_only() {
     let actions = establish(&mut session, t0, ipv6_only_open(65000));
     let (up, updates) = split(&actions);
     assert!(!up[0].ipv4_unicast && up[0].ipv6_unicast, "{up:?}");
-    assert_eq!(updates, [(0, 0, 1, 0, false), (0, 0, 0, 0, true)]);
+    assert_eq!(updates, [(0, 0, 1, 0, ""), (0, 0, 0, 0, "ipv6 end-of-rib")]);
 }
