@@ -1,7 +1,7 @@
 //! Property tests: decoding never panics on anything the network sends,
 //! and what we build always decodes back cleanly.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -96,9 +96,12 @@ proptest! {
         }
     }
 
+    /// IPv4 and IPv6 prefixes of any length with any attributes: every UPDATE fits in 4,096
+    /// octets, decodes without error, and together they carry every prefix.
     #[test]
     fn built_announcements_always_decode_cleanly(
         raw_prefixes in prop::collection::vec((any::<u32>(), 0u8..=32), 1..300),
+        raw_ipv6 in prop::collection::vec((any::<u128>(), 0u8..=128), 0..300),
         local_as in 1u32..,
         ibgp in any::<bool>(),
         four_octet_as in any::<bool>(),
@@ -107,16 +110,19 @@ proptest! {
         large in prop::collection::vec(any::<(u32, u32, u32)>(), 0..40),
     ) {
         prop_assume!(local_as != 23456);
-        let prefixes: Vec<Prefix> = raw_prefixes
+        let ipv4 = raw_prefixes
             .iter()
-            .filter_map(|&(address, length)| Prefix::new(Ipv4Addr::from(address).into(), length))
-            .collect();
+            .filter_map(|&(address, length)| Prefix::new(Ipv4Addr::from(address).into(), length));
+        let ipv6 = raw_ipv6
+            .iter()
+            .filter_map(|&(address, length)| Prefix::new(Ipv6Addr::from(address).into(), length));
+        let prefixes: Vec<Prefix> = ipv4.chain(ipv6).collect();
         let encoding = UpdateEncoding {
             local_as,
             ibgp,
             four_octet_as,
             next_hop: Ipv4Addr::new(192, 0, 2, 1),
-            next_hop_ipv6: None,
+            next_hop_ipv6: Some(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1)),
         };
         let attributes = RouteAttributes {
             med,
@@ -143,7 +149,8 @@ proptest! {
                 return Err(TestCaseError::fail("not an UPDATE"));
             };
             prop_assert_eq!(&decoded.summary().treat_as_withdraw, &None);
-            announced += decoded.summary().announced_prefixes as usize;
+            let summary = decoded.summary();
+            announced += (summary.announced_prefixes + summary.mp_reach_prefixes) as usize;
         }
         prop_assert_eq!(announced, prefixes.len());
     }
