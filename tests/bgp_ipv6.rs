@@ -13,39 +13,23 @@ mod bgplab;
 mod netlab;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bgplab::{router_established, router_json, wait_until, BgpOptions};
 use netlab::{status_prefix, NetLab};
-use serde_json::Value;
 
 const ANYCAST6: &str = "2001:db8:2::1/128";
 const CONVERGE: Duration = Duration::from_secs(30);
 
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
-/// The gateways r1's kernel has for the IPv6 anycast prefix (`ip -6 -j route show`).
+/// The gateways r1's kernel has for the IPv6 anycast prefix.
 fn kernel_gateways6(lab: &NetLab) -> BTreeSet<String> {
-    let out = Command::new("ip")
-        .args(["-n", &lab.router, "-6", "-j", "route", "show", ANYCAST6])
-        .output()
-        .expect("ip -6 route");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let mut set = BTreeSet::new();
-    for route in v.as_array().into_iter().flatten() {
-        let hops = match route["nexthops"].as_array() {
-            Some(list) => list.clone(),
-            None => vec![route.clone()],
-        };
-        for h in hops {
-            if let Some(g) = h["gateway"].as_str() {
-                set.insert(g.to_string());
-            }
-        }
-    }
-    set
+    lab.kernel_nexthops_of(ANYCAST6)
+        .into_iter()
+        .map(|h| h.gateway)
+        .collect()
 }
 
 /// The balancers' IPv6 addresses, as `ospf-topology` wrote them (`bN_addr6`).

@@ -490,7 +490,7 @@ impl Validator<'_> {
 mod tests {
     use std::net::{IpAddr, Ipv6Addr};
 
-    use crate::config::tests::{parse, MINIMAL};
+    use crate::config::tests::{assert_refused, parse, MINIMAL};
 
     const DUAL_STACK: &str = r#"
 [bgp]
@@ -572,11 +572,7 @@ address = "2001:db8:2::1"
                 "/32 for IPv4",
             ),
         ];
-        for (from, to, key, why) in cases {
-            let text = format!("{MINIMAL}{}", DUAL_STACK.replace(from, to));
-            let e = parse(&text).expect_err(to).to_string();
-            assert!(e.contains(key) && e.contains(why), "{to}: {e}");
-        }
+        assert_refused(DUAL_STACK, &cases);
     }
 
     #[test]

@@ -23,6 +23,17 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("test.toml"))
 }
 
+/// Each (from, to, key, words): [`MINIMAL`] plus `base` with `from` replaced by `to` is
+/// refused with an error that names the file, `key` and `words`.
+pub(super) fn assert_refused(base: &str, cases: &[(&str, &str, &str, &str)]) {
+    for (from, to, key, words) in cases {
+        let text = format!("{MINIMAL}{}", base.replace(from, to));
+        let e = parse(&text).expect_err(to).to_string();
+        assert!(e.starts_with("test.toml:"), "{e}");
+        assert!(e.contains(key) && e.contains(words), "{to}: {e}");
+    }
+}
+
 #[test]
 fn minimal_config_gets_defaults() {
     let c = parse(MINIMAL).expect("valid");
@@ -225,12 +236,7 @@ fn ospf_and_prefix_errors_name_key_and_line() {
             "IPv4",
         ),
     ];
-    for (from, to, key, words) in cases {
-        let text = format!("{MINIMAL}{}", OSPF.replace(from, to));
-        let e = parse(&text).unwrap_err().to_string();
-        assert!(e.starts_with("test.toml:"), "{e}");
-        assert!(e.contains(key) && e.contains(words), "{to}: {e}");
-    }
+    assert_refused(OSPF, &cases);
     let e = parse(&format!(
         "{MINIMAL}{}",
         OSPF.replace("hello_interval", "helo_interval")

@@ -40,7 +40,7 @@ use super::update::{Prefix, Update, UpdateEncoding};
 /// suggests 4 minutes).
 const OPEN_WAIT_HOLD_TIME: Duration = Duration::from_secs(240);
 
-// IPv4 unicast is the one family we announce.
+// The families we announce: IPv4 unicast, and IPv6 unicast with an IPv6 next hop.
 use super::{AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
 
 /// RFC 4271 §8.2.2 states.
@@ -409,7 +409,7 @@ impl Session {
                 // RFC 2918 §4: resend everything for a family we
                 // advertised, ignore requests for any other. (Both families are resent: a
                 // repeated announcement replaces itself, RFC 4271 §3.1.)
-                let ours = self.our_open().capabilities;
+                let ours = self.our_capabilities();
                 if (afi, safi) == (AFI_IPV4, SAFI_UNICAST)
                     || (ours.mp_ipv6_unicast && (afi, safi) == (AFI_IPV6, SAFI_UNICAST))
                 {
@@ -546,7 +546,7 @@ impl Session {
         let hold_time = self.config.hold_time.min(open.hold_time);
         let capabilities = open.capabilities;
         let (ipv4_unicast, ipv6_unicast) =
-            negotiated_families(&self.our_open().capabilities, &capabilities);
+            negotiated_families(&self.our_capabilities(), &capabilities);
         let info = SessionInfo {
             peer_as: open.asn,
             peer_router_id: open.router_id,
@@ -607,7 +607,7 @@ impl Session {
             ibgp: self.config.is_ibgp(),
             four_octet_as: peer.four_octet_as,
             next_hop: self.config.next_hop,
-            next_hop_ipv6: self.config.next_hop_ipv6.filter(|_| peer.ipv6_unicast),
+            next_hop_ipv6: self.config.next_hop_ipv6,
         };
         let policy = ExportPolicy {
             draining: self.draining,
@@ -662,13 +662,18 @@ impl Session {
             asn: self.config.local_as,
             hold_time: self.config.hold_time,
             router_id: self.config.router_id,
-            capabilities: Capabilities {
-                four_octet_as: Some(self.config.local_as),
-                mp_ipv4_unicast: true,
-                mp_ipv6_unicast: self.config.next_hop_ipv6.is_some(),
-                route_refresh: true,
-                mp_other_families: false,
-            },
+            capabilities: self.our_capabilities(),
+        }
+    }
+
+    /// What we advertise: IPv6 unicast only with an IPv6 next hop to announce it with.
+    fn our_capabilities(&self) -> Capabilities {
+        Capabilities {
+            four_octet_as: Some(self.config.local_as),
+            mp_ipv4_unicast: true,
+            mp_ipv6_unicast: self.config.next_hop_ipv6.is_some(),
+            route_refresh: true,
+            mp_other_families: false,
         }
     }
 

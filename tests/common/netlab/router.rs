@@ -118,8 +118,22 @@ impl NetLab {
 
     /// The router kernel's next hops for the anycast prefix (`ip -j route show`), sorted.
     pub fn kernel_nexthops(&self) -> Vec<NextHop> {
-        let out =
-            run(Command::new("ip").args(["-n", &self.router, "-j", "route", "show", ANYCAST]));
+        self.kernel_nexthops_of(ANYCAST)
+    }
+
+    /// The router kernel's next hops for `prefix`, IPv4 or IPv6 (`ip -j [-6] route show`),
+    /// sorted.
+    pub fn kernel_nexthops_of(&self, prefix: &str) -> Vec<NextHop> {
+        let family = if prefix.contains(':') { "-6" } else { "-4" };
+        let out = run(Command::new("ip").args([
+            "-n",
+            &self.router,
+            family,
+            "-j",
+            "route",
+            "show",
+            prefix,
+        ]));
         assert!(
             out.status.success(),
             "ip route show: {}",
